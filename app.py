@@ -1,0 +1,51 @@
+"""OreLens web dashboard: ``streamlit run app.py``."""
+from __future__ import annotations
+
+import streamlit as st
+
+st.set_page_config(page_title="OreLens", page_icon="🔬", layout="wide")
+
+from ui import state  # noqa: E402  (after set_page_config)
+
+PAGES = [
+    st.Page("pages/upload_calibrate.py", title="Upload & calibrate", icon="📷", default=True),
+    st.Page("pages/stitch.py", title="Stitch", icon="🧩"),
+    st.Page("pages/register_xpl.py", title="Register XPL", icon="🔄"),
+    st.Page("pages/segment.py", title="Segment", icon="🗺️"),
+    st.Page("pages/annotate.py", title="Annotate", icon="✏️"),
+    st.Page("pages/statistics.py", title="Statistics", icon="📊"),
+]
+
+
+def sidebar() -> None:
+    state._init()
+    with st.sidebar:
+        st.markdown("### OreLens")
+        st.caption("Ore minerals in reflected-light photographs of polished sections.")
+        if st.button("Load demo sample", icon="🧪", width="stretch"):
+            try:
+                names = state.load_demo()
+                st.toast(f"Loaded {len(names)} demo images")
+            except ValueError as e:
+                st.error(str(e))
+        names = list(state.bucket("images"))
+        if names:
+            state.image_picker("Current image", key="sidebar-current")
+            st.caption(f"{len(names)} image(s) in this session")
+        else:
+            st.caption("No image loaded yet.")
+        st.divider()
+        models = state.available_models()
+        if models:
+            cur = st.session_state["model_dir"]
+            idx = models.index(cur) if cur in models else 0
+            st.session_state["model_dir"] = st.selectbox(
+                "Model", models, index=idx, format_func=lambda p: p.rsplit("/", 1)[-1])
+        else:
+            st.warning("No model found in models/.")
+        st.caption(f"Device: {state.device_label()}")
+
+
+nav = st.navigation(PAGES)
+sidebar()
+nav.run()

@@ -1,0 +1,404 @@
+"""Reading, validating and writing images, masks and LumenStone-layout datasets.
+
+All user-supplied data enters through this module. Every problem with a file
+becomes a ``ValueError`` whose message says what was wrong and what to do, so
+the CLI and the app can show one clear sentence instead of a traceback.
+"""
+from __future__ import annotations
+
+import io as _io
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+from PIL import Image, ImageFile
+
+from .minerals import CODES, IGNORE, MINERALS, colorize
+
+__all__ = [
+    "MAX_PIXELS",
+    "MIN_SIDE",
+    "IMAGE_SUFFIXES",
+    "read_image",
+    "read_mask",
+    "write_mask",
+    "write_image",
+    "encode_png",
+    "encode_jpeg",
+    "overlay",
+    "DatasetItem",
+    "list_dataset",
+    "safe_name",
+    "display_copy",
+]
+
+# A 5x5 panorama of 3396x2547 frames is ~12000x8000 = 96 Mpx; allow twice that.
+# Anything larger is refused before decoding so a forged header cannot exhaust RAM.
+MAX_PIXELS = 200_000_000
+MIN_SIDE = 8
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+Image.MAX_IMAGE_PIXELS = None  # we enforce MAX_PIXELS ourselves, with a clearer message
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+Source = Union[str, os.PathLike, bytes, bytearray, BinaryIO]
+
+
+def _name_of(src: Source) -> str:
+    if isinstance(src, (str, os.PathLike)):
+        return Path(src).name
+    return getattr(src, "name", None) or "uploaded file"
+
+
+def _read_bytes(src: Source) -> bytes:
+    if isinstance(src, (bytes, bytearray)):
+        return bytes(src)
+    if isinstance(src, (str, os.PathLike)):
+        p = Path(src)
+        if not p.exists():
+            raise ValueError(f"{p}: no such file")
+        if p.is_dir():
+            raise ValueError(f"{p}: is a folder, expected an image file")
+        return p.read_bytes()
+    if hasattr(src, "getvalue"):
+        return bytes(src.getvalue())
+    if hasattr(src, "read"):
+        if hasattr(src, "seek"):
+            src.seek(0)
+        return src.read()
+    raise ValueError(f"cannot read an image from a {type(src).__name__}")
+
+
+def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
+    if len(data) == 0:
+        raise ValueError(f"{name}: the file is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            im = Image.open(_io.BytesIO(data))
+    except Exception:
+        raise ValueError(
+            f"{name}: not a readable image; use JPEG, PNG or TIFF"
+        ) from None
+    w, h = im.size
+    if w * h > max_pixels:
+        raise ValueError(
+            f"{name}: {w}x{h} px is larger than the limit of {max_pixels / 1e6:.0f} Mpx; "
+            "split it into tiles or downscale it first"
+        )
+    if min(w, h) < MIN_SIDE:
+        raise ValueError(f"{name}: {w}x{h} px is too small; images must be at least {MIN_SIDE} px on each side")
+    return im
+
+
+def _decode_high_depth(data: bytes, name: str) -> np.ndarray:
+    import cv2
+
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH)
+    if arr is None:
+        try:
+            import tifffile
+
+            arr = tifffile.imread(_io.BytesIO(data))
+        except Exception:
+            raise ValueError(f"{name}: the file is truncated or corrupt") from None
+    else:
+        if arr.ndim == 3 and arr.shape[2] >= 3:
+            arr = np.concatenate([arr[..., 2::-1], arr[..., 3:]], axis=2)
+    return arr
+
+
+def _to_rgb(arr: np.ndarray, name: str) -> np.ndarray:
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    elif arr.ndim == 3 and arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    elif arr.ndim == 3 and arr.shape[2] == 2:  # grey + alpha
+        arr = np.repeat(arr[..., :1], 3, axis=2)
+    elif arr.ndim == 3 and arr.shape[2] >= 3:
+        arr = arr[..., :3]
+    else:
+        raise ValueError(f"{name}: unsupported image layout {arr.shape}")
+    return np.ascontiguousarray(arr)
+
+
+def read_image(
+    src: Source,
+    *,
+    dtype: str = "uint8",
+    max_pixels: int = MAX_PIXELS,
+) -> np.ndarray:
+    """Read a photograph as RGB.
+
+    Accepts JPEG, PNG, TIFF and BMP in 8 or 16 bits per channel, grayscale,
+    RGBA (alpha dropped), palette and CMYK.
+
+    Parameters
+    ----------
+    src : path, bytes or file-like
+        The image.
+    dtype : {"uint8", "float32"}
+        ``"uint8"`` scales 16-bit data to 8 bits; ``"float32"`` returns values
+        in [0, 1] with the file's full precision (for calibration).
+    max_pixels : int
+        Refuse images with more pixels than this before decoding them.
+
+    Returns
+    -------
+    image : (M, N, 3) ndarray
+        uint8 or float32 RGB.
+
+    Raises
+    ------
+    ValueError
+        Empty, corrupt, truncated, too large, too small or not an image.
+    """
+    if dtype not in ("uint8", "float32"):
+        raise ValueError(f"dtype must be 'uint8' or 'float32', not {dtype!r}")
+    name = _name_of(src)
+    data = _read_bytes(src)
+    im = _open_checked(data, name, max_pixels)
+    high_depth = im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F") or (
+        im.format == "TIFF" and im.mode not in ("1", "L", "P", "RGB", "RGBA", "CMYK", "LA")
+    )
+    if high_depth or im.format == "TIFF":
+        arr = _decode_high_depth(data, name)
+    else:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if im.mode == "CMYK" and im.format == "JPEG":
+                    im.load()
+                    im = im.convert("RGB")
+                elif im.mode in ("P", "1", "LA", "PA", "RGBA", "CMYK", "YCbCr", "HSV", "LAB"):
+                    im = im.convert("RGBA" if im.mode in ("P", "PA", "LA") else "RGB")
+                else:
+                    im.load()
+                arr = np.asarray(im)
+        except (OSError, SyntaxError, ValueError):
+            raise ValueError(f"{name}: the file is truncated or corrupt") from None
+    if arr.ndim == 3 and arr.shape[2] == 4:
+        arr = arr[..., :3]
+    arr = _to_rgb(arr, name)
+    if arr.dtype == np.uint8:
+        scale = 255.0
+    elif arr.dtype == np.uint16:
+        scale = 65535.0
+    elif arr.dtype in (np.int32, np.uint32):
+        scale = 65535.0 if arr.max(initial=0) <= 65535 else float(arr.max())
+    elif arr.dtype.kind == "f":
+        a = np.nan_to_num(arr.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0)
+        arr = np.clip(a, 0, 1) if a.max(initial=0) <= 1.0 else np.clip(a / max(a.max(), 1e-9), 0, 1)
+        scale = 1.0
+    else:
+        raise ValueError(f"{name}: unsupported pixel type {arr.dtype}")
+    if dtype == "float32":
+        return (arr.astype(np.float32) / np.float32(scale)).astype(np.float32)
+    if arr.dtype == np.uint8:
+        return arr
+    return np.clip(np.rint(arr.astype(np.float64) * (255.0 / scale)), 0, 255).astype(np.uint8)
+
+
+_COLOR_TO_CODE = {m.color: m.code for m in MINERALS}
+
+
+def read_mask(
+    src: Source,
+    *,
+    shape: tuple[int, int] | None = None,
+    allow_unknown: bool = False,
+) -> np.ndarray:
+    """Read a mask of LumenStone class codes.
+
+    Parameters
+    ----------
+    src : path, bytes or file-like
+        8-bit single-channel PNG of codes (255 = unlabelled), or an RGB mask
+        painted in the LumenStone colours.
+    shape : (M, N) tuple, optional
+        Expected height and width (the image's); a mismatch is an error.
+    allow_unknown : bool
+        If False (default) codes outside the catalogue are an error.
+
+    Returns
+    -------
+    mask : (M, N) uint8 ndarray
+    """
+    name = _name_of(src)
+    data = _read_bytes(src)
+    im = _open_checked(data, name, MAX_PIXELS)
+    try:
+        im.load()
+    except (OSError, SyntaxError, ValueError):
+        raise ValueError(f"{name}: the mask file is truncated or corrupt") from None
+    if im.mode in ("L", "P", "I", "I;16", "1"):
+        arr = np.asarray(im if im.mode != "P" else im)
+        if arr.dtype != np.uint8:
+            if arr.max(initial=0) > 255:
+                raise ValueError(f"{name}: mask values above 255; a mask holds class codes 0-14 and 255")
+            arr = arr.astype(np.uint8)
+    else:
+        rgb = np.asarray(im.convert("RGB"))
+        if np.all(rgb[..., 0] == rgb[..., 1]) and np.all(rgb[..., 1] == rgb[..., 2]):
+            arr = rgb[..., 0].copy()
+        else:
+            arr = np.full(rgb.shape[:2], IGNORE, np.uint8)
+            packed = (rgb[..., 0].astype(np.uint32) << 16) | (rgb[..., 1].astype(np.uint32) << 8) | rgb[..., 2]
+            known = np.zeros(packed.shape, bool)
+            for color, code in _COLOR_TO_CODE.items():
+                sel = packed == ((color[0] << 16) | (color[1] << 8) | color[2])
+                arr[sel] = code
+                known |= sel
+            white = packed == 0xFFFFFF
+            known |= white
+            if not known.all():
+                raise ValueError(
+                    f"{name}: colour mask contains colours that are not LumenStone class colours; "
+                    "save masks as 8-bit PNG of class codes"
+                )
+    arr = np.ascontiguousarray(arr, dtype=np.uint8)
+    if shape is not None and arr.shape != tuple(shape[:2]):
+        raise ValueError(
+            f"{name}: mask is {arr.shape[1]}x{arr.shape[0]} px but the image is "
+            f"{shape[1]}x{shape[0]} px; masks must match their image"
+        )
+    if not allow_unknown:
+        valid = np.zeros(256, bool)
+        valid[list(CODES)] = True
+        valid[IGNORE] = True
+        bad = np.unique(arr[~valid[arr]])
+        if bad.size:
+            raise ValueError(
+                f"{name}: mask contains unknown class codes {bad.tolist()[:10]}; "
+                f"valid codes are {list(CODES)} and 255 (unlabelled)"
+            )
+    return arr
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 (M, N) or (M, N, 3) array."""
+    buf = _io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buf, format="PNG", compress_level=3)
+    return buf.getvalue()
+
+
+def encode_jpeg(array: np.ndarray, quality: int = 92) -> bytes:
+    buf = _io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def write_mask(path: str | os.PathLike, mask: np.ndarray) -> Path:
+    """Write a mask of codes as an 8-bit PNG."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"a mask must be 2-D, got shape {mask.shape}")
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(mask.astype(np.uint8)).save(p, format="PNG")
+    return p
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray, *, quality: int = 95) -> Path:
+    """Write an RGB uint8 image; format from the suffix (JPEG, PNG, TIFF)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    suffix = p.suffix.lower()
+    image = np.ascontiguousarray(image)
+    if suffix in (".tif", ".tiff"):
+        import tifffile
+
+        tifffile.imwrite(p, image, bigtiff=image.nbytes > 2**31, compression="zlib")
+    elif suffix in (".jpg", ".jpeg"):
+        Image.fromarray(image).save(p, format="JPEG", quality=quality)
+    else:
+        Image.fromarray(image).save(p, format="PNG")
+    return p
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5, *, skip_background: bool = False) -> np.ndarray:
+    """Blend the LumenStone colours of ``mask`` over ``image``.
+
+    Parameters
+    ----------
+    image : (M, N, 3) uint8 ndarray
+    mask : (M, N) uint8 ndarray
+    alpha : float
+        Opacity of the colours, 0..1.
+    skip_background : bool
+        Leave background (code 0) and unlabelled pixels unpainted.
+    """
+    if image.shape[:2] != mask.shape:
+        raise ValueError(f"image {image.shape[:2]} and mask {mask.shape} differ in size")
+    colors = colorize(mask).astype(np.float32)
+    out = image.astype(np.float32) * (1 - alpha) + colors * alpha
+    if skip_background:
+        keep = (mask == 0) | (mask == IGNORE)
+        out[keep] = image[keep]
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class DatasetItem:
+    stem: str
+    image: Path
+    mask: Path | None
+
+
+def list_dataset(root: str | os.PathLike, split: str | None = None, *, require_masks: bool = True) -> list[DatasetItem]:
+    """List a LumenStone-layout dataset: ``imgs/<split>/<stem>.jpg`` + ``masks/<split>/<stem>.png``.
+
+    ``root`` may also be a folder holding ``imgs/`` and ``masks/`` directly, or
+    ``split=None`` to gather every split.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"{root}: dataset folder not found")
+    img_root, mask_root = root / "imgs", root / "masks"
+    if not img_root.is_dir():
+        raise ValueError(f"{root}: not a LumenStone-layout dataset (expected imgs/<split>/ and masks/<split>/)")
+    if split is not None:
+        dirs = [img_root / split]
+    else:
+        dirs = [d for d in sorted(img_root.iterdir()) if d.is_dir()] or [img_root]
+    items: list[DatasetItem] = []
+    for d in dirs:
+        rel = d.relative_to(img_root)
+        for f in sorted(d.iterdir()):
+            if f.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            m = mask_root / rel / (f.stem + ".png")
+            if not m.exists():
+                if require_masks:
+                    raise ValueError(f"{f}: no mask {m}; every image needs masks/<split>/<stem>.png")
+                m = None
+            items.append(DatasetItem(f.stem, f, m))
+    if not items:
+        raise ValueError(f"{root}: no images found under imgs/")
+    return items
+
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(name: str, default: str = "image") -> str:
+    """A file-system-safe stem from an uploaded file name (never used as a path)."""
+    stem = Path(str(name).replace("\\", "/")).stem
+    stem = _SAFE.sub("_", stem).strip("._")[:80]
+    return stem or default
+
+
+def display_copy(image: np.ndarray, max_side: int = 1400) -> np.ndarray:
+    """Downscaled copy for display (area interpolation); the input if small enough."""
+    import cv2
+
+    h, w = image.shape[:2]
+    s = max(h, w)
+    if s <= max_side:
+        return image
+    f = max_side / s
+    interp = cv2.INTER_AREA if image.ndim == 3 else cv2.INTER_NEAREST
+    return cv2.resize(image, (max(1, round(w * f)), max(1, round(h * f))), interpolation=interp)

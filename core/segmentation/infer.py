@@ -1,0 +1,217 @@
+"""Sliding-window inference with smooth blending of softmax probabilities.
+
+The image is resized to the model's working scale, cut into overlapping tiles
+that are run in batches, and each tile's softmax is added with a weight that
+ramps down towards the tile edges, so seams vanish. Probabilities stay at the
+working scale (float16); labels are produced at full resolution strip by strip,
+so a 12000x8000 panorama needs well under 4 GB.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import cv2
+import numpy as np
+import torch
+
+from .model import SegmentationModel
+
+__all__ = ["Prediction", "predict", "prepare_input"]
+
+ProgressFn = Optional[Callable[[float, str], None]]
+
+
+@dataclass
+class Prediction:
+    """Result of :func:`predict`.
+
+    Attributes
+    ----------
+    labels : (M, N) uint8 ndarray
+        LumenStone codes at the input's full resolution.
+    probs : (K, m, n) float16 ndarray
+        Softmax probabilities at the working scale, channel k for ``classes[k]``.
+    classes : list of int
+        Class code of each probability channel.
+    scale : float
+        Working scale (``m ~ M * scale``).
+    """
+
+    labels: np.ndarray
+    probs: np.ndarray
+    classes: list[int]
+    scale: float
+
+
+def _ramp(n: int, overlap: int) -> np.ndarray:
+    if overlap <= 0:
+        return np.ones(n, np.float32)
+    i = np.arange(n, dtype=np.float32)
+    r = np.minimum(np.minimum((i + 0.5) / overlap, (n - i - 0.5) / overlap), 1.0)
+    return np.maximum(r, 1e-3).astype(np.float32)
+
+
+def _starts(length: int, tile: int, step: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    s = list(range(0, length - tile, step))
+    s.append(length - tile)
+    return s
+
+
+def prepare_input(model: SegmentationModel, image: np.ndarray, extra: np.ndarray | None = None) -> np.ndarray:
+    """Resize to the working scale; returns (m, n, C) uint8 (RGB + extra channels)."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an (M, N, 3) uint8 RGB image, got {image.shape} {image.dtype}")
+    arr = image
+    if extra is not None:
+        if extra.shape[:2] != image.shape[:2]:
+            raise ValueError("extra channels must match the image size")
+        arr = np.concatenate([image, extra.reshape(*extra.shape[:2], -1).astype(np.uint8)], axis=2)
+    if arr.shape[2] != model.in_channels:
+        raise ValueError(
+            f"model {model.name} expects {model.in_channels} input channels, got {arr.shape[2]}"
+            + (" (give the aligned XPL images)" if model.in_channels > 3 else "")
+        )
+    s = model.scale
+    if s != 1.0:
+        h, w = arr.shape[:2]
+        size = (max(1, round(w * s)), max(1, round(h * s)))
+        if arr.shape[2] <= 4:
+            arr = cv2.resize(arr, size, interpolation=cv2.INTER_AREA)
+        else:
+            arr = np.concatenate(
+                [cv2.resize(np.ascontiguousarray(arr[..., i : i + 3]), size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], -1)
+                 for i in range(0, arr.shape[2], 3)], axis=2)
+    return np.ascontiguousarray(arr)
+
+
+def _normalise(batch: np.ndarray, mean: np.ndarray, std: np.ndarray) -> torch.Tensor:
+    x = torch.from_numpy(batch).float().div_(255.0)
+    x = (x - torch.from_numpy(mean)) / torch.from_numpy(std)
+    return x.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+
+
+def norm_stats(model: SegmentationModel) -> tuple[np.ndarray, np.ndarray]:
+    n = model.config["normalization"]
+    mean = np.asarray(n["mean"], np.float32)
+    std = np.asarray(n["std"], np.float32)
+    c = model.in_channels
+    if mean.size != c:
+        mean = np.resize(mean, c)
+        std = np.resize(std, c)
+    return mean, std
+
+
+@torch.inference_mode()
+def predict_scaled(
+    model: SegmentationModel,
+    arr: np.ndarray,
+    *,
+    tile: int | None = None,
+    overlap: int | None = None,
+    batch_size: int = 4,
+    progress: ProgressFn = None,
+) -> np.ndarray:
+    """Blended softmax (K, m, n) float32 of an image already at the working scale."""
+    tile = int(tile or model.config.get("tile", 512))
+    overlap = int(overlap if overlap is not None else model.config.get("overlap", tile // 4))
+    h, w = arr.shape[:2]
+    mult = 32
+    th = min(tile, int(math.ceil(h / mult) * mult))
+    tw = min(tile, int(math.ceil(w / mult) * mult))
+    pad_h, pad_w = max(0, th - h), max(0, tw - w)
+    if pad_h or pad_w:
+        arr = cv2.copyMakeBorder(arr, 0, pad_h, 0, pad_w, cv2.BORDER_REFLECT_101)
+        if arr.ndim == 2:
+            arr = arr[..., None]
+    H, W = arr.shape[:2]
+    step_h, step_w = max(1, th - overlap), max(1, tw - overlap)
+    ys, xs = _starts(H, th, step_h), _starts(W, tw, step_w)
+    weight = np.outer(_ramp(th, min(overlap, th // 2)), _ramp(tw, min(overlap, tw // 2)))
+    K = len(model.classes)
+    acc = np.zeros((K, H, W), np.float32)
+    wsum = np.zeros((H, W), np.float32)
+    mean, std = norm_stats(model)
+    coords = [(y, x) for y in ys for x in xs]
+    dev = model.device
+    use_amp = dev.type == "cuda"
+    with model.lock:
+        for b in range(0, len(coords), batch_size):
+            chunk = coords[b : b + batch_size]
+            tiles = np.stack([arr[y : y + th, x : x + tw] for y, x in chunk])
+            x_t = _normalise(tiles, mean, std).to(dev)
+            with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=use_amp):
+                logits = model.net(x_t)
+            probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
+            for (y, x), p in zip(chunk, probs):
+                acc[:, y : y + th, x : x + tw] += p * weight
+                wsum[y : y + th, x : x + tw] += weight
+            if progress:
+                progress(min(1.0, (b + len(chunk)) / len(coords)), f"tile {b + len(chunk)}/{len(coords)}")
+    acc /= wsum[None]
+    return acc[:, :h, :w]
+
+
+def upsample_argmax(probs: np.ndarray, out_shape: tuple[int, int], classes: list[int], *, strip: int = 512) -> np.ndarray:
+    """Full-resolution labels from working-scale probabilities, in strips of rows."""
+    K, h, w = probs.shape
+    H, W = out_shape
+    lut = np.asarray(classes, np.uint8)
+    if (h, w) == (H, W):
+        return lut[np.argmax(probs, axis=0)]
+    out = np.empty((H, W), np.uint8)
+    sy, sx = h / H, w / W
+    xs = ((np.arange(W) + 0.5) * sx - 0.5).astype(np.float32)
+    for y0 in range(0, H, strip):
+        y1 = min(H, y0 + strip)
+        ys = ((np.arange(y0, y1) + 0.5) * sy - 0.5).astype(np.float32)
+        map_x = np.broadcast_to(xs[None, :], (y1 - y0, W)).astype(np.float32)
+        map_y = np.broadcast_to(ys[:, None], (y1 - y0, W)).astype(np.float32)
+        best = np.full((y1 - y0, W), -1.0, np.float32)
+        idx = np.zeros((y1 - y0, W), np.uint8)
+        for k in range(K):
+            pk = cv2.remap(np.ascontiguousarray(probs[k], dtype=np.float32), map_x, map_y, cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REPLICATE)
+            better = pk > best
+            best[better] = pk[better]
+            idx[better] = k
+        out[y0:y1] = lut[idx]
+    return out
+
+
+def predict(
+    model: SegmentationModel,
+    image: np.ndarray,
+    *,
+    extra: np.ndarray | None = None,
+    tile: int | None = None,
+    overlap: int | None = None,
+    batch_size: int = 4,
+    progress: ProgressFn = None,
+) -> Prediction:
+    """Segment one image.
+
+    Parameters
+    ----------
+    model : SegmentationModel
+    image : (M, N, 3) uint8 ndarray
+        RGB photograph (plane-polarised).
+    extra : (M, N, C) uint8 ndarray, optional
+        Additional aligned channels (XPL images) for models trained with them.
+    tile, overlap : int, optional
+        Tile side and overlap at the working scale (defaults from the config).
+    batch_size : int
+        Tiles per forward pass.
+    progress : callable(fraction, message), optional
+
+    Returns
+    -------
+    Prediction
+    """
+    arr = prepare_input(model, image, extra)
+    probs = predict_scaled(model, arr, tile=tile, overlap=overlap, batch_size=batch_size, progress=progress)
+    labels = upsample_argmax(probs, image.shape[:2], model.classes)
+    return Prediction(labels=labels, probs=probs.astype(np.float16), classes=model.classes, scale=model.scale)

@@ -1,0 +1,329 @@
+"""Training on LumenStone-layout datasets.
+
+Cross-entropy (255 ignored), class-balanced patches, rotation / flip / scale /
+brightness / colour augmentation, Adam with reduce-on-plateau on the
+validation mIoU, validation on whole held-out images, best checkpoint kept,
+resumable, CPU or CUDA (mixed precision on CUDA).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from ..io import DatasetItem, list_dataset, read_image, read_mask
+from ..minerals import IGNORE
+from .infer import predict_scaled
+from .metrics import ConfusionMatrix
+from .model import SegmentationModel, create_model, resolve_device, save_model
+from .sampler import ClassBalancedSampler
+
+__all__ = ["TrainConfig", "train", "load_split", "LoadedImage", "augment_patch", "PatchStream"]
+
+
+@dataclass
+class TrainConfig:
+    arch: str = "pspnet"
+    encoder: str = "resnet18"
+    scale: float = 0.5
+    patch: int = 256
+    batch_size: int = 16
+    iterations: int = 3000
+    val_every: int = 200
+    lr: float = 1e-3
+    plateau_patience: int = 3
+    plateau_factor: float = 0.5
+    workers: int = 1
+    seed: int = 0
+    device: str = "auto"
+    max_minutes: float = 0.0  # 0 = no limit
+    val_fraction: float = 0.12
+    tile: int = 512
+    rotate: bool = True
+    scale_jitter: float = 0.15
+    brightness: float = 0.15
+    color: float = 0.06
+    classes: list[int] | None = None
+
+
+@dataclass
+class LoadedImage:
+    stem: str
+    image: np.ndarray  # (m, n, C) uint8 at the working scale
+    mask: np.ndarray  # (m, n) uint8 codes at the working scale
+
+
+def _load(item: DatasetItem, scale: float) -> LoadedImage:
+    img = read_image(item.image)
+    mask = read_mask(item.mask, shape=img.shape[:2])
+    if scale != 1.0:
+        size = (round(img.shape[1] * scale), round(img.shape[0] * scale))
+        img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+        mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
+    return LoadedImage(item.stem, img, mask)
+
+
+def load_split(data: str | Path, val: str | Path | None, val_fraction: float, scale: float,
+               progress: Callable[[str], None] | None = None):
+    """Training and validation images at the working scale.
+
+    Without ``val``, ``val_fraction`` of the images, evenly spaced in name order, are held out.
+    """
+    items = list_dataset(data)
+    if val is not None:
+        val_items = list_dataset(val)
+        train_items = items
+    else:
+        if len(items) < 2:
+            raise ValueError("need at least 2 images to hold one out for validation, or give --val")
+        n_val = min(len(items) - 1, max(1, round(len(items) * val_fraction)))
+        pick = {int((j + 0.5) * len(items) / n_val) for j in range(n_val)}
+        val_items = [it for i, it in enumerate(items) if i in pick]
+        train_items = [it for i, it in enumerate(items) if i not in pick]
+    out = []
+    for group in (train_items, val_items):
+        loaded = []
+        for it in group:
+            loaded.append(_load(it, scale))
+            if progress:
+                progress(f"loaded {it.stem}")
+        out.append(loaded)
+    return out[0], out[1]
+
+
+def augment_patch(image, mask, cy, cx, patch, rng, *, rotate=True, scale_jitter=0.15, brightness=0.15, color=0.06):
+    """Cut one augmented patch centred at (cy, cx) in a single warp."""
+    angle = float(rng.uniform(0, 360)) if rotate else 0.0
+    s = float(np.exp(rng.uniform(-scale_jitter, scale_jitter))) if scale_jitter else 1.0
+    M = cv2.getRotationMatrix2D((float(cx), float(cy)), angle, s)
+    M[0, 2] += patch / 2 - cx
+    M[1, 2] += patch / 2 - cy
+    chans = image.shape[2]
+    if chans <= 4:
+        img = cv2.warpAffine(image, M, (patch, patch), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+        img = img.reshape(patch, patch, chans)
+    else:
+        img = np.concatenate([cv2.warpAffine(np.ascontiguousarray(image[..., i:i + 3]), M, (patch, patch),
+                                             flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101).reshape(patch, patch, -1)
+                              for i in range(0, chans, 3)], axis=2)
+    msk = cv2.warpAffine(mask, M, (patch, patch), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=IGNORE)
+    if rng.random() < 0.5:
+        img, msk = img[:, ::-1], msk[:, ::-1]
+    if rng.random() < 0.5:
+        img, msk = img[::-1], msk[::-1]
+    img = img.astype(np.float32)
+    gain = 1.0 + rng.uniform(-brightness, brightness)
+    ch = 1.0 + rng.uniform(-color, color, size=3)
+    img[..., :3] *= gain * ch
+    return np.clip(img, 0, 255), np.ascontiguousarray(msk)
+
+
+class PatchStream(IterableDataset):
+    """Endless stream of class-balanced, augmented patches.
+
+    Every worker seeds its own generator from PyTorch's per-worker seed, so
+    workers never repeat each other's random streams.
+    """
+
+    def __init__(self, images, index_masks, n_classes, cfg: TrainConfig, mean, std, seed: int):
+        self.images = images
+        self.masks = index_masks
+        self.n_classes = n_classes
+        self.cfg = cfg
+        self.mean = np.asarray(mean, np.float32)
+        self.std = np.asarray(std, np.float32)
+        self.seed = seed
+        self.sampler: ClassBalancedSampler | None = None
+
+    def _make_sampler(self):
+        info = get_worker_info()
+        seed = info.seed if info is not None else self.seed
+        rng = np.random.default_rng(seed % (2**63))
+        return ClassBalancedSampler(self.masks, self.n_classes, self.cfg.patch, rng=rng)
+
+    def __iter__(self):
+        sampler = self._make_sampler()
+        self.sampler = sampler
+        cfg = self.cfg
+        while True:
+            req = sampler.next()
+            img, msk = augment_patch(self.images[req.image], self.masks[req.image], req.cy, req.cx, cfg.patch,
+                                     sampler.rng, rotate=cfg.rotate, scale_jitter=cfg.scale_jitter,
+                                     brightness=cfg.brightness, color=cfg.color)
+            sampler.update(msk)
+            x = (img / 255.0 - self.mean) / self.std
+            yield torch.from_numpy(x.transpose(2, 0, 1).copy()), torch.from_numpy(msk.astype(np.int64))
+
+
+def _index_lut(classes: list[int]) -> np.ndarray:
+    lut = np.full(256, IGNORE, np.uint8)
+    for i, c in enumerate(classes):
+        lut[c] = i
+    return lut
+
+
+def _validate(model: SegmentationModel, val: list[LoadedImage]) -> dict:
+    cm = ConfusionMatrix()
+    model.net.eval()
+    lut = np.asarray(model.classes, np.uint8)
+    for v in val:
+        probs = predict_scaled(model, v.image)
+        cm.update(v.mask, lut[np.argmax(probs, 0)])
+    model.net.train()
+    return cm.scores().as_dict()
+
+
+def train(
+    data: str | Path,
+    out: str | Path,
+    cfg: TrainConfig,
+    *,
+    val: str | Path | None = None,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+) -> dict:
+    """Train a model and write the best checkpoint to ``out`` (a model folder).
+
+    Returns the final config written to ``out/config.json``.
+    """
+    from tqdm import tqdm
+
+    t0 = time.time()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    train_set, val_set = load_split(data, val, cfg.val_fraction, cfg.scale)
+    if not val_set:
+        raise ValueError("no validation images: give --val or a dataset with at least 2 images")
+    log(f"train images: {len(train_set)}, validation images: {len(val_set)} ({', '.join(v.stem for v in val_set)})")
+
+    present = sorted(set(np.unique(np.concatenate([np.unique(t.mask) for t in train_set])).tolist()) - {IGNORE})
+    classes = sorted(cfg.classes) if cfg.classes else present
+    lut = _index_lut(classes)
+    index_masks = [lut[t.mask] for t in train_set]
+    images = [t.image for t in train_set]
+
+    # normalisation and per-class reference colours from the training images
+    pix = np.concatenate([im.reshape(-1, 3)[::97] for im in images]).astype(np.float64) / 255.0
+    mean, std = pix.mean(0), pix.std(0) + 1e-6
+    ref = {}
+    counts = {}
+    for im, m in zip(images, [t.mask for t in train_set]):
+        for c in np.unique(m):
+            if c == IGNORE:
+                continue
+            sel = m == c
+            ref.setdefault(int(c), np.zeros(3))
+            ref[int(c)] += im[sel].astype(np.float64).sum(0)
+            counts[int(c)] = counts.get(int(c), 0) + int(sel.sum())
+    reference_colors = {str(c): (ref[c] / counts[c]).round(2).tolist() for c in sorted(ref)}
+    pixel_share = {str(c): counts[c] / sum(counts.values()) for c in sorted(counts)}
+
+    net = create_model(cfg.arch, cfg.encoder, classes=len(classes), in_channels=3)
+    net = net.to(device).to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=cfg.plateau_factor,
+                                                       patience=cfg.plateau_patience)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    config = {
+        "name": out.name,
+        "architecture": cfg.arch,
+        "encoder": cfg.encoder,
+        "in_channels": 3,
+        "classes": classes,
+        "scale": cfg.scale,
+        "tile": cfg.tile,
+        "overlap": cfg.tile // 4,
+        "normalization": {"mean": mean.round(5).tolist(), "std": std.round(5).tolist(), "range": "0-1 sRGB"},
+        "reference_colors": reference_colors,
+        "training": {
+            "data": str(Path(data).name),
+            "train_images": [t.stem for t in train_set],
+            "val_images": [v.stem for v in val_set],
+            "pixel_share": pixel_share,
+            "config": asdict(cfg),
+        },
+    }
+    start_it, best = 0, -1.0
+    history: list[dict] = []
+    ckpt_path = out / "checkpoint.pt"
+    if resume and ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        net.load_state_dict(ck["net"])
+        opt.load_state_dict(ck["opt"])
+        sched.load_state_dict(ck["sched"])
+        start_it, best = int(ck["iteration"]), float(ck["best"])
+        history = json.loads(ck.get("history", "[]"))
+        log(f"resumed at iteration {start_it}, best mIoU {best:.4f}")
+
+    stream = PatchStream(images, index_masks, len(classes), cfg, mean, std, seed=cfg.seed + start_it)
+    loader = DataLoader(stream, batch_size=cfg.batch_size, num_workers=cfg.workers,
+                        persistent_workers=cfg.workers > 0, pin_memory=device.type == "cuda")
+    model = SegmentationModel(net=net, config=config, device=device)
+    crit = torch.nn.CrossEntropyLoss(ignore_index=IGNORE)
+    net.train()
+    it = start_it
+    running = []
+    bar = tqdm(total=cfg.iterations, initial=start_it, disable=not progress, desc="train", dynamic_ncols=True)
+    deadline = t0 + cfg.max_minutes * 60 if cfg.max_minutes else math.inf
+    batch_counts = np.zeros(256, np.int64)
+    for x, y in loader:
+        if it >= cfg.iterations or time.time() > deadline:
+            break
+        x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        y = y.to(device, non_blocking=True)
+        batch_counts += np.bincount(y.cpu().numpy().ravel().clip(0, 255), minlength=256)
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+            loss = crit(net(x), y)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        running.append(loss.item())
+        it += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(running[-20:]):.3f}", lr=f"{opt.param_groups[0]['lr']:.1e}")
+        if it % cfg.val_every == 0 or it >= cfg.iterations or time.time() > deadline:
+            best = _checkpoint(model, val_set, sched, opt, it, best, history, running, batch_counts,
+                               classes, t0, out, ckpt_path, log)
+    if not history or history[-1]["iteration"] != it:
+        best = _checkpoint(model, val_set, sched, opt, it, best, history, running, batch_counts,
+                           classes, t0, out, ckpt_path, log)
+    bar.close()
+    return json.loads((out / "config.json").read_text())
+
+
+def _checkpoint(model, val_set, sched, opt, it, best, history, running, batch_counts, classes, t0, out, ckpt_path, log):
+    scores = _validate(model, val_set)
+    sched.step(scores["miou"])
+    labelled = batch_counts[: len(classes)].astype(np.float64)
+    sampled_share = {str(c): float(labelled[i] / max(labelled.sum(), 1)) for i, c in enumerate(classes)}
+    entry = {"iteration": it, "loss": float(np.mean(running[-50:])) if running else None,
+             "val_miou": scores["miou"], "val_pixel_accuracy": scores["pixel_accuracy"],
+             "lr": opt.param_groups[0]["lr"], "minutes": (time.time() - t0) / 60}
+    history.append(entry)
+    log(json.dumps(entry))
+    cfg = model.config
+    cfg["training"]["history"] = history
+    cfg["training"]["sampled_pixel_share"] = sampled_share
+    if scores["miou"] > best:
+        best = scores["miou"]
+        cfg["validation"] = {**scores, "iteration": it, "scale": "working scale", "images": cfg["training"]["val_images"]}
+        save_model(out, model.net, cfg)
+        log(f"new best mIoU {best:.4f} at iteration {it}")
+    else:
+        (out / "config.json").write_text(json.dumps({**json.loads((out / "config.json").read_text()),
+                                                       "training": cfg["training"]}, indent=2))
+    torch.save({"net": model.net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                "iteration": it, "best": best, "history": json.dumps(history)}, ckpt_path)
+    return best

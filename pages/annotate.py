@@ -1,0 +1,12 @@
+"""Annotate page."""
+import streamlit as st
+
+from ui import state, widgets
+
+st.header("Annotate")
+name, image = state.current_image()
+if image is None:
+    state.no_image_hint()
+else:
+    widgets.show_image(image, name, key="annotate")
+st.warning("The annotation step is not built yet in this version; the image above is the input it will work on.")

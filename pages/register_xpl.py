@@ -1,0 +1,12 @@
+"""Register XPL page."""
+import streamlit as st
+
+from ui import state, widgets
+
+st.header("Register XPL")
+name, image = state.current_image()
+if image is None:
+    state.no_image_hint()
+else:
+    widgets.show_image(image, name, key="register_xpl")
+st.warning("The XPL registration step is not built yet in this version; the image above is the input it will work on.")

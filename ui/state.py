@@ -1,0 +1,179 @@
+"""Per-session work and per-server resources.
+
+Session state holds only the current user's work; the model is cached once
+per server. Pages exchange work only through the functions here:
+
+- ``images``: name -> ``{"image": uint8 RGB, "gt": mask or None, "origin": str}``
+- ``calibrated``: name -> colour-corrected uint8 RGB
+- ``predictions``: name -> ``{"labels", "probs", "classes", "scale", "model"}``
+- ``annotations``: name -> mask of codes (255 = unlabelled)
+- ``xpl``: name -> ``{"aligned": list of uint8 RGB, "names": [...]}``
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from core import io as cio
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_DIR = ROOT / "samples"
+MODELS_DIR = ROOT / "models"
+MAX_IMAGES_PER_SESSION = 24
+
+_KEYS = ("images", "calibrated", "predictions", "annotations", "xpl")
+
+
+def _init() -> None:
+    for k in _KEYS:
+        if k not in st.session_state:
+            st.session_state[k] = {}
+    st.session_state.setdefault("current", None)
+    st.session_state.setdefault("model_dir", str(MODELS_DIR / "default"))
+    st.session_state.setdefault("device", "auto")
+
+
+def bucket(key: str) -> dict:
+    _init()
+    return st.session_state[key]
+
+
+def add_image(name: str, image: np.ndarray, gt: np.ndarray | None = None, *, origin: str = "upload",
+              make_current: bool = True) -> str:
+    """Store an image for this session; returns the (unique) name used."""
+    _init()
+    imgs = st.session_state["images"]
+    if name not in imgs and len(imgs) >= MAX_IMAGES_PER_SESSION:
+        raise ValueError(f"this session already holds {MAX_IMAGES_PER_SESSION} images; remove some first")
+    base, k = name, 2
+    while name in imgs and imgs[name].get("origin") != origin:
+        name = f"{base}-{k}"
+        k += 1
+    imgs[name] = {"image": image, "gt": gt, "origin": origin}
+    for key in ("calibrated", "predictions", "annotations", "xpl"):
+        st.session_state[key].pop(name, None)
+    if make_current:
+        st.session_state["current"] = name
+    return name
+
+
+def remove_image(name: str) -> None:
+    _init()
+    for key in _KEYS:
+        st.session_state[key].pop(name, None)
+    if st.session_state["current"] == name:
+        st.session_state["current"] = next(iter(st.session_state["images"]), None)
+
+
+def current_name() -> str | None:
+    _init()
+    cur = st.session_state["current"]
+    return cur if cur in st.session_state["images"] else None
+
+
+def current_image(*, calibrated: bool = True) -> tuple[str | None, np.ndarray | None]:
+    """Name and pixels of the current image (the calibrated version when there is one)."""
+    name = current_name()
+    if name is None:
+        return None, None
+    if calibrated and name in st.session_state["calibrated"]:
+        return name, st.session_state["calibrated"][name]
+    return name, st.session_state["images"][name]["image"]
+
+
+def ground_truth(name: str | None) -> np.ndarray | None:
+    if name is None:
+        return None
+    return bucket("images").get(name, {}).get("gt")
+
+
+def best_mask(name: str) -> tuple[np.ndarray | None, str]:
+    """The mask to analyse: the user's annotation, else the model's prediction."""
+    if name in bucket("annotations"):
+        m = bucket("annotations")[name]
+        if (m != 255).any():
+            return m, "annotation"
+    if name in bucket("predictions"):
+        return bucket("predictions")[name]["labels"], "segmentation"
+    return None, ""
+
+
+def load_demo() -> list[str]:
+    """Put the bundled demo sample into this session."""
+    names = []
+    for item in cio.list_dataset(SAMPLE_DIR, "demo"):
+        img = _demo_image(str(item.image))
+        gt = _demo_mask(str(item.mask))
+        names.append(add_image(f"demo-{item.stem}", img, gt, origin="demo", make_current=not names))
+    return names
+
+
+@st.cache_data(show_spinner=False)
+def _demo_image(path: str) -> np.ndarray:
+    return cio.read_image(path)
+
+
+@st.cache_data(show_spinner=False)
+def _demo_mask(path: str) -> np.ndarray:
+    return cio.read_mask(path)
+
+
+def read_upload(file, *, kind: str = "image", shape=None):
+    """Decode an uploaded file; shows ``st.error`` and returns None when it is unusable."""
+    try:
+        if kind == "mask":
+            return cio.read_mask(file.getvalue(), shape=shape)
+        return cio.read_image(file.getvalue())
+    except ValueError as e:
+        st.error(f"{file.name}: {str(e).replace('uploaded file: ', '')}")
+        return None
+    except MemoryError:
+        st.error(f"{file.name}: not enough memory to open this image")
+        return None
+
+
+@st.cache_resource(show_spinner="Loading the segmentation model…")
+def get_model(model_dir: str, device: str = "auto"):
+    from core.segmentation import load_model
+
+    return load_model(model_dir, device=device)
+
+
+def model_or_error():
+    """The session's model, or None after showing why it cannot be loaded."""
+    _init()
+    try:
+        return get_model(st.session_state["model_dir"], st.session_state["device"])
+    except ValueError as e:
+        st.error(f"Model could not be loaded: {e}")
+        return None
+
+
+def available_models() -> list[str]:
+    return sorted(str(p.parent) for p in MODELS_DIR.glob("*/config.json"))
+
+
+def device_label() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"GPU ({torch.cuda.get_device_name(0)})"
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def image_picker(label: str = "Image", key: str | None = None) -> str | None:
+    """Select box over this session's images; updates the current image."""
+    _init()
+    names = list(st.session_state["images"])
+    if not names:
+        return None
+    cur = current_name() or names[0]
+    choice = st.selectbox(label, names, index=names.index(cur), key=key)
+    st.session_state["current"] = choice
+    return choice
+
+
+def no_image_hint() -> None:
+    st.info("No image yet: use **Load demo sample** in the sidebar, or upload images on the Upload & calibrate page.")

@@ -1,0 +1,48 @@
+"""Reusable display widgets."""
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from core import io as cio
+from core.minerals import MINERALS, by_code
+
+
+def show_image(image: np.ndarray, caption: str = "", *, max_side: int = 1400, key: str | None = None) -> None:
+    """Show a downscaled copy, with a full-resolution crop inspector for large images."""
+    h, w = image.shape[:2]
+    st.image(cio.display_copy(image, max_side), caption=f"{caption} ({w}×{h} px)" if caption else f"{w}×{h} px",
+             width="stretch")
+    if max(h, w) > max_side:
+        with st.expander("Inspect full-resolution detail"):
+            c1, c2, c3 = st.columns(3)
+            size = c3.select_slider("Window", [256, 512, 768, 1024], value=512, key=f"{key}-win")
+            cx = c1.slider("Centre x", 0, w - 1, w // 2, key=f"{key}-cx")
+            cy = c2.slider("Centre y", 0, h - 1, h // 2, key=f"{key}-cy")
+            y0 = int(np.clip(cy - size // 2, 0, max(0, h - size)))
+            x0 = int(np.clip(cx - size // 2, 0, max(0, w - size)))
+            st.image(image[y0:y0 + size, x0:x0 + size], caption=f"x {x0}–{x0 + size}, y {y0}–{y0 + size} (1:1)")
+
+
+def legend(codes) -> None:
+    """Legend of mineral names in their LumenStone colours."""
+    parts = []
+    for c in codes:
+        if int(c) == 255:
+            continue
+        m = by_code(int(c))
+        r, g, b = m.color
+        parts.append(
+            f"<span style='display:inline-block;margin:2px 10px 2px 0'><span style='display:inline-block;width:14px;height:14px;"
+            f"background:rgb({r},{g},{b});border:1px solid #888;vertical-align:middle;margin-right:4px'></span>"
+            f"{m.name} ({m.label}, {m.code})</span>")
+    st.markdown("".join(parts), unsafe_allow_html=True)
+
+
+def mineral_options() -> list[int]:
+    return [m.code for m in MINERALS]
+
+
+def mineral_format(code: int) -> str:
+    m = by_code(code)
+    return f"{m.code} · {m.name} ({m.label})"
