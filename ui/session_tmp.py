@@ -1,0 +1,88 @@
+"""A private temporary folder per browser session, removed when the session ends.
+
+Pages that must write files (for example a library that only reads from a
+path) use :func:`session_dir` instead of ``tempfile`` directly. The folder is
+held in ``st.session_state``; when Streamlit drops the session (the user closes
+the tab and the server forgets the session) the holder is garbage-collected
+and ``weakref.finalize`` removes the folder. The same finaliser runs at server
+exit, so nothing is left behind after a restart either.
+
+Uploaded file names are never used as paths: :func:`session_path` keeps only a
+sanitised stem (``core.io.safe_name``) and always resolves inside the folder.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import weakref
+from pathlib import Path
+
+import streamlit as st
+
+from core.io import safe_name
+
+__all__ = ["SessionTmp", "session_dir", "session_path", "cleanup"]
+
+_KEY = "_orelens_session_tmp"
+
+
+class SessionTmp:
+    """Owner of one temporary folder; removing the last reference removes the folder.
+
+    Parameters
+    ----------
+    prefix : str
+        Prefix of the folder name under the system temporary directory.
+    """
+
+    def __init__(self, *, prefix: str = "orelens-session-") -> None:
+        self.path = Path(tempfile.mkdtemp(prefix=prefix))
+        self._finalizer = weakref.finalize(self, shutil.rmtree, str(self.path), ignore_errors=True)
+
+    def cleanup(self) -> None:
+        """Remove the folder now (idempotent)."""
+        self._finalizer()
+
+    @property
+    def alive(self) -> bool:
+        """True until the folder has been removed."""
+        return self._finalizer.alive
+
+
+def session_dir() -> Path:
+    """The current session's private temporary folder (created on first use).
+
+    Returns
+    -------
+    path : Path
+        An existing folder that only this session writes to.
+    """
+    holder = st.session_state.get(_KEY)
+    if holder is None or not holder.alive or not holder.path.is_dir():
+        holder = SessionTmp()
+        st.session_state[_KEY] = holder
+    return holder.path
+
+
+def session_path(name: str, *, suffix: str = "") -> Path:
+    """A path inside :func:`session_dir` built from a sanitised version of ``name``.
+
+    Parameters
+    ----------
+    name : str
+        Any name, typically an uploaded file's name; only its sanitised stem is kept.
+    suffix : str
+        Extension to append, e.g. ``".png"``.
+    """
+    d = session_dir()
+    p = (d / (safe_name(name) + suffix)).resolve()
+    if p.parent != d.resolve():  # safe_name cannot produce separators; keep the guarantee explicit
+        raise ValueError(f"{name!r} is not a usable file name")
+    return p
+
+
+def cleanup() -> None:
+    """Remove the current session's temporary folder now (e.g. on a "clear session" action)."""
+    holder = st.session_state.pop(_KEY, None)
+    if holder is not None:
+        holder.cleanup()
