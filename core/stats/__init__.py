@@ -1,0 +1,11 @@
+"""Statistics: modal mineralogy, grain sizes and mineral associations from class masks."""
+from .measure import (DIRECTIONS, PERIMETER_METHODS, GrainTable, MaskStats, boundary_length, combine,
+                      measure)
+from .summary import (BORDER_POLICIES, SIZE_SERIES, Options, association, class_index, d_values,
+                      grain_summary, image_entry, modal, select_grains, size_classes, summarize, tables)
+
+__all__ = [
+    "DIRECTIONS", "PERIMETER_METHODS", "BORDER_POLICIES", "SIZE_SERIES", "GrainTable", "MaskStats", "Options",
+    "measure", "combine", "boundary_length", "modal", "select_grains", "class_index", "size_classes",
+    "d_values", "grain_summary", "association", "image_entry", "summarize", "tables",
+]

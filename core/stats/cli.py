@@ -1,0 +1,107 @@
+"""Modal mineralogy, grain sizes and associations from class masks.
+
+Example::
+
+    python -m core stats masks/*.png --pixel-size 0.53 --json stats.json --csv stats/ --report report.html
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+__all__ = ["configure", "run"]
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("masks", nargs="+", metavar="MASK",
+                   help="8-bit PNG masks of LumenStone class codes (255 = unlabelled); the total pools them all "
+                        "(images of one sample, or tiles of a panorama)")
+    p.add_argument("--pixel-size", required=True, type=float, metavar="UM",
+                   help="pixel size in µm per pixel (from a stage-micrometer calibration)")
+    p.add_argument("--json", metavar="FILE", default=None, help="write the statistics as JSON")
+    p.add_argument("--csv", metavar="DIR", default=None, help="write modal, grain, size-class and association tables as CSV")
+    p.add_argument("--xlsx", metavar="FILE", default=None, help="write the same tables as an XLSX workbook")
+    p.add_argument("--report", metavar="FILE.html", default=None, help="write a self-contained HTML report")
+    p.add_argument("--images", nargs="+", metavar="IMAGE", default=None,
+                   help="photographs matching the masks by file stem, shown in the report")
+    p.add_argument("--border", default="exclude", metavar="POLICY",
+                   help="grains cut by the image edge: exclude (default) or keep")
+    p.add_argument("--perimeter", default="crofton", metavar="METHOD",
+                   help="perimeter estimator: crofton (default) or pixel-edges")
+    p.add_argument("--series", default="sqrt2", metavar="SERIES", help="size classes: sqrt2 (default) or 2")
+
+
+def _unique_stems(paths) -> list[str]:
+    stems, seen = [], {}
+    for p in paths:
+        s = Path(p).stem
+        if s in seen:
+            seen[s] += 1
+            s = f"{s}-{seen[s]}"
+        else:
+            seen[s] = 1
+        stems.append(s)
+    return stems
+
+
+def run(args) -> int:
+    from .. import io as cio
+    from .measure import measure
+    from .summary import Options, summarize, tables
+
+    options = Options(border=args.border, perimeter=args.perimeter, series=args.series)
+    if not (args.pixel_size > 0):
+        raise ValueError(f"--pixel-size must be a positive number of µm per pixel, not {args.pixel_size}")
+    images = {}
+    if args.images:
+        images = {Path(p).stem: p for p in args.images}
+    results, thumbs = {}, {}
+    for path, stem in zip(args.masks, _unique_stems(args.masks)):
+        t0 = time.time()
+        mask = cio.read_mask(path)
+        results[stem] = measure(mask, pixel_size=args.pixel_size)
+        if args.report:
+            from .report import thumbnail
+
+            img = None
+            if Path(path).stem in images:
+                img = cio.read_image(images[Path(path).stem])
+                if img.shape[:2] != mask.shape:
+                    raise ValueError(f"{images[Path(path).stem]}: image is {img.shape[1]}x{img.shape[0]} px but its "
+                                     f"mask is {mask.shape[1]}x{mask.shape[0]} px")
+            thumbs[stem] = thumbnail(image=img, mask=mask)
+        del mask
+        print(f"{stem}: {len(results[stem].grains)} grains, {time.time() - t0:.1f} s")
+    summary = summarize(results, options=options)
+    total = summary["total"]
+    for c, f in sorted(total["area_fraction"].items(), key=lambda kv: int(kv[0])):
+        g = total["grains"].get(c)
+        extra = f", {g['count']} grains, d50 {g['d50_um']:.3g} µm" if g and g["count"] else ""
+        print(f"  class {c:>2}: {100 * f:7.3f} %{extra}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(summary, indent=1))
+        print(f"wrote {args.json}")
+    tabs = None
+    if args.csv or args.xlsx or args.report:
+        tabs = tables(results, options=options)
+    if args.csv:
+        from .export import write_csv
+
+        write_csv(tabs, args.csv)
+        print(f"wrote {args.csv}/")
+    if args.xlsx:
+        from .export import xlsx_bytes
+
+        Path(args.xlsx).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.xlsx).write_bytes(xlsx_bytes(tabs))
+        print(f"wrote {args.xlsx}")
+    if args.report:
+        from .report import build_report
+
+        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.report).write_text(build_report(summary, tabs, options=options, thumbnails=thumbs), encoding="utf-8")
+        print(f"wrote {args.report}")
+    return 0

@@ -1,0 +1,105 @@
+"""Plotly figures of the statistics: modal mineralogy, size curves, association heat map.
+
+The figures are built from the JSON-ready summary of :func:`core.stats.summarize`
+so that the app and the HTML report draw the same numbers.
+"""
+from __future__ import annotations
+
+from ..minerals import by_code
+
+__all__ = ["modal_figure", "size_figure", "association_figure", "mineral_color"]
+
+
+def mineral_color(code) -> str:
+    """CSS colour of a class code given as int or string."""
+    r, g, b = by_code(int(code)).color
+    return f"rgb({r},{g},{b})"
+
+
+def _label(code) -> str:
+    m = by_code(int(code))
+    return f"{m.name} ({m.label})"
+
+
+def modal_figure(summary: dict, *, background: bool = True):
+    """Stacked bars of area percent per mineral, one bar per image and one for the total.
+
+    Parameters
+    ----------
+    summary : dict
+        Output of :func:`core.stats.summarize`.
+    background : bool
+        Include the non-metallic background; otherwise percentages are of the minerals only.
+    """
+    import plotly.graph_objects as go
+
+    scopes = list(summary["images"]) + (["total"] if len(summary["images"]) > 1 else [])
+    entries = {**summary["images"], "total": summary["total"]}
+    codes = sorted({int(c) for s in scopes for c in entries[s]["area_fraction"]})
+    if not background:
+        codes = [c for c in codes if c != 0]
+    fig = go.Figure()
+    for c in codes:
+        ys = []
+        for s in scopes:
+            af = entries[s]["area_fraction"]
+            if background:
+                ys.append(100 * af.get(str(c), 0.0))
+            else:
+                tot = sum(v for k, v in af.items() if k != "0")
+                ys.append(100 * af.get(str(c), 0.0) / tot if tot else 0.0)
+        fig.add_bar(x=scopes, y=ys, name=_label(c), marker_color=mineral_color(c),
+                    marker_line_color="#555", marker_line_width=0.5,
+                    hovertemplate="%{x}<br>" + _label(c) + ": %{y:.3f} %<extra></extra>")
+    fig.update_layout(barmode="stack", title="Modal mineralogy" + ("" if background else " (minerals only)"),
+                      yaxis_title="area %", xaxis_title="image", legend_title="class", height=420,
+                      margin=dict(l=50, r=20, t=50, b=50))
+    return fig
+
+
+def size_figure(summary: dict, *, scope: str = "total", weight: str = "area"):
+    """Cumulative size curves (percent finer than the class upper edge) per mineral.
+
+    Parameters
+    ----------
+    summary : dict
+    scope : str
+        ``"total"`` or an image stem.
+    weight : {"area", "number"}
+    """
+    import plotly.graph_objects as go
+
+    entry = summary["total"] if scope == "total" else summary["images"][scope]
+    key = "cum_area_pct" if weight == "area" else "cum_number_pct"
+    fig = go.Figure()
+    for c, g in entry["grains"].items():
+        cls = g["size_classes"]
+        if not cls:
+            continue
+        xs = [cls[0]["lower_um"]] + [k["upper_um"] for k in cls]
+        ys = [0.0] + [k[key] for k in cls]
+        fig.add_scatter(x=xs, y=ys, mode="lines+markers", name=_label(c), line=dict(color=mineral_color(c), width=2),
+                        hovertemplate=_label(c) + "<br>%{y:.1f} % finer than %{x:.3g} µm<extra></extra>")
+    fig.update_layout(title=f"Grain-size distribution ({'by area' if weight == 'area' else 'by number'}, {scope})",
+                      xaxis_title="equivalent circle diameter, µm (√2 classes)", yaxis_title="cumulative % finer",
+                      xaxis_type="log", yaxis_range=[0, 101], height=420, margin=dict(l=50, r=20, t=50, b=50))
+    return fig
+
+
+def association_figure(summary: dict, *, scope: str = "total"):
+    """Heat map: fraction of each mineral's boundary (rows) touching each class (columns)."""
+    import plotly.graph_objects as go
+
+    entry = summary["total"] if scope == "total" else summary["images"][scope]
+    rows = sorted(entry["association"], key=int)
+    cols = sorted({k for r in rows for k in entry["association"][r]} | set(rows), key=int)
+    z = [[(100 * entry["association"][r].get(c, 0.0) if c != r else None) for c in cols] for r in rows]
+    fig = go.Figure(go.Heatmap(
+        z=z, x=[by_code(int(c)).label for c in cols], y=[by_code(int(r)).label for r in rows], zmin=0, zmax=100,
+        colorscale="Viridis", colorbar=dict(title="% of boundary"),
+        text=[[("" if v is None else f"{v:.1f}") for v in row] for row in z], texttemplate="%{text}",
+        hovertemplate="%{y} touching %{x}: %{z:.2f} % of its boundary<extra></extra>"))
+    fig.update_layout(title=f"Mineral associations ({scope}): share of each mineral's boundary",
+                      xaxis_title="touching (bg = free surface)", yaxis_title="mineral", height=420,
+                      yaxis_autorange="reversed", margin=dict(l=60, r=20, t=50, b=50))
+    return fig

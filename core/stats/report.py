@@ -1,0 +1,209 @@
+"""Self-contained HTML report of a statistics run.
+
+One file holds everything: plotly.js inline (nothing is fetched when the
+report is opened, so it works offline and in archives), the charts, the tables,
+thumbnails of the sample's images and masks as inline base64 PNG/JPEG, and the
+method and parameters used.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+from typing import Mapping
+
+import numpy as np
+
+from .. import io as cio
+from ..minerals import by_code, colorize
+from .figures import association_figure, mineral_color, modal_figure, size_figure
+from .summary import BORDER_POLICIES, SIZE_SERIES, Options
+from .measure import PERIMETER_METHODS
+
+__all__ = ["thumbnail", "build_report"]
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1200px;color:#222;padding:0 16px}
+h1{margin-bottom:0}h2{border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:32px}
+table{border-collapse:collapse;font-size:13px;margin:8px 0}th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
+th{background:#f3f3f3}td.l,th.l{text-align:left}.thumbs{display:flex;flex-wrap:wrap;gap:14px}
+.thumbs figure{margin:0}.thumbs img{max-width:360px;border:1px solid #999;display:block}
+figcaption{font-size:12px;color:#555}.sw{display:inline-block;width:12px;height:12px;border:1px solid #777;
+vertical-align:middle;margin-right:4px}.muted{color:#666;font-size:13px}
+"""
+
+
+def thumbnail(*, image: np.ndarray | None = None, mask: np.ndarray | None = None, max_side: int = 480) -> dict:
+    """Small display copies for the report.
+
+    Parameters
+    ----------
+    image : (M, N, 3) uint8 ndarray, optional
+        The photograph.
+    mask : (M, N) uint8 ndarray, optional
+        The class mask (coloured in the LumenStone colours).
+    max_side : int
+
+    Returns
+    -------
+    dict
+        ``{"image": (m, n, 3) uint8 or None, "mask": (m, n, 3) uint8 or None}``.
+    """
+    out = {"image": None, "mask": None}
+    if image is not None:
+        out["image"] = cio.display_copy(np.asarray(image), max_side)
+    if mask is not None:
+        out["mask"] = colorize(cio.display_copy(np.asarray(mask, np.uint8), max_side))
+    return out
+
+
+def _img_tag(rgb: np.ndarray, *, jpeg: bool, alt: str) -> str:
+    data = cio.encode_jpeg(rgb, 85) if jpeg else cio.encode_png(rgb)
+    mime = "image/jpeg" if jpeg else "image/png"
+    return f'<img alt="{html.escape(alt)}" src="data:{mime};base64,{base64.b64encode(data).decode("ascii")}">'
+
+
+def _fmt(v, digits=4) -> str:
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "–"
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
+    if isinstance(v, (int, np.integer)):
+        return f"{int(v):,}"
+    if isinstance(v, (float, np.floating)):
+        return f"{v:.{digits}g}"
+    return html.escape(str(v))
+
+
+def _table(df, *, left=(), digits=4) -> str:
+    if df is None or len(df) == 0:
+        return "<p class='muted'>(no rows)</p>"
+    head = "".join(f"<th class='{'l' if c in left else ''}'>{html.escape(str(c))}</th>" for c in df.columns)
+    body = []
+    for row in df.itertuples(index=False):
+        cells = "".join(f"<td class='{'l' if c in left else ''}'>{_fmt(v, digits)}</td>" for c, v in zip(df.columns, row))
+        body.append(f"<tr>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _mineral_cell(code) -> str:
+    m = by_code(int(code))
+    return f"<span class='sw' style='background:{mineral_color(code)}'></span>{html.escape(m.name)} ({m.label})"
+
+
+def _association_table(entry: dict) -> str:
+    rows = sorted(entry["association"], key=int)
+    if not rows:
+        return "<p class='muted'>(no minerals)</p>"
+    cols = sorted({k for r in rows for k in entry["association"][r]} | set(rows), key=int)
+    head = "<th class='l'>mineral</th>" + "".join(f"<th>{by_code(int(c)).label}</th>" for c in cols)
+    body = []
+    for r in rows:
+        cells = "".join("<td>–</td>" if c == r else f"<td>{100 * entry['association'][r].get(c, 0.0):.2f}</td>"
+                        for c in cols)
+        body.append(f"<tr><td class='l'>{_mineral_cell(r)}</td>{cells}</tr>")
+    return (f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+            "<p class='muted'>Percent of each mineral's boundary (rows) against each class (columns); "
+            "the bg column is its free surface, the rest is locked. Image edges and unlabelled pixels are left out.</p>")
+
+
+def build_report(summary: dict, tables: Mapping, *, options: Options, thumbnails: Mapping[str, dict] | None = None,
+                 title: str = "OreLens statistics report", sources: Mapping[str, str] | None = None) -> str:
+    """The whole report as one HTML string.
+
+    Parameters
+    ----------
+    summary : dict
+        Output of :func:`core.stats.summarize`.
+    tables : dict of str to pandas.DataFrame
+        Output of :func:`core.stats.tables`.
+    options : Options
+        The parameters used (written into the method section).
+    thumbnails : mapping of str to dict, optional
+        Image stem -> :func:`thumbnail` output.
+    title : str
+    sources : mapping of str to str, optional
+        Image stem -> where its mask came from ("annotation", "segmentation", a file name).
+
+    Returns
+    -------
+    str
+        A complete HTML document with plotly.js inline; nothing is fetched when it is opened.
+    """
+    from plotly.offline import get_plotlyjs
+
+    thumbnails = thumbnails or {}
+    sources = sources or {}
+    images = summary["images"]
+    figs = [modal_figure(summary), modal_figure(summary, background=False),
+            size_figure(summary, weight="area"), size_figure(summary, weight="number"),
+            association_figure(summary)]
+    fig_html = "".join(
+        f"<div class='chart'>{f.to_html(full_html=False, include_plotlyjs=False, div_id=f'chart{i}', config={'displaylogo': False})}</div>"
+        for i, f in enumerate(figs))
+
+    shapes = [f"{html.escape(n)}: {e['shape'][1]}×{e['shape'][0]} px at {e['pixel_size_um']:g} µm/px"
+              + (f" (mask from {html.escape(sources[n])})" if n in sources else "") for n, e in images.items()]
+    thumbs = []
+    for n, t in thumbnails.items():
+        if t.get("image") is not None:
+            thumbs.append(f"<figure>{_img_tag(t['image'], jpeg=True, alt=n)}<figcaption>{html.escape(n)}: image</figcaption></figure>")
+        if t.get("mask") is not None:
+            thumbs.append(f"<figure>{_img_tag(t['mask'], jpeg=False, alt=n + ' mask')}<figcaption>{html.escape(n)}: mask</figcaption></figure>")
+    codes = sorted({int(c) for e in images.values() for c in e["area_fraction"]})
+    legend = " ".join(f"<span style='margin-right:12px'>{_mineral_cell(c)}</span>" for c in codes)
+
+    modal = tables["modal"]
+    modal_total = modal[modal["image"] == "total"].drop(columns=["image"]).copy()
+    for c in ("fraction", "fraction_no_background"):
+        modal_total[c] = modal_total[c] * 100
+    modal_total = modal_total.rename(columns={"fraction": "area %", "fraction_no_background": "area % (minerals only)"})
+    summ = tables["grain_summary"]
+    summ_total = summ[summ["image"] == "total"].drop(columns=["image"])
+    per_image = modal[modal["image"] != "total"].pivot_table(index="image", columns="label", values="fraction",
+                                                             sort=False) * 100 if len(modal) else None
+    if per_image is not None:
+        per_image = per_image.reset_index()
+
+    when = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    method = f"""
+<ul>
+<li><b>Modal mineralogy</b>: exact pixel counts of every class; area % over all labelled pixels
+(unlabelled code 255 left out) and over the mineral pixels only (non-metallic background left out).
+Areas in µm² are pixel count × pixel size²; images with different pixel sizes are pooled by µm².</li>
+<li><b>Grains</b>: 8-connected components of every mineral. Area = pixel count × pixel size² (not a contour area);
+equivalent circle diameter ECD = 2√(A/π); perimeter by the <i>{html.escape(options.perimeter)}</i> estimator
+({html.escape(PERIMETER_METHODS.describe(options.perimeter))}); circularity 4πA/P²; aspect ratio of the ellipse with
+the grain's second moments. Grains touching the image edge are flagged; border policy
+<i>{html.escape(options.border)}</i>: {html.escape(BORDER_POLICIES.describe(options.border))}</li>
+<li><b>Size distribution</b>: size classes of the <i>{html.escape(options.series)}</i> series
+({html.escape(SIZE_SERIES.describe(options.series))}), by number and by area, with cumulative curves of % finer than
+each class's upper edge. d10/d50/d90 are area-weighted: d50 is the smallest ECD such that grains not larger hold 50 % of
+the mineral's area.</li>
+<li><b>Associations</b>: boundary length shared by every pair of classes, from class changes between neighbouring pixels
+in four directions (Cauchy-Crofton estimate), and for every mineral the share of its boundary against each other class
+(free surface = against background).</li>
+</ul>
+<p>Parameters: border = {html.escape(options.border)}, perimeter = {html.escape(options.perimeter)},
+size series = {html.escape(options.series)}. Generated {when} by OreLens.</p>
+"""
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style>",
+        f"<script type='text/javascript'>{get_plotlyjs()}</script></head><body>",
+        f"<h1>{html.escape(title)}</h1><p class='muted'>{len(images)} image(s): {'; '.join(shapes)}</p>",
+        f"<p>{legend}</p>",
+        "<h2>Sample</h2>", f"<div class='thumbs'>{''.join(thumbs)}</div>" if thumbs else "<p class='muted'>(no thumbnails)</p>",
+        "<h2>Modal mineralogy</h2>", _table(modal_total, left=("label", "mineral")),
+    ]
+    if per_image is not None and len(images) > 1:
+        parts += ["<p>Area % per image:</p>", _table(per_image, left=("image",))]
+    parts += [
+        "<h2>Charts</h2>", fig_html,
+        "<h2>Grains</h2>", _table(summ_total, left=("label", "mineral")),
+        "<p class='muted'>Per-grain measurements and size classes are in the CSV/XLSX export.</p>",
+        "<h2>Associations</h2>", _association_table(summary["total"]),
+        "<h2>Method</h2>", method,
+        "</body></html>",
+    ]
+    return "".join(parts)

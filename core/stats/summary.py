@@ -1,0 +1,427 @@
+"""Modal mineralogy, grain-size distributions and associations from measured masks.
+
+The numbers follow the conventions of automated mineralogy (MLA, QEMSCAN):
+
+- modal mineralogy: area fraction of every class over the labelled pixels
+  (unlabelled code 255 left out), and of every mineral over the mineral
+  pixels (non-metallic background left out);
+- grain sizes: equivalent circle diameter ECD = 2√(A/π) of every grain,
+  distributed over classes of a geometric series (√2 by default, anchored at
+  1 µm: …, 0.71, 1, 1.41, 2, 2.83, … µm), by number and by area, with curves
+  of the cumulative percentage finer than each class's upper edge. d10, d50
+  and d90 are area-weighted (the share of the mineral's area in grains finer
+  than d), the optical analogue of the mass-based sieve passing sizes;
+- associations: boundary length shared by every pair of classes, and for every
+  mineral the fraction of its boundary against each other class; the fraction
+  against background (code 0) is its free surface, the rest is locked. The
+  image edge and unlabelled pixels are not contacts and are left out of the
+  fractions.
+
+References
+----------
+.. [1] Gu Y., "Automated scanning electron microscope based mineral liberation
+   analysis", Journal of Minerals and Materials Characterization and
+   Engineering 2(1), 2003, 33-41. doi:10.4236/jmmce.2003.21003
+.. [2] Lantuéjoul C., "Computation of the histograms of the number of edges
+   and neighbours of cells in a tessellation", Lecture Notes in
+   Biomathematics 23, 1978, 323-329. doi:10.1007/978-3-642-93089-8_14
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+import numpy as np
+
+from ..minerals import BACKGROUND, CODES, IGNORE, by_code
+from ..registry import Registry
+from .measure import OUTSIDE, PERIMETER_METHODS, GrainTable, MaskStats, combine
+
+__all__ = [
+    "BORDER_POLICIES",
+    "SIZE_SERIES",
+    "PERIMETER_METHODS",
+    "Options",
+    "modal",
+    "select_grains",
+    "class_index",
+    "size_classes",
+    "d_values",
+    "grain_summary",
+    "association",
+    "image_entry",
+    "summarize",
+    "tables",
+]
+
+_UNLABELLED_SLOT = 15
+
+BORDER_POLICIES: Registry = Registry("border policy")
+BORDER_POLICIES.add("exclude", lambda t: ~t.border,
+                    doc="Leave grains cut by the image edge out of the grain statistics (they are truncated).")
+BORDER_POLICIES.add("keep", lambda t: np.ones(len(t), bool),
+                    doc="Count every grain, including those cut by the image edge.")
+
+SIZE_SERIES: Registry = Registry("size-class series")
+# value: class width in log2 units, so that class edges 2**(k*step) are exact powers of two where they should be
+SIZE_SERIES.add("sqrt2", 0.5, doc="√2 geometric series of µm classes anchored at 1 µm (…, 1, 1.41, 2, 2.83, …).")
+SIZE_SERIES.add("2", 1.0, doc="Doubling series of µm classes anchored at 1 µm (…, 1, 2, 4, 8, …), as the Wentworth scale.")
+
+
+class Options:
+    """Parameters of a statistics run (all keyword-only, validated by name).
+
+    Parameters
+    ----------
+    border : str
+        A :data:`BORDER_POLICIES` name (``"exclude"`` or ``"keep"``).
+    perimeter : str
+        A :data:`PERIMETER_METHODS` name (``"crofton"`` or ``"pixel-edges"``).
+    series : str
+        A :data:`SIZE_SERIES` name (``"sqrt2"`` or ``"2"``).
+    """
+
+    def __init__(self, *, border: str = "exclude", perimeter: str = "crofton", series: str = "sqrt2"):
+        BORDER_POLICIES.get(border)
+        PERIMETER_METHODS.get(perimeter)
+        SIZE_SERIES.get(series)
+        self.border = BORDER_POLICIES.get_key(border)
+        self.perimeter = PERIMETER_METHODS.get_key(perimeter)
+        self.series = SIZE_SERIES.get_key(series)
+
+    def as_dict(self) -> dict:
+        return {"border": self.border, "perimeter": self.perimeter, "size_series": self.series}
+
+
+def _codes_present(stats: MaskStats) -> list[int]:
+    return [int(c) for c in CODES if stats.pixels[c] > 0]
+
+
+def modal(stats: MaskStats) -> dict[int, dict]:
+    """Modal mineralogy.
+
+    Parameters
+    ----------
+    stats : MaskStats
+
+    Returns
+    -------
+    dict
+        code -> ``{"pixels", "area_um2", "fraction", "fraction_no_background"}``
+        for every class present (unlabelled excluded). ``fraction`` is over
+        all labelled area, ``fraction_no_background`` over the minerals only
+        (None for the background itself). Fractions are computed from µm²,
+        which equals the exact pixel-count ratio when one pixel size is used.
+    """
+    codes = _codes_present(stats)
+    total = float(sum(stats.area_um2[c] for c in codes))
+    minerals = float(sum(stats.area_um2[c] for c in codes if c != BACKGROUND))
+    out = {}
+    for c in codes:
+        a = float(stats.area_um2[c])
+        out[c] = {
+            "pixels": int(stats.pixels[c]),
+            "area_um2": a,
+            "fraction": a / total if total else 0.0,
+            "fraction_no_background": (a / minerals if minerals else 0.0) if c != BACKGROUND else None,
+        }
+    return out
+
+
+def select_grains(grains: GrainTable, *, border: str = "exclude") -> GrainTable:
+    """The grains a :data:`BORDER_POLICIES` policy keeps."""
+    return grains.select(BORDER_POLICIES.get(border)(grains))
+
+
+def class_index(ecd_um: np.ndarray, *, series: str = "sqrt2") -> np.ndarray:
+    """(G,) int: index k of the size class [2^(k·s), 2^((k+1)·s)) µm of every ECD (s the series step)."""
+    step = SIZE_SERIES.get(series)
+    e = np.asarray(ecd_um, np.float64)
+    return np.floor(np.log2(e) / step + 1e-9).astype(np.int64)
+
+
+def size_classes(ecd_um: np.ndarray, area_um2: np.ndarray, *, series: str = "sqrt2") -> list[dict]:
+    """Size distribution over geometric classes, by number and by area.
+
+    Parameters
+    ----------
+    ecd_um : (G,) ndarray
+        Equivalent circle diameters, µm.
+    area_um2 : (G,) ndarray
+        Grain areas, µm².
+    series : str
+        A :data:`SIZE_SERIES` name.
+
+    Returns
+    -------
+    list of dict
+        One dict per class from the finest to the coarsest class holding a
+        grain (empty classes between them included): ``lower_um``,
+        ``upper_um``, ``count``, ``area_um2``, ``number_pct``, ``area_pct``,
+        ``cum_number_pct`` and ``cum_area_pct`` (percentage finer than
+        ``upper_um``).
+    """
+    e = np.asarray(ecd_um, np.float64)
+    a = np.asarray(area_um2, np.float64)
+    if e.size == 0:
+        return []
+    step = SIZE_SERIES.get(series)
+    k = class_index(e, series=series)
+    k0, k1 = int(k.min()), int(k.max())
+    cnt = np.bincount(k - k0, minlength=k1 - k0 + 1)
+    area = np.bincount(k - k0, weights=a, minlength=k1 - k0 + 1)
+    n_tot, a_tot = cnt.sum(), area.sum()
+    cum_n, cum_a = np.cumsum(cnt), np.cumsum(area)
+    out = []
+    for i in range(k1 - k0 + 1):
+        kk = k0 + i
+        out.append({
+            "lower_um": float(2.0 ** (kk * step)), "upper_um": float(2.0 ** ((kk + 1) * step)),
+            "count": int(cnt[i]), "area_um2": float(area[i]),
+            "number_pct": float(100 * cnt[i] / n_tot), "area_pct": float(100 * area[i] / a_tot),
+            "cum_number_pct": float(100 * cum_n[i] / n_tot), "cum_area_pct": float(100 * cum_a[i] / a_tot),
+        })
+    return out
+
+
+def d_values(ecd_um: np.ndarray, weights: np.ndarray, percents=(10, 50, 90)) -> list[float | None]:
+    """Passing sizes: the smallest ECD d such that grains with ECD ≤ d hold p % of the weight.
+
+    Parameters
+    ----------
+    ecd_um : (G,) ndarray
+    weights : (G,) ndarray
+        Area (for area-weighted d-values) or ones (by number).
+    percents : sequence of float
+
+    Returns
+    -------
+    list of float or None
+        None when there are no grains.
+    """
+    e = np.asarray(ecd_um, np.float64)
+    if e.size == 0:
+        return [None for _ in percents]
+    order = np.argsort(e, kind="stable")
+    cum = np.cumsum(np.asarray(weights, np.float64)[order])
+    cum /= cum[-1]
+    out = []
+    for p in percents:
+        i = int(np.searchsorted(cum, p / 100.0 - 1e-12, side="left"))
+        out.append(float(e[order[min(i, e.size - 1)]]))
+    return out
+
+
+def grain_summary(grains: GrainTable, code: int, *, options: Options, extra: bool = False) -> dict:
+    """Grain statistics of one mineral.
+
+    Parameters
+    ----------
+    grains : GrainTable
+        All grains (the border policy of ``options`` is applied here).
+    code : int
+        Mineral code.
+    options : Options
+    extra : bool
+        Also give areas, perimeters, shape factors and border counts.
+
+    Returns
+    -------
+    dict
+        ``count``, ``ecd_um_mean``, ``ecd_um_median``, ``d10_um``, ``d50_um``,
+        ``d90_um`` (area-weighted) and ``size_classes`` (see :func:`size_classes`).
+    """
+    of_code = grains.select(grains.code == code)
+    t = select_grains(of_code, border=options.border)
+    ecd, area = t.ecd_um, t.area_um2
+    d10, d50, d90 = d_values(ecd, area)
+    out = {
+        "count": len(t),
+        "ecd_um_mean": float(ecd.mean()) if len(t) else None,
+        "ecd_um_median": float(np.median(ecd)) if len(t) else None,
+        "d10_um": d10, "d50_um": d50, "d90_um": d90,
+        "size_classes": size_classes(ecd, area, series=options.series),
+    }
+    if extra:
+        per = t.perimeter_um(options.perimeter)
+        circ = 4 * math.pi * area / np.maximum(per, 1e-12) ** 2
+        major, minor = t.axes_um()
+        out.update({
+            "count_all": len(of_code),
+            "border_cut": int(of_code.border.sum()),
+            "area_um2_mean": float(area.mean()) if len(t) else None,
+            "perimeter_um_mean": float(per.mean()) if len(t) else None,
+            "circularity_mean": float(circ.mean()) if len(t) else None,
+            "aspect_ratio_mean": float((major / np.maximum(minor, 1e-12)).mean()) if len(t) else None,
+        })
+    return out
+
+
+def association(stats: MaskStats, *, method: str = "crofton") -> tuple[dict, dict]:
+    """Shared boundary lengths and boundary fractions.
+
+    Parameters
+    ----------
+    stats : MaskStats
+    method : str
+        A :data:`PERIMETER_METHODS` name.
+
+    Returns
+    -------
+    lengths : dict
+        code -> {code -> µm} for every pair of classes present, plus the keys
+        ``"255"``-equivalent ``IGNORE`` (unlabelled) and ``"edge"`` (image
+        edge) in each row where they occur.
+    fractions : dict
+        mineral code -> {code -> fraction of the mineral's boundary against
+        labelled classes that touches that class}; the entry for 0 is the
+        free (background) surface.
+    """
+    length = stats.shared_length_um(method=method)
+    codes = _codes_present(stats)
+    lengths: dict = {}
+    fractions: dict = {}
+    for a in codes:
+        row = {b: float(length[a, b]) for b in codes if b != a}
+        if length[a, _UNLABELLED_SLOT] > 0:
+            row[IGNORE] = float(length[a, _UNLABELLED_SLOT])
+        if length[a, OUTSIDE] > 0:
+            row["edge"] = float(length[a, OUTSIDE])
+        lengths[a] = row
+        if a == BACKGROUND:
+            continue
+        tot = sum(length[a, b] for b in codes if b != a)
+        fractions[a] = {b: (float(length[a, b] / tot) if tot > 0 else 0.0) for b in codes if b != a}
+    return lengths, fractions
+
+
+def _skey(k) -> str:
+    return str(k)
+
+
+def _str_keys(d):
+    if isinstance(d, dict):
+        return {_skey(k): _str_keys(v) for k, v in d.items()}
+    return d
+
+
+def image_entry(stats: MaskStats, *, options: Options, extra: bool = True) -> dict:
+    """JSON-ready statistics of one measured mask (or a pooled set, with ``extra=False``).
+
+    Returns
+    -------
+    dict
+        ``area_fraction``, ``grains`` and ``association`` keyed by class codes
+        as strings; with ``extra`` also ``shape``, ``pixel_size_um``,
+        ``pixels``, ``area_um2``, ``area_fraction_no_background``,
+        ``boundary_um`` and ``parameters``.
+    """
+    mod = modal(stats)
+    minerals = [c for c in mod if c != BACKGROUND]
+    lengths, fractions = association(stats, method=options.perimeter)
+    out = {
+        "area_fraction": {c: v["fraction"] for c, v in mod.items()},
+        "grains": {c: grain_summary(stats.grains, c, options=options, extra=extra) for c in minerals},
+        "association": fractions,
+    }
+    if extra:
+        out = {
+            "shape": [int(stats.shapes[0][0]), int(stats.shapes[0][1])] if len(stats.shapes) == 1 else
+            [[int(h), int(w)] for h, w in stats.shapes],
+            "pixel_size_um": stats.pixel_sizes[0] if len(stats.pixel_sizes) == 1 else list(stats.pixel_sizes),
+            "pixels": {c: v["pixels"] for c, v in mod.items()} | (
+                {IGNORE: int(stats.pixels[IGNORE])} if stats.pixels[IGNORE] else {}),
+            "area_um2": {c: v["area_um2"] for c, v in mod.items()},
+            "area_fraction_no_background": {c: mod[c]["fraction_no_background"] for c in minerals},
+            **out,
+            "boundary_um": lengths,
+            "parameters": options.as_dict(),
+        }
+    return _str_keys(out)
+
+
+def summarize(results: Mapping[str, MaskStats], *, options: Options | None = None) -> dict:
+    """Statistics of every image and of all of them pooled.
+
+    Parameters
+    ----------
+    results : mapping of str to MaskStats
+        Image stem -> its measurement, in display order.
+    options : Options, optional
+
+    Returns
+    -------
+    dict
+        ``{"images": {stem: image_entry}, "total": {"area_fraction", "grains",
+        "association"}}`` with class codes as strings.
+    """
+    options = options or Options()
+    if not results:
+        raise ValueError("no masks to summarise: give at least one mask")
+    images = {name: image_entry(s, options=options) for name, s in results.items()}
+    total = image_entry(combine(list(results.values())), options=options, extra=False)
+    return {"images": images, "total": total}
+
+
+def tables(results: Mapping[str, MaskStats], *, options: Options | None = None) -> dict:
+    """Flat tables for CSV/XLSX export.
+
+    Returns
+    -------
+    dict of str to pandas.DataFrame
+        ``modal``, ``grain_summary``, ``size_classes``, ``association`` (one row
+        per image and pair, plus ``total``) and ``grains`` (one row per grain).
+    """
+    import pandas as pd
+
+    options = options or Options()
+    names = list(results)
+    pooled = combine([results[n] for n in names])
+    scopes = [(n, results[n]) for n in names] + [("total", pooled)]
+    modal_rows, summ_rows, class_rows, assoc_rows = [], [], [], []
+    for scope, st in scopes:
+        mod = modal(st)
+        for c, v in mod.items():
+            m = by_code(c)
+            modal_rows.append({"image": scope, "code": c, "label": m.label, "mineral": m.name, **v})
+        for c in mod:
+            if c == BACKGROUND:
+                continue
+            g = grain_summary(st.grains, c, options=options, extra=True)
+            m = by_code(c)
+            summ_rows.append({"image": scope, "code": c, "label": m.label, "mineral": m.name,
+                              **{k: v for k, v in g.items() if k != "size_classes"}})
+            for row in g["size_classes"]:
+                class_rows.append({"image": scope, "code": c, "label": m.label, **row})
+        lengths, fractions = association(st, method=options.perimeter)
+        for a, row in lengths.items():
+            for b, length in row.items():
+                assoc_rows.append({
+                    "image": scope, "code": a, "label": by_code(a).label,
+                    "other": b if b != "edge" else "edge",
+                    "other_label": ("unlabelled" if b == IGNORE else "image edge" if b == "edge" else by_code(b).label),
+                    "shared_length_um": length,
+                    "fraction_of_boundary": fractions.get(a, {}).get(b) if isinstance(b, int) else None,
+                })
+    t = pooled.grains
+    per = t.perimeter_um(options.perimeter)
+    major, minor = t.axes_um()
+    area = t.area_um2
+    grains = pd.DataFrame({
+        "image": [names[i] for i in t.image] if len(t) else [],
+        "code": t.code.astype(int), "label": [by_code(int(c)).label for c in t.code],
+        "area_px": t.pixels, "area_um2": area, "ecd_um": t.ecd_um, "perimeter_um": per,
+        "circularity": 4 * math.pi * area / np.maximum(per, 1e-12) ** 2,
+        "major_axis_um": major, "minor_axis_um": minor,
+        "aspect_ratio": major / np.maximum(minor, 1e-12),
+        "x": t.centroid[:, 0], "y": t.centroid[:, 1],
+        "bbox_x": t.bbox[:, 0], "bbox_y": t.bbox[:, 1], "bbox_w": t.bbox[:, 2], "bbox_h": t.bbox[:, 3],
+        "border_cut": t.border,
+    })
+    return {
+        "modal": pd.DataFrame(modal_rows),
+        "grain_summary": pd.DataFrame(summ_rows),
+        "size_classes": pd.DataFrame(class_rows),
+        "association": pd.DataFrame(assoc_rows),
+        "grains": grains,
+    }
