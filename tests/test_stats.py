@@ -1,0 +1,344 @@
+"""Statistics against known answers: masks of discs, rings and squares of known size and layout."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from core import io as cio
+from core.stats import (Options, association, boundary_length, class_index, combine, d_values, measure, size_classes,
+                        summarize, tables)
+
+PS = 0.5  # µm per pixel
+
+
+def lattice_disc(r: int) -> int:
+    """Number of pixel centres within distance r of a pixel centre (Gauss circle count), computed analytically."""
+    return sum(2 * math.isqrt(r * r - dy * dy) + 1 for dy in range(-r, r + 1))
+
+
+def draw_disc(mask, cy, cx, r, code, r_in=None):
+    yy, xx = np.ogrid[:mask.shape[0], :mask.shape[1]]
+    d2 = (yy - cy) ** 2 + (xx - cx) ** 2
+    sel = d2 <= r * r
+    if r_in is not None:
+        sel &= d2 > r_in * r_in
+    assert not (mask[sel] != 0).any(), "test layout overlaps"
+    mask[sel] = code
+
+
+@pytest.fixture(scope="module")
+def layout():
+    """A 600x900 mask with known grains; returns (mask, truth)."""
+    m = np.zeros((600, 900), np.uint8)
+    truth = {"pixels": {}, "count": {}, "ecd": {}}
+
+    def add(code, pixels, ecd=None, grains=1):
+        truth["pixels"][code] = truth["pixels"].get(code, 0) + pixels
+        truth["count"][code] = truth["count"].get(code, 0) + grains
+        if ecd is not None:
+            truth["ecd"].setdefault(code, []).append(ecd)
+
+    # pyrite (6): five discs apart, r = 10..30 px
+    for i, r in enumerate((10, 15, 20, 25, 30)):
+        draw_disc(m, 80, 60 + 120 * i, r, 6)
+        add(6, lattice_disc(r), 2 * r * PS)
+    # chalcopyrite (1) disc touching a sphalerite (8) disc: two grains of two minerals
+    draw_disc(m, 220, 100, 20, 1)
+    draw_disc(m, 220, 141, 20, 8)
+    add(1, lattice_disc(20), 40 * PS)
+    add(8, lattice_disc(20), 40 * PS)
+    # two pyrite discs touching each other: one grain of pyrite
+    draw_disc(m, 220, 250, 20, 6)
+    draw_disc(m, 220, 291, 20, 6)
+    add(6, 2 * lattice_disc(20), 2 * math.sqrt(2 * 400) * PS)
+    # magnetite (3) ring R=40, r=25 filled with a pentlandite (7) disc r=25
+    draw_disc(m, 250, 500, 40, 3, r_in=25)
+    draw_disc(m, 250, 500, 25, 7)
+    add(3, lattice_disc(40) - lattice_disc(25), 2 * math.sqrt(40 ** 2 - 25 ** 2) * PS)
+    add(7, lattice_disc(25), 50 * PS)
+    # magnetite ring R=30, r=15 around a background hole
+    draw_disc(m, 250, 700, 30, 3, r_in=15)
+    add(3, lattice_disc(30) - lattice_disc(15), 2 * math.sqrt(30 ** 2 - 15 ** 2) * PS)
+    # bornite (4): two 10x10 squares touching diagonally at one corner: one grain under 8-connectivity
+    m[400:410, 100:110] = 4
+    m[410:420, 110:120] = 4
+    add(4, 200, 2 * math.sqrt(200 / math.pi) * PS)
+    # galena (2) squares apart
+    m[400:420, 300:320] = 2
+    m[400:416, 400:416] = 2
+    add(2, 400, 2 * math.sqrt(400 / math.pi) * PS)
+    add(2, 256, 2 * math.sqrt(256 / math.pi) * PS)
+    # cut by the border: a chalcopyrite half disc at the top edge and a pyrite square in the bottom-right corner
+    draw_disc(m, 0, 850, 20, 1)
+    add(1, sum(2 * math.isqrt(400 - dy * dy) + 1 for dy in range(0, 21)), None)
+    m[590:, 880:] = 6
+    add(6, 200, None)
+    # unlabelled patch (not a class, excluded from fractions)
+    m[500:520, 600:640] = 255
+    truth["pixels"][0] = m.size - sum(truth["pixels"].values()) - 800
+    truth["border"] = {1: 1, 6: 1}
+    return m, truth
+
+
+@pytest.fixture(scope="module")
+def measured(layout):
+    return measure(layout[0], pixel_size=PS)
+
+
+def test_area_fractions_exact(layout, measured):
+    m, truth = layout
+    s = summarize({"a": measured})
+    labelled = sum(truth["pixels"].values())
+    minerals = labelled - truth["pixels"][0]
+    af = s["images"]["a"]["area_fraction"]
+    afn = s["images"]["a"]["area_fraction_no_background"]
+    assert set(af) == {str(c) for c in truth["pixels"]}
+    for c, n in truth["pixels"].items():
+        assert abs(af[str(c)] - n / labelled) < 1e-6
+        assert s["images"]["a"]["pixels"][str(c)] == n
+        assert s["images"]["a"]["area_um2"][str(c)] == pytest.approx(n * PS * PS, rel=1e-12)
+        if c:
+            assert abs(afn[str(c)] - n / minerals) < 1e-6
+    assert s["images"]["a"]["pixels"]["255"] == 800
+    assert abs(sum(af.values()) - 1) < 1e-12
+
+
+def test_grain_counts_areas_and_ecd(layout, measured):
+    m, truth = layout
+    g = measured.grains
+    for code, n in truth["count"].items():
+        assert int((g.code == code).sum()) == n, code
+    # areas are exact pixel counts, not contour areas: a 20x20 square is 400 px
+    assert sorted(g.pixels[g.code == 2].tolist()) == [256, 400]
+    assert sorted(g.pixels[g.code == 4].tolist()) == [200]
+    s = summarize({"a": measured}, options=Options(border="exclude"))
+    for code, ecds in truth["ecd"].items():
+        got = s["total"]["grains"][str(code)]["ecd_um_mean"]
+        assert got == pytest.approx(np.mean(ecds), rel=0.02), code
+        assert s["total"]["grains"][str(code)]["count"] == len(ecds)
+    # every grain's ECD equals 2 sqrt(A/pi) with A = pixels * ps^2
+    assert np.allclose(g.ecd_um, 2 * np.sqrt(g.pixels * PS * PS / np.pi))
+
+
+def test_border_flag_and_exclusion(layout, measured):
+    g = measured.grains
+    flagged = {int(c): int(n) for c, n in zip(*np.unique(g.code[g.border], return_counts=True))}
+    assert flagged == layout[1]["border"]
+    keep = summarize({"a": measured}, options=Options(border="keep"))["total"]["grains"]
+    excl = summarize({"a": measured}, options=Options(border="exclude"))["total"]["grains"]
+    assert keep["1"]["count"] == excl["1"]["count"] + 1
+    assert keep["6"]["count"] == excl["6"]["count"] + 1
+    assert keep["3"]["count"] == excl["3"]["count"] == 2
+
+
+def test_perimeter_and_shape_of_discs(measured):
+    g = measured.grains
+    sel = (g.code == 6) & ~g.border & (g.bbox[:, 2] == g.bbox[:, 3])  # the five separate pyrite discs
+    assert sel.sum() == 5
+    r = np.sqrt(g.pixels[sel] / np.pi)
+    per = g.perimeter_um("crofton")[sel]
+    # crossings through pixel centres see a digital disc of radius r as 2r + 1 px wide: +1/(2r) at most
+    assert np.allclose(per, 2 * np.pi * r * PS, rtol=0.04)
+    assert np.all(per >= 2 * np.pi * r * PS) and np.allclose(per, 2 * np.pi * (r + 0.5) * PS, rtol=0.015)
+    # the pixel outline is 4/pi too long on discs
+    assert np.allclose(g.perimeter_um("pixel-edges")[sel] / per, 4 / np.pi, rtol=0.06)
+    major, minor = g.axes_um()
+    assert np.allclose(major[sel] / minor[sel], 1, atol=0.02)
+    assert np.allclose(major[sel], 2 * r * PS, rtol=0.02)
+    circ = 4 * np.pi * g.area_um2[sel] / per ** 2
+    assert np.all(np.abs(circ - 1) < 0.06)
+
+
+def test_association_ring_and_inclusion(measured):
+    s = summarize({"a": measured})
+    assoc = s["total"]["association"]
+    # pentlandite is entirely enclosed by magnetite: all its boundary is locked against magnetite
+    assert assoc["7"]["3"] == 1.0 and assoc["7"]["0"] == 0.0
+    lengths = s["images"]["a"]["boundary_um"]
+    assert lengths["7"]["3"] == pytest.approx(2 * np.pi * 25.5 * PS, rel=0.03)
+    assert lengths["3"]["7"] == lengths["7"]["3"]
+    # galena only touches background: fully free
+    assert assoc["2"]["0"] == 1.0
+    # chalcopyrite touches sphalerite a little, the rest is free
+    assert 0 < assoc["1"]["8"] < 0.1 and assoc["1"]["0"] == pytest.approx(1 - assoc["1"]["8"])
+    for row in assoc.values():
+        assert sum(row.values()) == pytest.approx(1.0)
+
+
+def test_association_straight_layouts():
+    # three vertical strips: ccp | py | mag, 100 rows
+    m = np.zeros((100, 90), np.uint8)
+    m[:, :30], m[:, 30:60], m[:, 60:] = 1, 6, 3
+    st = measure(m, pixel_size=2.0)
+    edges = st.shared_length_um(method="pixel-edges")
+    assert edges[1, 6] == 200.0 and edges[6, 3] == 200.0 and edges[1, 3] == 0.0
+    crof = st.shared_length_um(method="crofton")
+    # the Crofton estimate of a straight axis-parallel line is pi(1+sqrt2)/8 = 0.948 of its length
+    assert crof[1, 6] == pytest.approx(200 * np.pi * (1 + np.sqrt(2)) / 8, rel=0.01)
+    assoc = summarize({"s": st})["total"]["association"]
+    assert assoc["6"] == {"1": 0.5, "3": 0.5}
+    assert assoc["1"] == {"3": 0.0, "6": 1.0}
+
+    # a 20x20 magnetite square inside a 40x40 pyrite square on background
+    m = np.zeros((100, 100), np.uint8)
+    m[30:70, 30:70] = 6
+    m[40:60, 40:60] = 3
+    st = measure(m, pixel_size=1.0)
+    e = st.shared_length_um(method="pixel-edges")
+    assert (e[3, 6], e[6, 0]) == (80.0, 160.0)
+    _, frac = association(st, method="pixel-edges")
+    assert frac[6][3] == pytest.approx(1 / 3, abs=1e-12) and frac[3][6] == 1.0
+    _, frac = association(st, method="crofton")
+    assert frac[6][3] == pytest.approx(1 / 3, rel=0.03)
+
+    # a 45-degree boundary: Crofton and pixel edges bracket the true length
+    yy, xx = np.mgrid[:100, :100]
+    m = np.where(xx > yy, 1, 6).astype(np.uint8)
+    st = measure(m, pixel_size=1.0)
+    true = 99 * np.sqrt(2)
+    assert st.shared_length_um(method="crofton")[1, 6] == pytest.approx(true * np.pi * (1 + np.sqrt(2)) / 8, rel=0.02)
+    assert st.shared_length_um(method="pixel-edges")[1, 6] == pytest.approx(true * np.sqrt(2), rel=0.02)
+
+
+def test_image_edge_is_not_a_contact():
+    m = np.full((50, 50), 6, np.uint8)
+    m[20:30, 20:30] = 1
+    st = measure(m)
+    lengths = summarize({"x": st})["images"]["x"]["boundary_um"]
+    assert "edge" in lengths["6"] and "edge" not in lengths["1"]
+    assoc = summarize({"x": st})["total"]["association"]
+    assert assoc["6"] == {"1": 1.0}
+    # the whole-image grain is cut by the border
+    assert st.grains.border[st.grains.code == 6].all()
+    # a mask of one pixel per row still measures
+    st = measure(np.array([[1], [0], [1]], np.uint8))
+    assert len(st.grains) == 2 and st.grains.border.all()
+
+
+def test_size_classes_and_d_values():
+    ecd = np.array([1.0, 1.2, 1.5, 2.0, 3.0, 5.6])
+    assert class_index(ecd).tolist() == [0, 0, 1, 2, 3, 4]
+    assert class_index(np.array([1.0, 2.0, 3.9, 4.0]), series="2").tolist() == [0, 1, 1, 2]
+    area = np.pi * (ecd / 2) ** 2
+    cls = size_classes(ecd, area)
+    assert [c["count"] for c in cls] == [2, 1, 1, 1, 1]
+    assert cls[0]["lower_um"] == 1.0 and cls[2]["lower_um"] == 2.0 and cls[-1]["upper_um"] == pytest.approx(4 * np.sqrt(2))
+    assert cls[-1]["cum_number_pct"] == 100.0 and cls[-1]["cum_area_pct"] == pytest.approx(100.0)
+    assert cls[0]["cum_number_pct"] == pytest.approx(100 * 2 / 6)
+    assert sum(c["area_um2"] for c in cls) == pytest.approx(area.sum())
+    # d-values by number on 1..100: the smallest value with p % at or below it
+    e = np.arange(1, 101, dtype=float)
+    assert d_values(e, np.ones(100)) == [10.0, 50.0, 90.0]
+    # by area: one big grain holds most of the area
+    assert d_values(np.array([1.0, 1.0, 10.0]), np.array([1.0, 1.0, 98.0])) == [10.0, 10.0, 10.0]
+    assert d_values(np.array([]), np.array([])) == [None, None, None]
+
+
+def test_aggregation_pools_counts_and_areas(layout, measured):
+    m = layout[0]
+    other = measure(m[:, ::-1].copy(), pixel_size=PS)
+    s = summarize({"a": measured, "b": other})
+    for c in s["total"]["grains"]:
+        assert s["total"]["grains"][c]["count"] == 2 * s["images"]["a"]["grains"][c]["count"]
+    assert s["total"]["area_fraction"] == pytest.approx(s["images"]["a"]["area_fraction"], abs=1e-12)
+    # different pixel sizes pool by µm²
+    small = np.zeros((10, 10), np.uint8)
+    small[:5] = 6
+    big = np.zeros((10, 10), np.uint8)
+    s = summarize({"p": measure(small, pixel_size=2.0), "q": measure(big, pixel_size=1.0)})
+    assert s["total"]["area_fraction"]["6"] == pytest.approx(200 / 500)
+    c = combine([measured, other])
+    assert c.grains.image.tolist().count(1) == len(other.grains)
+    assert c.pixels.sum() == 2 * m.size
+
+
+def test_matches_independent_labelling_on_real_mask(demo_mask):
+    from skimage.measure import label, regionprops
+
+    st = measure(demo_mask, pixel_size=1.0)
+    assert np.array_equal(st.pixels, np.bincount(demo_mask.ravel(), minlength=256))
+    for code in np.unique(demo_mask):
+        if code in (0, 255):
+            continue
+        lab = label(demo_mask == code, connectivity=2)
+        props = regionprops(lab)
+        ours = st.grains.pixels[st.grains.code == code]
+        assert sorted(ours.tolist()) == sorted(p.area for p in props)
+    # per-grain crossings add up to the class-pair crossings
+    total = st.grains.crossings.sum(axis=1)
+    p = st.pairs_um
+    minerals = list(range(1, 15))
+    pair_total = p[:, minerals, :].sum(axis=(1, 2)) + p[:, :, minerals].sum(axis=(1, 2))
+    assert np.array_equal(total, pair_total)
+    assert boundary_length(np.ones(4), method="crofton") == pytest.approx(np.pi / 8 * (2 + np.sqrt(2)))
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="2-D"):
+        measure(np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(ValueError, match="positive"):
+        measure(np.zeros((4, 4), np.uint8), pixel_size=0)
+    with pytest.raises(ValueError, match="positive"):
+        measure(np.zeros((4, 4), np.uint8), pixel_size=float("nan"))
+    with pytest.raises(ValueError, match="unknown class codes"):
+        measure(np.full((4, 4), 42, np.uint8))
+    with pytest.raises(ValueError, match="valid names"):
+        Options(border="trim")
+    with pytest.raises(ValueError, match="valid names"):
+        Options(perimeter="contour")
+    with pytest.raises(ValueError, match="at least one"):
+        summarize({})
+
+
+def test_tables_and_exports(layout, measured, tmp_path):
+    from core.stats.export import csv_zip, write_csv, xlsx_bytes
+
+    t = tables({"a": measured})
+    assert set(t) == {"modal", "grain_summary", "size_classes", "association", "grains"}
+    assert len(t["grains"]) == len(measured.grains)
+    assert t["grains"]["area_px"].sum() == sum(v for c, v in layout[1]["pixels"].items() if c)
+    paths = write_csv(t, tmp_path / "csv")
+    assert {p.name for p in paths} == {f"{k}.csv" for k in t}
+    import io
+    import zipfile
+
+    import openpyxl
+
+    assert set(zipfile.ZipFile(io.BytesIO(csv_zip(t))).namelist()) == {f"{k}.csv" for k in t}
+    wb = openpyxl.load_workbook(io.BytesIO(xlsx_bytes(t)))
+    assert set(wb.sheetnames) == set(t)
+
+
+def test_cli_json_schema(layout, tmp_path):
+    from core.cli import main
+
+    m = layout[0]
+    cio.write_mask(tmp_path / "one.png", m)
+    cio.write_mask(tmp_path / "two.png", m[::-1])
+    out = tmp_path / "s.json"
+    rc = main(["stats", str(tmp_path / "one.png"), str(tmp_path / "two.png"), "--pixel-size", str(PS),
+               "--json", str(out), "--csv", str(tmp_path / "csv"), "--report", str(tmp_path / "r.html")])
+    assert rc == 0
+    s = json.loads(out.read_text())
+    assert set(s) == {"images", "total"}
+    assert set(s["images"]) == {"one", "two"}
+    assert set(s["total"]) == {"area_fraction", "grains", "association"}
+    for entry in [s["total"], *s["images"].values()]:
+        assert all(isinstance(k, str) and k.isdigit() for k in entry["area_fraction"])
+        for code, g in entry["grains"].items():
+            assert code.isdigit() and code != "0"
+            assert {"count", "ecd_um_mean", "ecd_um_median", "d10_um", "d50_um", "d90_um", "size_classes"} <= set(g)
+            assert isinstance(g["count"], int) and isinstance(g["size_classes"], list)
+        for a, row in entry["association"].items():
+            assert a.isdigit() and all(b.isdigit() for b in row)
+    for g in s["total"]["grains"].values():
+        assert set(g) == {"count", "ecd_um_mean", "ecd_um_median", "d10_um", "d50_um", "d90_um", "size_classes"}
+    truth = layout[1]
+    labelled = sum(truth["pixels"].values())
+    assert abs(s["total"]["area_fraction"]["3"] - truth["pixels"][3] / labelled) < 1e-6
+    assert (tmp_path / "csv" / "grains.csv").exists() and (tmp_path / "r.html").exists()
+    # user errors: one line, status 2
+    assert main(["stats", str(tmp_path / "one.png"), "--pixel-size", "-1"]) == 2
+    assert main(["stats", str(tmp_path / "missing.png"), "--pixel-size", "1"]) == 2
+    assert main(["stats", str(tmp_path / "one.png"), "--pixel-size", "1", "--border", "nope"]) == 2
