@@ -140,7 +140,7 @@ def test_perimeter_and_shape_of_discs(measured):
     per = g.perimeter_um("crofton")[sel]
     # crossings through pixel centres see a digital disc of radius r as 2r + 1 px wide: +1/(2r) at most
     assert np.allclose(per, 2 * np.pi * r * PS, rtol=0.04)
-    assert np.all(per >= 2 * np.pi * r * PS) and np.allclose(per, 2 * np.pi * (r + 0.5) * PS, rtol=0.015)
+    assert np.all(per >= 2 * np.pi * r * PS) and np.allclose(per, 2 * np.pi * (r + 0.5) * PS, rtol=0.02)
     # the pixel outline is 4/pi too long on discs
     assert np.allclose(g.perimeter_um("pixel-edges")[sel] / per, 4 / np.pi, rtol=0.06)
     major, minor = g.axes_um()
