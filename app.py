@@ -17,6 +17,29 @@ PAGES = [
 ]
 
 
+def require_login() -> None:
+    """Optional login for lab servers: active only when ``.streamlit/secrets.toml`` has an ``[auth]`` section."""
+    try:
+        auth = st.secrets["auth"] if "auth" in st.secrets else None
+    except Exception:  # no secrets file: an open server (local use, demos)
+        auth = None
+    if not auth or st.user.get("is_logged_in", False):
+        return
+    st.title("OreLens")
+    st.write("This OreLens server is for signed-in users.")
+    providers = [k for k, v in auth.items() if hasattr(v, "keys")] or [None]
+    for provider in providers:
+        if st.button(f"Log in with {provider}" if provider else "Log in", type="primary", key=f"login-{provider}"):
+            try:
+                if provider:
+                    st.login(provider)
+                else:
+                    st.login()
+            except Exception as e:  # missing Authlib or an incomplete [auth] section
+                st.error(f"Login is configured but cannot start: {e}")
+    st.stop()
+
+
 def sidebar() -> None:
     state._init()
     with st.sidebar:
@@ -46,6 +69,7 @@ def sidebar() -> None:
         st.caption(f"Device: {state.device_label()}")
 
 
+require_login()
 nav = st.navigation(PAGES)
 sidebar()
 nav.run()
