@@ -451,7 +451,8 @@ def warp_to_reference(image: np.ndarray, A: np.ndarray, shape: tuple[int, int], 
     shape : (M, N) tuple
         Size of the PPL image.
     return_valid : bool
-        Also return the (M, N) bool mask of PPL pixels the shot covers.
+        Also return the (M, N) bool mask of PPL pixels the shot covers fully
+        (their interpolation does not reach past the shot's border).
 
     Returns
     -------
@@ -465,8 +466,8 @@ def warp_to_reference(image: np.ndarray, A: np.ndarray, shape: tuple[int, int], 
     if not return_valid:
         return out
     ones = np.full(image.shape[:2], 255, np.uint8)
-    valid = cv2.warpAffine(ones, np.asarray(A, np.float64), (w, h), flags=cv2.INTER_NEAREST,
-                           borderMode=cv2.BORDER_CONSTANT, borderValue=0) > 0
+    valid = cv2.warpAffine(ones, np.asarray(A, np.float64), (w, h), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=0) == 255
     return out, valid
 
 

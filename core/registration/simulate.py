@@ -14,8 +14,9 @@ Model of one shot at stage angle ``theta`` (linear light, per pixel)::
 - ``phi`` is the extinction orientation of the grain, drawn independently for
   every connected component of an anisotropic mineral, so neighbouring grains
   brighten at different stage angles (period 90 degrees);
-- ``tint`` is a per-mineral anisotropy colour and ``exposure`` a per-shot
-  camera gain (the "re-lighting"); Gaussian noise is added in sRGB.
+- ``extinction`` (residual brightness) and the two ``tint`` colours a grain
+  swings between are drawn per mineral, ``exposure`` is a per-shot camera
+  gain (the "re-lighting"); Gaussian noise is added in sRGB.
 
 The stage turns about an off-centre point and slides a little between shots;
 the true transform of every shot is returned so that registration can be
