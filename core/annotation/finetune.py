@@ -1,0 +1,142 @@
+"""Short fine-tuning of a segmentation model on new annotations.
+
+A copy of the model is trained for a few iterations on class-balanced,
+augmented patches cut from the annotated images (the same sampler and
+augmentation as full training); pixels coded 255 are ignored, so partial
+annotations are fine. Batch-normalisation statistics stay frozen, which keeps
+small batches from disturbing them. The given model is left untouched and
+nothing is written to disk.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from typing import Callable, Optional, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from ..minerals import IGNORE
+from ..segmentation.model import SegmentationModel
+from ..segmentation.train import PatchStream, TrainConfig
+
+__all__ = ["finetune"]
+
+ProgressFn = Optional[Callable[[float, str], None]]
+
+
+def finetune(
+    model: SegmentationModel,
+    images: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+    *,
+    iterations: int = 30,
+    batch_size: int = 4,
+    patch: int = 256,
+    lr: float = 1e-4,
+    seed: int = 0,
+    max_seconds: float | None = None,
+    progress: ProgressFn = None,
+) -> SegmentationModel:
+    """Fine-tune a copy of ``model`` on annotated images.
+
+    Parameters
+    ----------
+    model : SegmentationModel
+        The starting model (not modified).
+    images : sequence of (M, N, 3) uint8 ndarray
+        Full-resolution RGB images.
+    masks : sequence of (M, N) uint8 ndarray
+        LumenStone codes, 255 = not annotated. Codes the model does not know
+        are ignored.
+    iterations : int
+        Optimiser steps.
+    batch_size : int
+        Patches per step.
+    patch : int
+        Patch side at the model's working scale.
+    lr : float
+        Adam learning rate.
+    seed : int
+    max_seconds : float, optional
+        Stop early after this long.
+    progress : callable(fraction, message), optional
+
+    Returns
+    -------
+    SegmentationModel
+        A new model on the same device, with ``config["finetune"]`` recording
+        the run.
+    """
+    if len(images) == 0 or len(images) != len(masks):
+        raise ValueError("give one mask per image, and at least one image")
+    if iterations < 1:
+        raise ValueError(f"iterations must be at least 1, got {iterations}")
+    if model.in_channels != 3:
+        raise ValueError("fine-tuning needs an RGB model; this one expects extra XPL channels")
+    classes = model.classes
+    lut = np.full(256, IGNORE, np.uint8)
+    for i, c in enumerate(classes):
+        lut[c] = i
+    s = model.scale
+    work_imgs, work_masks = [], []
+    for img, msk in zip(images, masks):
+        img = np.asarray(img)
+        msk = np.asarray(msk, np.uint8)
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise ValueError(f"expected (M, N, 3) uint8 RGB images, got {img.shape} {img.dtype}")
+        if msk.shape != img.shape[:2]:
+            raise ValueError(f"a mask is {msk.shape} but its image is {img.shape[:2]}; they must match")
+        if s != 1.0:
+            size = (max(1, round(img.shape[1] * s)), max(1, round(img.shape[0] * s)))
+            img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+            msk = cv2.resize(msk, size, interpolation=cv2.INTER_NEAREST)
+        idx = lut[msk]
+        if (idx != IGNORE).any():
+            work_imgs.append(img)
+            work_masks.append(idx)
+    if not work_imgs:
+        raise ValueError("the annotations hold no pixel of a mineral this model knows; label some pixels first")
+    patch = int(min(patch, *[min(m.shape) for m in work_masks]))
+    patch = max(32, patch - patch % 32)
+    cfg = TrainConfig(patch=patch, batch_size=batch_size, iterations=iterations, lr=lr, workers=0, seed=seed)
+    norm = model.config["normalization"]
+    stream = PatchStream(work_imgs, work_masks, len(classes), cfg, norm["mean"], norm["std"], seed=seed)
+
+    net = copy.deepcopy(model.net).to(model.device)
+    net.train()
+    for mod in net.modules():
+        if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
+            mod.eval()
+    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=lr)
+    crit = torch.nn.CrossEntropyLoss(ignore_index=IGNORE)
+    torch.manual_seed(seed)
+    it_stream = iter(stream)
+    losses: list[float] = []
+    t0 = time.time()
+    done = 0
+    for it in range(iterations):
+        xs, ys = zip(*(next(it_stream) for _ in range(batch_size)))
+        x = torch.stack(xs).float().to(model.device)
+        y = torch.stack(ys).to(model.device)
+        if not (y != IGNORE).any():
+            continue
+        loss = crit(net(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.item()))
+        done = it + 1
+        if progress:
+            progress(done / iterations, f"iteration {done}/{iterations}, loss {np.mean(losses[-5:]):.3f}")
+        if max_seconds is not None and time.time() - t0 > max_seconds:
+            break
+    net.eval()
+    config = copy.deepcopy(model.config)
+    config["name"] = f"{model.name}-finetuned"
+    config["finetune"] = {"from": model.name, "iterations": done, "batch_size": batch_size, "patch": patch,
+                          "lr": lr, "images": len(work_imgs), "loss_first": losses[0] if losses else None,
+                          "loss_last": float(np.mean(losses[-5:])) if losses else None,
+                          "seconds": round(time.time() - t0, 1)}
+    return SegmentationModel(net=net, config=config, device=model.device)
