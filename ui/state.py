@@ -8,6 +8,7 @@ per server. Pages exchange work only through the functions here:
 - ``predictions``: name -> ``{"labels", "probs", "classes", "scale", "model"}``
 - ``annotations``: name -> mask of codes (255 = unlabelled)
 - ``xpl``: name -> ``{"aligned": list of uint8 RGB, "names": [...]}``
+- ``annotate_work``: name -> the Annotate page's strokes and intermediate results
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ SAMPLE_DIR = ROOT / "samples"
 MODELS_DIR = ROOT / "models"
 MAX_IMAGES_PER_SESSION = 24
 
-_KEYS = ("images", "calibrated", "predictions", "annotations", "xpl")
+_KEYS = ("images", "calibrated", "predictions", "annotations", "xpl", "annotate_work")
 
 
 def _init() -> None:
