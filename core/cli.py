@@ -45,10 +45,14 @@ def _load(module: str):
         raise
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The CLI parser; with ``only``, other commands' modules are not imported (faster start-up)."""
     parser = _Parser(prog="python -m core", description="OreLens: ore-mineral identification in polished-section photographs.")
     sub = parser.add_subparsers(dest="command", metavar="<command>", parser_class=_Parser)
     for name, (module, help_) in COMMANDS.items():
+        if only is not None and name != only:
+            sub.add_parser(name, help=help_)
+            continue
         mod = _load(module)
         if mod is None:
             p = sub.add_parser(name, help=f"{help_} (not built yet)", description=f"{help_}. This command is not built yet.")
@@ -70,7 +74,9 @@ def _not_built(name):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    first = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(only=first if first in COMMANDS else None)
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()
