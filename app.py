@@ -45,7 +45,7 @@ def sidebar() -> None:
     with st.sidebar:
         st.markdown("### OreLens")
         st.caption("Ore minerals in reflected-light photographs of polished sections.")
-        if st.button("Load demo sample", icon="🧪", width="stretch"):
+        if st.button("Load demo sample", icon="🧪", width="stretch", key="load-demo"):
             try:
                 names = state.load_demo()
                 st.toast(f"Loaded {len(names)} demo images")

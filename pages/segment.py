@@ -1,12 +1,128 @@
-"""Segment page."""
+"""Segment page: run the model on the current image, show and download the result."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
 import streamlit as st
 
+from core import io as cio
+from core.minerals import IGNORE, by_code
 from ui import state, widgets
 
-st.header("Segment")
-name, image = state.current_image()
-if image is None:
-    state.no_image_hint()
-else:
-    widgets.show_image(image, name, key="segment")
-st.warning("The segmentation step is not built yet in this version; the image above is the input it will work on.")
+
+def run_model(model, name: str, image: np.ndarray) -> dict | None:
+    extra = None
+    if model.in_channels > 3:
+        xpl = state.bucket("xpl").get(name)
+        need = model.in_channels - 3
+        if not xpl or sum(a.shape[2] for a in xpl["aligned"]) != need:
+            st.error(f"Model {model.name} needs {need // 3} aligned XPL images for this image: align them on the "
+                     "Register XPL page first, or choose an RGB model in the sidebar.")
+            return None
+        extra = np.concatenate(xpl["aligned"], axis=2)
+    bar = st.progress(0.0, text="Segmenting…")
+    try:
+        pred = cio_predict(model, image, extra, lambda f, msg: bar.progress(f, text=f"Segmenting: {msg}"))
+    except (ValueError, MemoryError) as e:
+        bar.empty()
+        st.error(f"Segmentation failed: {e}")
+        return None
+    bar.empty()
+    return {"labels": pred.labels, "probs": pred.probs, "classes": pred.classes, "scale": pred.scale,
+            "model": model.name}
+
+
+def cio_predict(model, image, extra, progress):
+    from core.segmentation import predict
+
+    return predict(model, image, extra=extra, progress=progress)
+
+
+def area_table(labels: np.ndarray) -> pd.DataFrame:
+    counts = np.bincount(labels.ravel(), minlength=256)
+    total = labels.size
+    ore = total - counts[0] - counts[IGNORE]
+    rows = []
+    for c in np.flatnonzero(counts):
+        if c == IGNORE:
+            continue
+        m = by_code(int(c))
+        rows.append({"code": int(c), "mineral": m.name, "pixels": int(counts[c]),
+                     "area %": 100.0 * counts[c] / total,
+                     "% of ore minerals": (100.0 * counts[c] / ore) if c != 0 and ore else None})
+    return pd.DataFrame(rows)
+
+
+def error_map(gt: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, float]:
+    rgb = np.zeros((*gt.shape, 3), np.uint8)
+    lab = gt != IGNORE
+    ok = (gt == labels) & lab
+    rgb[ok] = (40, 170, 60)
+    rgb[lab & ~ok] = (220, 40, 40)
+    rgb[~lab] = (200, 200, 200)
+    return rgb, float(ok.sum() / max(lab.sum(), 1))
+
+
+def main() -> None:
+    st.header("Segment")
+    st.caption("Every pixel labelled with its mineral by the CNN; LumenStone class codes and colours.")
+    name = state.image_picker("Image", key="segment-image")
+    if name is None:
+        state.no_image_hint()
+        return
+    _, image = state.current_image()
+    calibrated = name in state.bucket("calibrated")
+    model = state.model_or_error()
+    if model is None:
+        return
+    c1, c2 = st.columns([3, 2])
+    c1.write(f"**{name}** — {image.shape[1]}×{image.shape[0]} px" + (" · colour-corrected" if calibrated else ""))
+    c2.write(f"Model **{model.name}** ({model.config['architecture']}/{model.config['encoder']}, "
+             f"working scale {model.scale:g})")
+    preds = state.bucket("predictions")
+    b1, b2 = st.columns(2)
+    if b1.button("Segment this image", type="primary", key="segment-run"):
+        res = run_model(model, name, image)
+        if res is not None:
+            preds[name] = res
+    others = [n for n in state.bucket("images") if n not in preds]
+    if len(state.bucket("images")) > 1 and b2.button(f"Segment all images without a result ({len(others)})",
+                                                      key="segment-all", disabled=not others):
+        for n in others:
+            img = state.bucket("calibrated").get(n, state.bucket("images")[n]["image"])
+            res = run_model(model, n, img)
+            if res is not None:
+                preds[n] = res
+    if name not in preds:
+        widgets.show_image(image, name, key="segment-input")
+        st.info("Press **Segment this image** to run the model.")
+        return
+    res = preds[name]
+    labels = res["labels"]
+    if labels.shape != image.shape[:2]:
+        st.warning("The image changed since it was segmented; segment it again.")
+        return
+    alpha = st.slider("Overlay opacity", 0.0, 1.0, 0.55, 0.05, key="segment-alpha")
+    ov = cio.overlay(image, labels, alpha)
+    widgets.show_image(ov, f"{name}: segmentation ({res['model']})", key="segment-overlay")
+    widgets.legend(np.unique(labels))
+    table = area_table(labels)
+    st.dataframe(table, hide_index=True, width="stretch",
+                 column_config={"area %": st.column_config.NumberColumn(format="%.2f"),
+                                "% of ore minerals": st.column_config.NumberColumn(format="%.2f")})
+    gt = state.ground_truth(name)
+    if gt is not None and gt.shape == labels.shape:
+        emap, acc = error_map(gt, labels)
+        st.subheader("Error map against the expert mask")
+        st.caption(f"Green: correct, red: wrong, grey: unlabelled. Pixel accuracy {acc:.3f}.")
+        widgets.show_image(emap, "error map", key="segment-error")
+    d1, d2, d3 = st.columns(3)
+    d1.download_button("Download mask (PNG of class codes)", cio.encode_png(labels), f"{name}_mask.png",
+                       "image/png", key="segment-dl-mask")
+    d2.download_button("Download overlay (JPEG)", cio.encode_jpeg(ov), f"{name}_overlay.jpg", "image/jpeg",
+                       key="segment-dl-overlay")
+    d3.download_button("Download area table (CSV)", table.to_csv(index=False).encode(), f"{name}_areas.csv",
+                       "text/csv", key="segment-dl-csv")
+
+
+main()

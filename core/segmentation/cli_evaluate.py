@@ -1,0 +1,58 @@
+"""Score a model against ground-truth masks: per-class IoU, mIoU, pixel accuracy."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--images", required=True, metavar="DIR", help="folder of photographs")
+    p.add_argument("--masks", required=True, metavar="DIR", help="folder of masks named <stem>.png")
+    p.add_argument("--model", metavar="DIR", default=None, help="model folder (default: models/default)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--json", metavar="FILE", default=None, help="write the scores as JSON")
+
+
+def evaluate_folders(model, images_dir: Path, masks_dir: Path, *, progress=True):
+    from tqdm import tqdm
+
+    from .. import io as cio
+    from .infer import predict
+    from .metrics import ConfusionMatrix
+
+    if not images_dir.is_dir():
+        raise ValueError(f"{images_dir}: images folder not found")
+    if not masks_dir.is_dir():
+        raise ValueError(f"{masks_dir}: masks folder not found")
+    files = sorted(f for f in images_dir.iterdir() if f.suffix.lower() in cio.IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"{images_dir}: no images")
+    pairs = []
+    for f in files:
+        m = masks_dir / f"{f.stem}.png"
+        if not m.exists():
+            raise ValueError(f"{f.name}: no mask {m}")
+        pairs.append((f, m))
+    cm = ConfusionMatrix()
+    for f, m in tqdm(pairs, desc="evaluate", unit="image", disable=not progress):
+        image = cio.read_image(f)
+        gt = cio.read_mask(m, shape=image.shape[:2])
+        cm.update(gt, predict(model, image).labels)
+    return cm
+
+
+def run(args) -> int:
+    from ..minerals import by_code
+    from .model import load_model
+
+    model = load_model(args.model, device=args.device)
+    cm = evaluate_folders(model, Path(args.images), Path(args.masks))
+    s = cm.scores()
+    print(f"{'code':>4}  {'mineral':<28} {'IoU':>7}")
+    for c, v in sorted(s.iou.items()):
+        print(f"{c:>4}  {by_code(c).name:<28} {v:7.4f}")
+    print(f"mIoU {s.miou:.4f}   pixel accuracy {s.pixel_accuracy:.4f}   ({s.n_images} images, model {model.name})")
+    if args.json:
+        Path(args.json).write_text(json.dumps(s.as_dict(), indent=2))
+    return 0

@@ -1,0 +1,60 @@
+"""Segment images into 8-bit masks of LumenStone class codes."""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="photographs (JPEG, PNG, TIFF)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for <stem>.png masks")
+    p.add_argument("--model", metavar="DIR", default=None, help="model folder (default: models/default)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--xpl", nargs="+", metavar="IMAGE", default=None,
+                   help="aligned crossed-polar images (same size as the single IMAGE) for models trained with XPL channels")
+    p.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.jpg")
+    p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default 4)")
+    p.add_argument("--json", metavar="FILE", default=None, help="write per-image class areas and timing")
+
+
+def run(args) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
+    from .. import io as cio
+    from .infer import predict
+    from .model import load_model
+
+    out = Path(args.out)
+    model = load_model(args.model, device=args.device)
+    if args.xpl and len(args.images) != 1:
+        raise ValueError("--xpl needs exactly one plane-polarised IMAGE")
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"model": model.name, "images": {}}
+    for path in tqdm(args.images, desc="segment", unit="image", disable=len(args.images) < 2):
+        t0 = time.time()
+        image = cio.read_image(path)
+        extra = None
+        if args.xpl:
+            stack = [cio.read_image(x) for x in args.xpl]
+            for x, s in zip(args.xpl, stack):
+                if s.shape != image.shape:
+                    raise ValueError(f"{x}: XPL image is {s.shape[1]}x{s.shape[0]} px, the PPL image {image.shape[1]}x{image.shape[0]} px")
+            extra = np.concatenate(stack, axis=2)
+        pred = predict(model, image, extra=extra, batch_size=args.batch_size)
+        stem = Path(path).stem
+        cio.write_mask(out / f"{stem}.png", pred.labels)
+        if args.overlay:
+            cio.write_image(out / f"{stem}_overlay.jpg", cio.overlay(image, pred.labels, 0.5))
+        counts = np.bincount(pred.labels.ravel(), minlength=256)
+        report["images"][stem] = {
+            "seconds": round(time.time() - t0, 3),
+            "size": [image.shape[1], image.shape[0]],
+            "area_fraction": {str(c): float(counts[c] / pred.labels.size) for c in np.flatnonzero(counts)},
+        }
+        print(f"{stem}: {out / (stem + '.png')} ({report['images'][stem]['seconds']:.1f} s)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return 0

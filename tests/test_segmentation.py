@@ -1,0 +1,197 @@
+"""Segmentation engine: factory, model folders, tiled inference, metrics, sampler, training."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from core.segmentation import (ARCHITECTURES, ClassBalancedSampler, ConfusionMatrix, SegmentationModel,
+                               create_model, load_model, predict, save_model)
+from core.segmentation.infer import predict_scaled, upsample_argmax
+
+torch.set_num_threads(2)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES.names())
+@pytest.mark.parametrize("in_channels", [3, 9])
+def test_every_architecture_builds_and_runs(arch, in_channels):
+    net = create_model(arch, "resnet18", classes=5, in_channels=in_channels).eval()
+    with torch.inference_mode():
+        out = net(torch.randn(1, in_channels, 64, 64))
+    assert out.shape == (1, 5, 64, 64)
+
+
+def test_unknown_architecture_lists_valid_names():
+    with pytest.raises(ValueError, match="pspnet"):
+        create_model("pspnett")
+
+
+def _config(classes, **kw):
+    return {"architecture": "pspnet", "encoder": "resnet18", "in_channels": 3, "classes": classes, "scale": 1.0,
+            "tile": 64, "overlap": 16, "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}, **kw}
+
+
+def test_save_load_round_trip(tmp_path):
+    net = create_model("pspnet", classes=4).eval()
+    cfg = _config([0, 1, 6, 8], reference_colors={"6": [200.0, 190.0, 150.0]})
+    save_model(tmp_path / "m", net, cfg)
+    m = load_model(tmp_path / "m", device="cpu")
+    assert m.classes == [0, 1, 6, 8] and m.name == "m"
+    assert np.allclose(m.reference_colors()[6], [200, 190, 150])
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        a = net.half().float()(x)
+        b = m.net(x)
+    assert torch.allclose(a, b, atol=1e-3)
+    assert (tmp_path / "m" / "weights.pt").stat().st_size < 50e6
+    (tmp_path / "bad").mkdir()
+    with pytest.raises(ValueError, match="not a model folder"):
+        load_model(tmp_path / "bad")
+    (tmp_path / "m" / "config.json").write_text(json.dumps({"architecture": "pspnet"}))
+    with pytest.raises(ValueError, match="missing fields"):
+        load_model(tmp_path / "m")
+
+
+class _Pointwise(torch.nn.Module):
+    """Per-pixel network: tiled and whole-image outputs must agree exactly."""
+
+    def __init__(self, k):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, k, 1)
+
+    def forward(self, x):
+        return self.conv(x) * 4
+
+
+def test_tiled_inference_matches_whole_image():
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 256, (150, 230, 3), dtype=np.uint8)
+    model = SegmentationModel(net=_Pointwise(3).eval(), config=_config([0, 2, 6]), device=torch.device("cpu"))
+    whole = predict_scaled(model, img, tile=256, overlap=0)
+    tiled = predict_scaled(model, img, tile=64, overlap=24, batch_size=3)
+    assert whole.shape == tiled.shape == (3, 150, 230)
+    assert np.allclose(whole, tiled, atol=1e-5)
+    pred = predict(model, img, tile=64, overlap=24)
+    assert pred.labels.shape == (150, 230) and set(np.unique(pred.labels)) <= {0, 2, 6}
+    assert np.array_equal(pred.labels, np.asarray([0, 2, 6], np.uint8)[whole.argmax(0)])
+
+
+def test_working_scale_returns_full_resolution_labels():
+    img = np.zeros((97, 131, 3), np.uint8)
+    img[:, 60:] = 255
+    model = SegmentationModel(net=_Pointwise(2).eval(), config=_config([0, 6], scale=0.5), device=torch.device("cpu"))
+    pred = predict(model, img)
+    assert pred.labels.shape == (97, 131)
+    assert pred.probs.shape[1:] == (48, 66) or pred.probs.shape[1:] == (49, 66)
+    assert len(np.unique(pred.labels[:, :55])) == 1 and len(np.unique(pred.labels[:, 70:])) == 1
+
+
+def test_upsample_argmax_strips_agree():
+    rng = np.random.default_rng(2)
+    probs = rng.random((3, 20, 30)).astype(np.float32)
+    a = upsample_argmax(probs, (80, 120), [0, 5, 7], strip=7)
+    b = upsample_argmax(probs, (80, 120), [0, 5, 7], strip=1000)
+    assert np.array_equal(a, b)
+
+
+def test_metrics_against_hand_computed_values():
+    gt = np.array([[0, 0, 1, 1], [0, 6, 6, 255]], np.uint8)
+    pr = np.array([[0, 1, 1, 1], [0, 6, 0, 6]], np.uint8)
+    cm = ConfusionMatrix()
+    cm.update(gt, pr)
+    s = cm.scores()
+    # class 0: TP 2, FP 1, FN 1 -> 2/4; class 1: TP 2, FP 1, FN 0 -> 2/3; class 6: TP 1, FN 1 -> 1/2
+    assert s.iou == pytest.approx({0: 0.5, 1: 2 / 3, 6: 0.5})
+    assert s.miou == pytest.approx((0.5 + 2 / 3 + 0.5) / 3)
+    assert s.pixel_accuracy == pytest.approx(5 / 7)  # the ignored pixel counts neither way
+    # dataset-wide: sum of intersections over sum of unions, not a mean over images
+    cm.update(np.array([[8, 8]], np.uint8), np.array([[8, 0]], np.uint8))
+    s2 = cm.scores()
+    assert s2.iou[0] == pytest.approx(2 / 5) and s2.iou[8] == pytest.approx(0.5)
+    assert s2.n_images == 2
+
+
+def test_sampler_balances_rare_class():
+    rng = np.random.default_rng(0)
+    masks = []
+    for i in range(4):
+        m = np.zeros((300, 300), np.uint8)
+        m[:, 150:] = 1
+        if i == 2:
+            m[40:52, 40:52] = 2  # 144 px of 360000: 0.04 %
+        m[0, :] = 255
+        masks.append(m)
+    s = ClassBalancedSampler(masks, 3, 64, rng=rng)
+    hits = 0
+    for _ in range(300):
+        r = s.next()
+        y0, x0 = max(0, r.cy - 32), max(0, r.cx - 32)
+        patch = masks[r.image][y0:y0 + 64, x0:x0 + 64]
+        s.update(patch)
+        hits += r.target_class == 2 and r.image == 2
+    sampled, dataset = s.shares()
+    assert dataset[2] < 0.001
+    assert sampled[2] > 0.03  # the rare class is sampled ~75x more than its share
+    assert hits > 50
+
+
+def test_patch_streams_differ_between_workers():
+    from core.segmentation.train import PatchStream, TrainConfig
+
+    rng = np.random.default_rng(0)
+    imgs = [rng.integers(0, 255, (200, 200, 3), dtype=np.uint8) for _ in range(2)]
+    masks = [np.zeros((200, 200), np.uint8), np.ones((200, 200), np.uint8)]
+    cfg = TrainConfig(patch=64, batch_size=4, workers=2)
+    ds = PatchStream(imgs, masks, 2, cfg, [0.5] * 3, [0.25] * 3, seed=0)
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2)
+    it = iter(loader)
+    a, b = next(it)[0], next(it)[0]  # consecutive batches come from different workers
+    assert not torch.allclose(a, b)
+
+
+def test_a_few_training_steps_reduce_the_loss(demo_image, demo_mask):
+    from core.segmentation.train import PatchStream, TrainConfig
+
+    torch.manual_seed(0)
+    codes = sorted(set(np.unique(demo_mask).tolist()) - {255})
+    lut = np.full(256, 255, np.uint8)
+    lut[codes] = np.arange(len(codes))
+    cfg = TrainConfig(patch=96, rotate=False, scale_jitter=0.0, brightness=0.0, color=0.0)
+    img = demo_image[::4, ::4].copy()
+    msk = lut[demo_mask[::4, ::4]]
+    ds = PatchStream([img], [msk], len(codes), cfg, [0.4] * 3, [0.2] * 3, seed=0)
+    it = iter(ds)
+    batch = [next(it) for _ in range(8)]
+    x = torch.stack([b[0] for b in batch]).float()
+    y = torch.stack([b[1] for b in batch])
+    net = create_model("pspnet", classes=len(codes))
+    opt = torch.optim.Adam(net.parameters(), 1e-3)
+    crit = torch.nn.CrossEntropyLoss(ignore_index=255)
+    losses = []
+    for _ in range(12):
+        loss = crit(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_train_command_end_to_end(tmp_path, demo_items):
+    """Two iterations of the real trainer on the demo sample write a loadable model."""
+    import shutil
+
+    from core.segmentation.train import TrainConfig, train
+
+    for it in demo_items:
+        (tmp_path / "d/imgs/train").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "d/masks/train").mkdir(parents=True, exist_ok=True)
+        shutil.copy(it.image, tmp_path / "d/imgs/train" / it.image.name)
+        shutil.copy(it.mask, tmp_path / "d/masks/train" / it.mask.name)
+    cfg = TrainConfig(iterations=2, val_every=2, batch_size=2, patch=64, scale=0.25, workers=0, tile=128, val_fraction=0.34)
+    config = train(tmp_path / "d", tmp_path / "m", cfg, log=lambda s: None, progress=False)
+    assert config["validation"]["n_images"] == 1
+    assert set(config["reference_colors"]) <= {str(c) for c in config["classes"]}
+    m = load_model(tmp_path / "m", device="cpu")
+    assert m.scale == 0.25
