@@ -64,6 +64,27 @@ def _align(ppl: np.ndarray, shots: list[np.ndarray], names: list[str], opts: dic
             "simulated": truth is not None, "options": opts}
 
 
+@st.cache_data(max_entries=2 * MAX_XPL, show_spinner=False)
+def _decode(data: bytes) -> np.ndarray:
+    return cio.read_image(data)
+
+
+def _decode_uploads(files) -> tuple[list, list] | None:
+    """Decode uploaded files (errors shown at once); None if any is unusable."""
+    images, names, ok = [], [], True
+    for f in files:
+        try:
+            images.append(_decode(f.getvalue()))
+            names.append(f.name)
+        except ValueError as e:
+            st.error(f"{f.name}: {str(e).replace('uploaded file: ', '')}")
+            ok = False
+        except MemoryError:
+            st.error(f"{f.name}: not enough memory to open this image")
+            ok = False
+    return (images, names) if ok else None
+
+
 def _upload_flow(opts: dict) -> None:
     name, current = state.current_image()
     use_current = False
@@ -73,26 +94,24 @@ def _upload_flow(opts: dict) -> None:
                                                           type=["jpg", "jpeg", "png", "tif", "tiff"], key="xpl-ppl")
     xpl_files = st.file_uploader(f"XPL (crossed-polar) photographs, any stage angle (up to {MAX_XPL})",
                                  type=["jpg", "jpeg", "png", "tif", "tiff"], accept_multiple_files=True, key="xpl-shots")
-    if not st.button("Align XPL shots", type="primary", disabled=not xpl_files or (not use_current and ppl_file is None)):
-        return
-    if len(xpl_files) > MAX_XPL:
-        st.error(f"Give at most {MAX_XPL} XPL images at a time.")
-        return
-    if use_current:
-        ppl = current
-    else:
-        ppl = state.read_upload(ppl_file)
-        if ppl is None:
+    ppl = current
+    if ppl_file is not None:
+        got = _decode_uploads([ppl_file])
+        ppl = got[0][0] if got else None
+    shots = names = None
+    if xpl_files:
+        if len(xpl_files) > MAX_XPL:
+            st.error(f"Give at most {MAX_XPL} XPL images at a time.")
             return
-    shots, names = [], []
-    for f in xpl_files:
-        img = state.read_upload(f)
-        if img is None:
+        got = _decode_uploads(xpl_files)
+        if got is None:
             return
-        shots.append(img)
-        names.append(f.name)
-    if len(set(names)) != len(names):
-        st.error("Two XPL images have the same file name; rename one of them.")
+        shots, names = got
+        if len(set(names)) != len(names):
+            st.error("Two XPL images have the same file name; rename one of them.")
+            return
+    ready = ppl is not None and shots is not None and (use_current or ppl_file is not None)
+    if not st.button("Align XPL shots", type="primary", disabled=not ready):
         return
     if not use_current:
         try:
@@ -216,16 +235,14 @@ def _downloads(name: str, record: dict) -> None:
                            mime="application/zip")
 
 
-def _zip_aligned(key: str, record: dict) -> bytes:
-    cache = st.session_state.setdefault("_xpl_zip", {})
-    if key not in cache:
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
-            for nm, im in zip(record["names"], record["aligned"]):
-                z.writestr(f"{cio.safe_name(nm)}.png", cio.encode_png(im))
-        cache.clear()
-        cache[key] = buf.getvalue()
-    return cache[key]
+@st.cache_data(max_entries=4, show_spinner="Packing the aligned images…")
+def _zip_aligned(token: str, _record: dict) -> bytes:
+    """ZIP of the aligned shots as PNG; cached on the record's unique token."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        for nm, im in zip(_record["names"], _record["aligned"]):
+            z.writestr(f"{cio.safe_name(nm)}.png", cio.encode_png(im))
+    return buf.getvalue()
 
 
 def _zip_maps(record: dict) -> bytes:
