@@ -302,6 +302,9 @@ def test_workflow_4_annotate_a_stroke(workflow):
         settle(page)
         assert_no_exception(page, "annotate")
     assert not errors(page), f"annotate: {errors(page)}"
+    # the stroke was propagated into a full mask that can be downloaded
+    page.locator('[data-testid="stMain"] [data-testid="stDownloadButton"]').filter(
+        has_text=re.compile(r"mask", re.I)).first.wait_for(timeout=STEP_TIMEOUT_MS)
     shot(page, "workflow-4-annotate")
     workflow["done"].add("annotate")
 
