@@ -1,12 +1,316 @@
-"""Annotate page."""
+"""Annotate page: rough strokes spread by superpixels, uncertain regions, and fine-tuning on the new labels.
+
+Layout (stable element keys, for scripted browser use):
+
+- ``annotate-image`` image picker, ``annotate-mineral`` mineral picker (LumenStone colours),
+  ``annotate-brush`` brush size (image pixels), ``annotate-start`` start from the prediction or from scratch,
+  ``annotate-method`` propagation method, ``annotate-undo`` / ``annotate-clear`` buttons.
+- The drawing canvas sits in the container ``annotate-canvas-box`` (CSS class ``st-key-annotate-canvas-box``);
+  the canvas widget key is ``annotate-canvas-<n>`` (n grows on undo/clear). It shows the image scaled to at most
+  ``CANVAS_MAX_SIDE`` px wide; canvas pixel (x, y) is image pixel (x / s, y / s) with s = canvas width / image width.
+- The propagated mask, updated after every stroke, is the image in the container ``annotate-result``
+  (CSS class ``st-key-annotate-result``); ``annotate-result-stats`` holds its pixel counts as text.
+- Without the canvas (it needs a browser), ``annotate-scribble-upload`` takes a scribble mask instead.
+"""
+from __future__ import annotations
+
+import io
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
 import streamlit as st
 
+from core import io as cio
+from core.minerals import IGNORE, MINERALS, by_code
 from ui import state, widgets
 
-st.header("Annotate")
-name, image = state.current_image()
-if image is None:
-    state.no_image_hint()
-else:
-    widgets.show_image(image, name, key="annotate")
-st.warning("The annotation step is not built yet in this version; the image above is the input it will work on.")
+CANVAS_MAX_SIDE = 900
+_COLOR_TO_CODE = {"#%02x%02x%02x" % m.color: m.code for m in MINERALS}
+
+
+def _canvas_module():
+    """The drawable-canvas component, or None where it cannot run (no browser session)."""
+    try:
+        from streamlit_drawable_canvas import st_canvas
+    except Exception:
+        return None
+    return st_canvas
+
+
+def work_area(name: str, image: np.ndarray) -> dict:
+    """Per-image state of this page (strokes, superpixels, last propagation)."""
+    work = state.bucket("annotate_work")
+    w = work.get(name)
+    if w is None or w.get("shape") != image.shape:
+        w = {"shape": image.shape, "objects": [], "version": 0, "upload": None, "result": None,
+             "result_key": None, "superpixels": None, "finetune": None, "initial": []}
+        work[name] = w
+    return w
+
+
+def hex_of(code: int) -> str:
+    return "#%02x%02x%02x" % by_code(code).color
+
+
+def canvas_strokes(objects: list[dict], scale: float) -> list[tuple]:
+    """Canvas objects -> (code, width, (P, 2) image points) strokes.
+
+    Paths are Fabric.js objects: ``type`` "Path", ``path`` a list of commands (``["M", x, y]``,
+    ``["Q", cx, cy, x, y]``, ``["L", x, y]``) in canvas pixels; ``stroke`` the colour, which
+    identifies the mineral.
+    """
+    out = []
+    for obj in objects or []:
+        if str(obj.get("type", "")).lower() != "path":
+            continue
+        code = _COLOR_TO_CODE.get(str(obj.get("stroke", "")).lower())
+        if code is None:
+            continue
+        pts = []
+        for cmd in obj.get("path") or []:
+            nums = [float(v) for v in cmd[1:] if isinstance(v, (int, float))]
+            pts.extend(zip(nums[0::2], nums[1::2]))
+        if not pts:
+            continue
+        p = np.asarray(pts, np.float64) / scale
+        out.append((code, max(1.0, float(obj.get("strokeWidth", 10)) / scale), p))
+    return out
+
+
+def superpixels_for(w: dict, image: np.ndarray):
+    from core.annotation import compute_superpixels
+
+    if w["superpixels"] is None:
+        bar = st.progress(0.0, text="Computing superpixels (once per image)…")
+        w["superpixels"] = compute_superpixels(image, progress=lambda f, m: bar.progress(min(1.0, f), text=m))
+        bar.empty()
+    return w["superpixels"]
+
+
+def run_propagation(w: dict, image: np.ndarray, scribbles: np.ndarray, method: str, prior) -> None:
+    from core.annotation import propagate
+
+    key = (hash(scribbles.tobytes()), method, None if prior is None else hash(prior.tobytes()))
+    if w["result_key"] == key and w["result"] is not None:
+        return
+    sp = superpixels_for(w, image)
+    w["result"] = propagate(image, scribbles, method=method, superpixels=sp, prior=prior).mask
+    w["result_key"] = key
+
+
+def uncertain_regions(name: str, shape, fraction: float):
+    from core.annotation import select_regions, uncertainty_map
+
+    pred = state.bucket("predictions").get(name)
+    if pred is None or pred.get("probs") is None:
+        return None
+    umap = uncertainty_map(pred["probs"], shape=shape)
+    return select_regions(umap, fraction=fraction, smooth=4.0)
+
+
+def outline(rgb: np.ndarray, region: np.ndarray, color=(255, 0, 255)) -> np.ndarray:
+    import cv2
+
+    edge = cv2.morphologyEx(region.astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
+    out = rgb.copy()
+    out[edge] = color
+    return out
+
+
+def dataset_zip(name: str, image: np.ndarray, mask: np.ndarray, split: str) -> bytes:
+    stem = cio.safe_name(name)
+    split = cio.safe_name(split, "train")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr(f"imgs/{split}/{stem}.jpg", cio.encode_jpeg(image, quality=95))
+        z.writestr(f"masks/{split}/{stem}.png", cio.encode_png(mask))
+    return buf.getvalue()
+
+
+def model_zip(model) -> bytes:
+    from core.segmentation import save_model
+
+    with tempfile.TemporaryDirectory() as d:
+        save_model(Path(d), model.net, model.config)
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            for f in ("config.json", "weights.pt"):
+                z.write(Path(d) / f, f"{model.config['name']}/{f}")
+        return buf.getvalue()
+
+
+def finetune_section(name: str, image: np.ndarray, mask: np.ndarray, w: dict) -> None:
+    st.subheader("Fine-tune the model on these annotations")
+    c1, c2 = st.columns(2)
+    iterations = c1.slider("Iterations", 5, 200, 30, 5, key="annotate-ft-iterations")
+    lr = c2.select_slider("Learning rate", [1e-5, 3e-5, 1e-4, 3e-4, 1e-3], value=1e-4, key="annotate-ft-lr")
+    if st.button("Fine-tune on these annotations", key="annotate-finetune"):
+        model = state.model_or_error()
+        if model is None:
+            return
+        if model.in_channels != 3:
+            st.error("Fine-tuning here needs an RGB model; choose one in the sidebar.")
+            return
+        import torch
+
+        from core.annotation.finetune import finetune
+        from core.segmentation import predict
+
+        torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
+        bar = st.progress(0.0, text="Fine-tuning…")
+        try:
+            tuned = finetune(model, [image], [mask], iterations=iterations, lr=lr,
+                             progress=lambda f, m: bar.progress(0.7 * f, text=f"Fine-tuning: {m}"))
+            before = state.bucket("predictions").get(name)
+            pred = predict(tuned, image, progress=lambda f, m: bar.progress(0.7 + 0.3 * f, text=f"Re-segmenting: {m}"))
+        except (ValueError, MemoryError) as e:
+            bar.empty()
+            st.error(f"Fine-tuning failed: {e}")
+            return
+        bar.empty()
+        old = before["labels"] if before is not None else None
+        state.bucket("predictions")[name] = {"labels": pred.labels, "probs": pred.probs, "classes": pred.classes,
+                                              "scale": pred.scale, "model": tuned.name}
+        w["finetune"] = {"model": tuned, "old": old, "new": pred.labels}
+    ft = w.get("finetune")
+    if ft and ft["new"].shape == image.shape[:2]:
+        new = ft["new"]
+        lab = mask != IGNORE
+        acc = float((new[lab] == mask[lab]).mean()) if lab.any() else float("nan")
+        text = f"Model **{ft['model'].name}**: agreement with your annotation {acc:.3f}"
+        if ft["old"] is not None and ft["old"].shape == new.shape:
+            acc0 = float((ft["old"][lab] == mask[lab]).mean()) if lab.any() else float("nan")
+            changed = float((ft["old"] != new).mean())
+            text += f" (before {acc0:.3f}); {changed * 100:.1f}% of the pixels changed class."
+        st.markdown(text)
+        cols = st.columns(2)
+        if ft["old"] is not None and ft["old"].shape == new.shape:
+            cols[0].image(cio.display_copy(cio.overlay(image, ft["old"], 0.55), 700), caption="before fine-tuning")
+        cols[1].image(cio.display_copy(cio.overlay(image, new, 0.55), 700), caption="after fine-tuning")
+        st.download_button("Download the fine-tuned model (zip)", model_zip(ft["model"]),
+                           f"{ft['model'].name}.zip", "application/zip", key="annotate-dl-model")
+
+
+def main() -> None:
+    from core.annotation import DEFAULT_METHOD, METHODS, synthetic_scribbles
+
+    st.header("Annotate")
+    st.caption("Draw rough strokes on each mineral; superpixels spread them into a full mask. "
+               "Start from the model's prediction and correct it where it is unsure.")
+    name = state.image_picker("Image", key="annotate-image")
+    if name is None:
+        state.no_image_hint()
+        return
+    _, image = state.current_image()
+    H, W = image.shape[:2]
+    w = work_area(name, image)
+    pred = state.bucket("predictions").get(name)
+    has_pred = pred is not None and pred["labels"].shape == (H, W)
+
+    c1, c2, c3, c4 = st.columns([3, 2, 2, 2])
+    code = c1.selectbox("Mineral", [m.code for m in MINERALS], index=1, format_func=widgets.mineral_format,
+                        key="annotate-mineral")
+    brush = c2.slider("Brush size (image px)", 2, 80, 16, key="annotate-brush")
+    start = c3.radio("Start from", ["model prediction", "nothing"], index=0 if has_pred else 1,
+                     key="annotate-start", horizontal=True)
+    method = c4.selectbox("Propagation", METHODS.names(), index=METHODS.names().index(DEFAULT_METHOD),
+                          key="annotate-method", help="; ".join(f"{n}: {METHODS.describe(n)}" for n in METHODS))
+    widgets.legend([code])
+    if start == "model prediction" and not has_pred:
+        st.info("No prediction for this image yet: segment it on the Segment page to start from it.")
+    prior = pred["labels"] if (start == "model prediction" and has_pred) else None
+
+    u1, u2, u3 = st.columns([2, 2, 3])
+    show_unc = u1.checkbox("Show uncertain regions", value=has_pred, disabled=not has_pred,
+                           key="annotate-show-uncertain")
+    fraction = u2.slider("Share of the image", 0.02, 0.30, 0.10, 0.01, disabled=not has_pred,
+                         key="annotate-fraction")
+    regions = uncertain_regions(name, (H, W), fraction) if (show_unc and has_pred) else None
+    if regions is not None:
+        u3.caption(f"Magenta outlines: the {regions.fraction * 100:.0f}% of the image where the model is least "
+                   f"sure ({len(regions.boxes)} regions): label those first.")
+
+    b1, b2, b3 = st.columns(3)
+    if b1.button("Undo last stroke", key="annotate-undo", disabled=not w["objects"]):
+        w["objects"] = w["objects"][:-1]
+        w["initial"] = list(w["objects"])
+        w["version"] += 1
+    if b2.button("Clear strokes", key="annotate-clear"):
+        w["objects"], w["upload"], w["initial"] = [], None, []
+        w["version"] += 1
+    gt = state.ground_truth(name)
+    if gt is not None and gt.shape == (H, W) and b3.button("Example strokes from the expert mask",
+                                                            key="annotate-example",
+                                                            help="one straight stroke per region of this image's "
+                                                                 "reference mask, to try the propagation"):
+        w["upload"] = synthetic_scribbles(gt, width=max(3, brush // 2))
+
+    scale = min(1.0, CANVAS_MAX_SIDE / W)
+    cw, ch = max(1, round(W * scale)), max(1, round(H * scale))
+    scale = cw / W
+    base = prior if prior is not None else None
+    bg = cio.display_copy(cio.overlay(image, base, 0.35) if base is not None else image, max(cw, ch))
+    if regions is not None:
+        import cv2
+
+        small = cv2.resize(regions.mask.astype(np.uint8), (bg.shape[1], bg.shape[0]), interpolation=cv2.INTER_NEAREST)
+        bg = outline(bg, small > 0)
+    st_canvas = _canvas_module()
+    with st.container(key="annotate-canvas-box"):
+        if st_canvas is not None:
+            from PIL import Image
+
+            res = st_canvas(stroke_width=max(1, round(brush * scale)), stroke_color=hex_of(code),
+                            background_image=Image.fromarray(bg), width=cw, height=ch, drawing_mode="freedraw",
+                            initial_drawing={"objects": w["initial"]}, update_streamlit=True,
+                            key=f"annotate-canvas-{w['version']}")
+            if res is not None and res.json_data is not None:
+                w["objects"] = list(res.json_data.get("objects", []))
+        else:
+            st.image(bg, caption="Drawing needs a browser; upload a scribble mask below instead.")
+    up = st.file_uploader("…or upload a scribble mask (8-bit PNG of codes, 255 = no stroke)", type=["png"],
+                          key="annotate-scribble-upload")
+    if up is not None:
+        m = state.read_upload(up, kind="mask", shape=(H, W))
+        if m is not None:
+            w["upload"] = m
+
+    from core.annotation import strokes_to_mask
+
+    scribbles = strokes_to_mask((H, W), canvas_strokes(w["objects"], scale), base=w["upload"])
+    n_scribbled = int((scribbles != IGNORE).sum())
+    if n_scribbled == 0:
+        st.info("Draw a stroke on a mineral to start.")
+        return
+    try:
+        run_propagation(w, image, scribbles, method, prior)
+    except (ValueError, MemoryError) as e:
+        st.error(f"Propagation failed: {e}")
+        return
+    mask = w["result"]
+    state.bucket("annotations")[name] = mask
+    with st.container(key="annotate-result"):
+        st.image(cio.display_copy(cio.overlay(image, mask, 0.55), CANVAS_MAX_SIDE),
+                 caption=f"Propagated mask ({n_scribbled} px scribbled, {n_scribbled / mask.size * 100:.2f}%)")
+    codes, counts = np.unique(mask, return_counts=True)
+    with st.container(key="annotate-result-stats"):
+        st.caption(" · ".join(f"{by_code(int(c)).label} {n / mask.size * 100:.1f}%" for c, n in zip(codes, counts)
+                              if c != IGNORE))
+    widgets.legend(codes)
+    if gt is not None and gt.shape == mask.shape:
+        lab = gt != IGNORE
+        st.caption(f"Agreement with the expert mask: pixel accuracy {float((mask[lab] == gt[lab]).mean()):.3f}")
+
+    st.subheader("Save")
+    s1, s2, s3 = st.columns(3)
+    split = s1.text_input("Dataset split", "train", key="annotate-split")
+    s2.download_button("Download image + mask (LumenStone dataset zip)", dataset_zip(name, image, mask, split),
+                       f"{cio.safe_name(name)}_dataset.zip", "application/zip", key="annotate-dl-zip")
+    s3.download_button("Download mask (PNG of class codes)", cio.encode_png(mask), f"{cio.safe_name(name)}_mask.png",
+                       "image/png", key="annotate-dl-mask")
+    finetune_section(name, image, mask, w)
+
+
+main()

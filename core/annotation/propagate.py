@@ -110,7 +110,7 @@ def _weighted_features(sp: Superpixels) -> np.ndarray:
 
 
 def _fill(sp: Superpixels, assigned: np.ndarray, touched: np.ndarray, K: int, *, lam: float, step: float,
-          boundary: float = 0.0, power: float = 1.0):
+          boundary: float = 0.0, power: float = 1.0, unary_power: float = 1.0):
     """Assign the atoms left at -1; returns (labels, cost of the chosen class)."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import dijkstra
@@ -135,7 +135,7 @@ def _fill(sp: Superpixels, assigned: np.ndarray, touched: np.ndarray, K: int, *,
         if ref.size == 0:
             ref = seeds
         unary, _ = cKDTree(f[ref]).query(f, k=1)
-        cost[k] = geo + lam * unary
+        cost[k] = geo + lam * unary ** unary_power
     labels = assigned.copy()
     todo = labels < 0
     best = np.argmin(cost, axis=0)
@@ -175,10 +175,12 @@ def _hierarchy_assign(sp: Superpixels, counts: np.ndarray, level_names: list[str
 
 
 def _superpixel_method(sp: Superpixels, scribbles: np.ndarray, *, levels: tuple[str, ...], lam: float = 1.0,
-                       step: float = 1.0, guard: float | None = None, boundary: float = 0.0, power: float = 1.0):
+                       step: float = 1.0, guard: float | None = None, boundary: float = 0.0, power: float = 1.0,
+                       unary_power: float = 1.0):
     classes, counts, strokes = _stroke_counts(sp, scribbles)
     assigned = _hierarchy_assign(sp, counts, list(levels), guard=guard)
-    labels, cost = _fill(sp, assigned, counts, len(classes), lam=lam, step=step, boundary=boundary, power=power)
+    labels, cost = _fill(sp, assigned, counts, len(classes), lam=lam, step=step, boundary=boundary, power=power,
+                         unary_power=unary_power)
     return classes, labels, cost, strokes
 
 

@@ -1,0 +1,178 @@
+"""Annotation: propagation, synthetic strokes, uncertainty, fine-tuning, CLI, page."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.annotation import (METHODS, compute_superpixels, propagate, select_regions, strokes_to_mask,
+                             synthetic_scribbles, to_uint8, uncertainty_map)
+
+
+def _small(demo_image, demo_mask, f=0.5):
+    import cv2
+
+    h, w = demo_mask.shape
+    size = (int(w * f), int(h * f))
+    return (cv2.resize(demo_image, size, interpolation=cv2.INTER_AREA),
+            cv2.resize(demo_mask, size, interpolation=cv2.INTER_NEAREST))
+
+
+def _synthetic():
+    """Three flat-coloured regions with noise: the truth is known exactly."""
+    rng = np.random.default_rng(0)
+    truth = np.zeros((240, 320), np.uint8)
+    truth[:, 110:220] = 6
+    truth[60:180, 220:] = 2
+    colors = {0: (40, 40, 45), 6: (230, 220, 150), 2: (200, 200, 205)}
+    img = np.zeros((240, 320, 3), np.float32)
+    for c, col in colors.items():
+        img[truth == c] = col
+    img += rng.normal(0, 6, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8), truth
+
+
+@pytest.mark.parametrize("method", ["multiscale", "slic", "felzenszwalb", "geodesic"])
+def test_flat_regions_recovered(method):
+    img, truth = _synthetic()
+    scr = synthetic_scribbles(truth, min_area=100, width=3)
+    assert 0 < (scr != 255).mean() < 0.05
+    assert np.all(scr[scr != 255] == truth[scr != 255])
+    res = propagate(img, scr, method=method)
+    assert (res.mask == truth).mean() > 0.97
+    assert res.classes == [0, 2, 6]
+
+
+def test_real_demo_accuracy(demo_image, demo_mask):
+    img, gt = _small(demo_image, demo_mask)
+    scr = synthetic_scribbles(gt, min_area=150, width=3)
+    res = propagate(img, scr)
+    lab = gt != 255
+    assert (res.mask[lab] == gt[lab]).mean() > 0.80
+    nearest = propagate(img, scr, method="nearest")
+    assert (res.mask[lab] == gt[lab]).mean() > (nearest.mask[lab] == gt[lab]).mean()
+
+
+def test_prior_kept_away_from_strokes():
+    img, truth = _synthetic()
+    prior = np.full(truth.shape, 6, np.uint8)
+    scr = np.full(truth.shape, 255, np.uint8)
+    scr[100:140, 20:60] = 0
+    res = propagate(img, scr, prior=prior)
+    assert (res.mask[:, :100] == 0).mean() > 0.9  # the stroked region is corrected
+    assert (res.mask[:, 120:210] == 6).all()  # far, different colour: prior kept
+    assert res.changed[:, :100].mean() > 0.9 and not res.changed[:, 120:210].any()
+
+
+def test_superpixels_cached_and_incremental():
+    img, truth = _synthetic()
+    a = compute_superpixels(img)
+    b = compute_superpixels(img.copy())
+    assert a is b
+    assert a.atoms.max() + 1 == a.n_atoms and a.features.shape == (a.n_atoms, 5)
+
+
+def test_strokes_to_mask():
+    m = strokes_to_mask((50, 60), [(6, 3, [(5, 10), (50, 10)]), (2, 5, [(30, 40)])])
+    assert m[10, 5:51].tolist() == [6] * 46
+    assert m[40, 30] == 2 and m[0, 0] == 255
+
+
+def test_bad_scribbles_rejected():
+    img, truth = _synthetic()
+    with pytest.raises(ValueError, match="empty"):
+        propagate(img, np.full(truth.shape, 255, np.uint8))
+    with pytest.raises(ValueError, match="must match"):
+        propagate(img, np.zeros((10, 10), np.uint8))
+    bad = np.full(truth.shape, 255, np.uint8)
+    bad[0, 0] = 77
+    with pytest.raises(ValueError, match="unknown codes"):
+        propagate(img, bad)
+    with pytest.raises(ValueError, match="valid names"):
+        propagate(img, truth, method="nope")
+    assert "multiscale" in METHODS
+
+
+def test_uncertainty_scores_known_values():
+    p = np.zeros((3, 2, 2), np.float32)
+    p[:, 0, 0] = (1.0, 0.0, 0.0)  # certain
+    p[:, 0, 1] = (1 / 3, 1 / 3, 1 / 3)  # uniform
+    p[:, 1, 0] = (0.5, 0.5, 0.0)  # tie of two
+    p[:, 1, 1] = (0.8, 0.1, 0.1)
+    e = uncertainty_map(p, score="entropy")
+    assert e[0, 0] == pytest.approx(0, abs=1e-4) and e[0, 1] == pytest.approx(1, abs=1e-4)
+    m = uncertainty_map(p, score="margin")
+    assert m[0, 0] == pytest.approx(0) and m[1, 0] == pytest.approx(1) and m[1, 1] == pytest.approx(0.3)
+    lc = uncertainty_map(p, score="least-confidence")
+    assert lc[0, 1] == pytest.approx(1, abs=1e-4)
+    up = uncertainty_map(p.astype(np.float16), shape=(20, 30))
+    assert up.shape == (20, 30) and up.dtype == np.float32
+    assert to_uint8(m)[0].tolist() == [0, 255] and to_uint8(m)[1, 1] in (76, 77)
+
+
+def test_select_regions_fraction():
+    u = np.zeros((100, 200), np.float32)
+    u[10:30, 10:60] = 0.9  # 1000 px
+    u[50:80, 100:150] = 0.5  # 1500 px
+    r = select_regions(u, fraction=0.05)
+    assert r.mask.sum() == 1000 and r.mask[10:30, 10:60].all()
+    assert r.boxes[0] == {"x": 10, "y": 10, "width": 50, "height": 20, "area": 1000, "mean": pytest.approx(0.9)}
+    r2 = select_regions(u, fraction=0.125)
+    assert r2.mask.sum() == 2500 and len(r2.boxes) == 2
+    with pytest.raises(ValueError):
+        select_regions(u, fraction=0)
+
+
+def _tiny_model(tmp_path, classes=(0, 2, 6)):
+    import torch
+
+    from core.segmentation import create_model, load_model, save_model
+
+    torch.manual_seed(0)
+    net = create_model("unet", "resnet18", classes=len(classes))
+    cfg = {"architecture": "unet", "encoder": "resnet18", "in_channels": 3, "classes": list(classes), "scale": 1.0,
+           "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}, "tile": 128}
+    save_model(tmp_path / "tiny", net, cfg)
+    return load_model(tmp_path / "tiny", device="cpu")
+
+
+def test_finetune_learns_annotation(tmp_path):
+    import torch
+
+    from core.annotation.finetune import finetune
+    from core.segmentation import predict
+
+    torch.set_num_threads(1)
+    img, truth = _synthetic()
+    model = _tiny_model(tmp_path)
+    before = [p.detach().clone() for p in model.net.parameters()]
+    acc0 = (predict(model, img).labels == truth).mean()
+    tuned = finetune(model, [img], [truth], iterations=40, batch_size=4, patch=96, lr=3e-3, seed=1)
+    acc1 = (predict(tuned, img).labels == truth).mean()
+    assert all(torch.equal(a, b) for a, b in zip(before, model.net.parameters()))  # original untouched
+    assert tuned.config["finetune"]["iterations"] == 40 and tuned.name == "tiny-finetuned"
+    assert acc1 > max(acc0, 0.8)
+    with pytest.raises(ValueError):
+        finetune(model, [img], [np.full(truth.shape, 255, np.uint8)])
+
+
+def test_cli_annotate_and_uncertainty(tmp_path):
+    from core import io as cio
+    from core.cli import main
+
+    img, truth = _synthetic()
+    cio.write_image(tmp_path / "img.png", img)
+    cio.write_mask(tmp_path / "scr.png", synthetic_scribbles(truth, min_area=100, width=3))
+    assert main(["annotate", str(tmp_path / "img.png"), "--scribbles", str(tmp_path / "scr.png"),
+                 "--out", str(tmp_path / "out.png")]) == 0
+    out = cio.read_mask(tmp_path / "out.png")
+    assert (out == truth).mean() > 0.97
+    assert main(["annotate", str(tmp_path / "img.png"), "--scribbles", str(tmp_path / "scr.png"),
+                 "--out", str(tmp_path / "o.png"), "--method", "bogus"]) == 2
+    _tiny_model(tmp_path)
+    assert main(["uncertainty", str(tmp_path / "img.png"), "--out", str(tmp_path / "u.png"),
+                 "--model", str(tmp_path / "tiny"), "--fraction", "0.2", "--device", "cpu"]) == 0
+    u = cio.read_image(tmp_path / "u.png")
+    reg = cio.read_mask(tmp_path / "u_regions.png", allow_unknown=True)
+    assert u.shape[:2] == truth.shape and abs((reg == 255).mean() - 0.2) < 0.01
+    assert main(["uncertainty", str(tmp_path / "img.png"), "--out", str(tmp_path / "u.png"),
+                 "--model", str(tmp_path / "none")]) == 2

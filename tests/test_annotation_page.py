@@ -1,0 +1,31 @@
+"""AppTest of the Annotate page: example strokes from the expert mask propagate into a stored mask."""
+from __future__ import annotations
+
+import numpy as np
+from streamlit.testing.v1 import AppTest
+
+
+def _open_page():
+    at = AppTest.from_file("../app.py", default_timeout=240)
+    at.run()
+    at.button[0].click().run()  # Load demo sample (first sidebar button)
+    at.switch_page("pages/annotate.py").run()
+    return at
+
+
+def test_annotate_page_propagates_example_strokes():
+    at = _open_page()
+    assert not at.exception
+    assert at.selectbox(key="annotate-mineral").value == 1
+    at.button(key="annotate-example").click().run()
+    assert not at.exception, at.exception
+    ann = at.session_state["annotations"]
+    name = at.session_state["current"]
+    gt = at.session_state["images"][name]["gt"]
+    mask = ann[name]
+    assert mask.shape == gt.shape
+    lab = gt != 255
+    assert (mask[lab] == gt[lab]).mean() > 0.8
+    assert any(b.key == "annotate-dl-zip" for b in at.get("download_button"))
+    at.button(key="annotate-clear").click().run()
+    assert not at.exception
