@@ -1,6 +1,8 @@
 """OreLens web dashboard: ``streamlit run app.py``."""
 from __future__ import annotations
 
+import os
+
 import streamlit as st
 
 st.set_page_config(page_title="OreLens", page_icon="🔬", layout="wide")
@@ -40,6 +42,18 @@ def require_login() -> None:
     st.stop()
 
 
+def autoload_demo() -> None:
+    """A new session starts on the demo sample (ORELENS_AUTOLOAD_DEMO=0 turns this off)."""
+    if os.environ.get("ORELENS_AUTOLOAD_DEMO", "1") == "0" or st.session_state.get("_demo_autoloaded"):
+        return
+    st.session_state["_demo_autoloaded"] = True
+    if not state.bucket("images"):
+        try:
+            state.load_demo()
+        except ValueError as e:
+            st.error(f"Demo sample could not be loaded: {e}")
+
+
 def sidebar() -> None:
     state._init()
     with st.sidebar:
@@ -71,5 +85,6 @@ def sidebar() -> None:
 
 require_login()
 nav = st.navigation(PAGES)
+autoload_demo()
 sidebar()
 nav.run()

@@ -1,4 +1,5 @@
 """Every page renders, empty and with the demo sample loaded, without an exception."""
+import os
 import pathlib
 
 import pytest
@@ -9,7 +10,8 @@ PAGES = ["pages/upload_calibrate.py", "pages/stitch.py", "pages/register_xpl.py"
          "pages/annotate.py", "pages/statistics.py"]
 
 
-def _app():
+def _app(autoload="0"):
+    os.environ["ORELENS_AUTOLOAD_DEMO"] = autoload
     at = AppTest.from_file(str(APP), default_timeout=120)
     at.run()
     assert not at.exception
@@ -41,3 +43,11 @@ def test_core_never_imports_streamlit():
     offenders = [str(p) for p in root.rglob("*.py")
                  if re.search(r"^\s*(import|from)\s+streamlit", p.read_text(), re.M)]
     assert offenders == []
+
+
+def test_new_session_starts_on_the_demo_sample():
+    at = _app(autoload="1")
+    assert len(at.session_state["images"]) == 3
+    at.switch_page("pages/segment.py").run()
+    assert not at.exception
+    os.environ["ORELENS_AUTOLOAD_DEMO"] = "0"
