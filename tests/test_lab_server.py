@@ -159,6 +159,24 @@ def test_session_tmp_is_private_and_removed():
     assert not pb.exists()  # dropping the session's state removes the folder
 
 
+def test_folders_of_dead_servers_are_swept(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    import tempfile
+
+    from ui import session_tmp
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = tmp_path / f"orelens-session-{int(dead.stdout)}-abc"
+    orphan.mkdir()
+    live = session_tmp.SessionTmp()
+    assert live.path.parent == tmp_path
+    assert session_tmp.sweep_orphans() == 1
+    assert not orphan.exists() and live.path.is_dir()  # this server's folders stay
+    live.cleanup()
+
+
 def test_session_tmp_inside_a_running_app():
     from streamlit.testing.v1 import AppTest
 
