@@ -1,12 +1,247 @@
-"""Stitch page."""
+"""Stitch page: overlapping microscope frames → one panorama at the frames' pixel size."""
+from __future__ import annotations
+
+import io
+import json
+import re
+import zipfile
+
+import numpy as np
 import streamlit as st
 
+from core import io as cio
 from ui import state, widgets
 
-st.header("Stitch")
-name, image = state.current_image()
-if image is None:
-    state.no_image_hint()
-else:
-    widgets.show_image(image, name, key="stitch")
-st.warning("The panorama stitching step is not built yet in this version; the image above is the input it will work on.")
+MAX_TILES = 100
+MAX_ZIP_BYTES = 3 * 2 ** 30
+STAGE_LABELS = {"matching": "Matching overlapping tiles", "adjustment": "Global adjustment",
+                "exposure": "Exposure and vignetting", "composition": "Seams and blending"}
+
+
+def _natural_key(name: str):
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def read_tiles(files) -> list[tuple[str, np.ndarray]] | None:
+    """Decode uploaded images and zip archives into (name, RGB) tiles sorted by name; None after an error."""
+    tiles = []
+    for f in files:
+        if f.name.lower().endswith(".zip"):
+            try:
+                with zipfile.ZipFile(io.BytesIO(f.getvalue())) as z:
+                    members = [m for m in z.infolist() if not m.is_dir() and not m.filename.startswith("__MACOSX")
+                               and m.filename.lower().endswith(cio.IMAGE_SUFFIXES)]
+                    if sum(m.file_size for m in members) > MAX_ZIP_BYTES:
+                        st.error(f"{f.name}: the archive unpacks to more than {MAX_ZIP_BYTES // 2 ** 30} GB")
+                        return None
+                    for m in members:
+                        tiles.append((m.filename.rsplit("/", 1)[-1], cio.read_image(z.read(m))))
+            except zipfile.BadZipFile:
+                st.error(f"{f.name}: not a readable zip archive")
+                return None
+            except ValueError as e:
+                st.error(f"{f.name}: {e}")
+                return None
+        else:
+            img = state.read_upload(f)
+            if img is None:
+                return None
+            tiles.append((f.name, img))
+        if len(tiles) > MAX_TILES:
+            st.error(f"at most {MAX_TILES} tiles can be stitched here; use the command line for more")
+            return None
+    tiles.sort(key=lambda t: _natural_key(t[0]))
+    return tiles
+
+
+def demo_tiles() -> list[tuple[str, np.ndarray]]:
+    """A 3×3 set cut from the demo sample with known offsets, rotations, vignetting and noise."""
+    from core.stitching.synthetic import make_tile_set
+
+    item = cio.list_dataset(state.SAMPLE_DIR, "demo")[0]
+    ts = make_tile_set(cio.read_image(item.image), grid=(3, 3), seed=3)
+    return [(f"demo_r{k // 3}_c{k % 3}.png", t) for k, t in enumerate(ts.tiles)]
+
+
+def options_form():
+    from core.stitching import BLENDERS, MATCHERS, MODELS, SEAMS
+
+    c1, c2, c3 = st.columns(3)
+    grid = c1.text_input("Grid (rows×columns, row-major by file name)", "", placeholder="e.g. 3x3; blank = find overlaps",
+                         key="stitch-grid")
+    matcher = c2.selectbox("Matcher", MATCHERS.names(), key="stitch-matcher",
+                           help="\n".join(f"**{n}**: {MATCHERS.describe(n)}" for n in MATCHERS.names()))
+    model = c3.selectbox("Tile transform", MODELS.names(), index=MODELS.names().index("similarity"), key="stitch-model")
+    with st.expander("More options"):
+        d1, d2 = st.columns(2)
+        seam = d1.selectbox("Seams", SEAMS.names(), key="stitch-seam")
+        blender = d2.selectbox("Blending", BLENDERS.names(), key="stitch-blender")
+        gain = d1.checkbox("Exposure compensation", True, key="stitch-gain")
+        vignetting = d2.checkbox("Vignetting compensation (from the overlaps)", True, key="stitch-vig")
+        flat = st.file_uploader("Flat-field reference (photo of a blank field, optional)",
+                                type=["jpg", "jpeg", "png", "tif", "tiff"], key="stitch-flat")
+        weights = ""
+        if matcher in ("loftr", "disk_lightglue"):
+            weights = st.text_input("Local weight file(s) on the server (disk_lightglue: 'disk.pth,lightglue.pth')",
+                                    key="stitch-weights")
+    return dict(grid=grid, matcher=matcher, model=model, seam=seam, blender=blender, gain=gain,
+                vignetting=vignetting, flat=flat, weights=weights or None)
+
+
+def run_stitch(tiles, opts) -> dict | None:
+    from core.stitching import STAGES, apply_flat_field, flat_field_gain, parse_grid, stitch
+
+    try:
+        grid = parse_grid(opts["grid"])
+    except ValueError as e:
+        st.error(str(e))
+        return None
+    images = [t for _, t in tiles]
+    if opts["flat"] is not None:
+        ref = state.read_upload(opts["flat"])
+        if ref is None:
+            return None
+        try:
+            g = flat_field_gain(ref)
+        except ValueError as e:
+            st.error(str(e))
+            return None
+        images = [apply_flat_field(t, g) for t in images]
+    bars = {s: st.progress(0.0, text=STAGE_LABELS[s]) for s in STAGES}
+
+    def progress(stage, frac):
+        if stage in bars:
+            bars[stage].progress(min(1.0, float(frac)), text=f"{STAGE_LABELS[stage]} — {frac:.0%}")
+
+    try:
+        res = stitch(images, grid=grid, matcher=opts["matcher"], model=opts["model"], weights=opts["weights"],
+                     gain=opts["gain"], vignetting=opts["vignetting"], seam=opts["seam"], blender=opts["blender"],
+                     progress=progress)
+    except ValueError as e:
+        st.error(f"Stitching failed: {e}")
+        return None
+    except MemoryError:
+        st.error("Not enough memory for this panorama; stitch it with the command line instead.")
+        return None
+    names = [n for n, _ in tiles]
+    rec = res.to_json(names)
+    rec["rejected_pairs"] = [[int(i), int(j), why] for i, j, why in res.alignment.rejected]
+    return {"pano": res.panorama, "json": rec, "names": names, "alignment": res.alignment,
+            "timings": res.timings}
+
+
+def match_graph(result):
+    import plotly.graph_objects as go
+
+    al = result["alignment"]
+    fig = go.Figure()
+    centres = []
+    for k, (h, (th, tw)) in enumerate(zip(al.transforms, al.shapes)):
+        q = np.array([[0, 0], [tw - 1, 0], [tw - 1, th - 1], [0, th - 1], [0, 0]], float)
+        p = q @ h[:2, :2].T + h[:2, 2]
+        fig.add_trace(go.Scatter(x=p[:, 0], y=p[:, 1], mode="lines", line=dict(color="#999", width=1),
+                                 hoverinfo="skip", showlegend=False))
+        centres.append(np.array([(tw - 1) / 2, (th - 1) / 2]) @ h[:2, :2].T + h[:2, 2])
+    res = [al.pair_rmse.get((p.i, p.j), 0.0) for p in al.pairs]
+    hi = max(res + [0.1])
+    for p, r in zip(al.pairs, res):
+        a, b = centres[p.i], centres[p.j]
+        t = min(1.0, r / hi)
+        fig.add_trace(go.Scatter(x=[a[0], b[0]], y=[a[1], b[1]], mode="lines",
+                                 line=dict(color=f"rgb({int(255 * t)},{int(160 * (1 - t)) + 60},80)", width=4),
+                                 hovertext=f"tiles {p.i + 1}–{p.j + 1}: {p.n} matches, residual {r:.3f} px",
+                                 hoverinfo="text", showlegend=False))
+    for i, j, why in al.rejected:
+        a, b = centres[i], centres[j]
+        fig.add_trace(go.Scatter(x=[a[0], b[0]], y=[a[1], b[1]], mode="lines",
+                                 line=dict(color="#d33", width=2, dash="dot"), hovertext=f"tiles {i + 1}–{j + 1}: {why}",
+                                 hoverinfo="text", showlegend=False))
+    c = np.array(centres)
+    fig.add_trace(go.Scatter(x=c[:, 0], y=c[:, 1], mode="markers+text", text=[str(k + 1) for k in range(len(c))],
+                             textposition="top center", marker=dict(size=10, color="#1f77b4"),
+                             hovertext=result["names"], hoverinfo="text", showlegend=False))
+    fig.update_yaxes(autorange="reversed", scaleanchor="x", title="y (px)")
+    fig.update_xaxes(title="x (px)")
+    fig.update_layout(height=420, margin=dict(l=10, r=10, t=30, b=10),
+                      title="Match graph: tiles (numbered), matched pairs coloured by residual, rejected pairs dotted")
+    return fig
+
+
+def show_result(result) -> None:
+    rec = result["json"]
+    pano = result["pano"]
+    w, h = rec["size"]
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Tiles", len(rec["tiles"]))
+    c2.metric("Matched pairs", len(rec["pairs"]))
+    c3.metric("Residual RMSE", f"{rec['rmse_px']:.3f} px",
+              help="Root-mean-square disagreement of all pairwise matches after the global adjustment")
+    c4.metric("Time", f"{rec['seconds']:.1f} s")
+    st.caption(f"Panorama {w}×{h} px at the tiles' pixel size; model {rec['model']}.")
+    if rec["rejected_pairs"]:
+        st.warning("Pairs not used: " + "; ".join(f"{i + 1}–{j + 1} ({why})" for i, j, why in rec["rejected_pairs"]))
+    st.plotly_chart(match_graph(result), width="stretch")
+    widgets.show_image(pano, "Panorama", key="stitch-pano")
+    d1, d2, d3, d4 = st.columns(4)
+    d1.download_button("Panorama (JPEG)", data=lambda: cio.encode_jpeg(pano, quality=95), file_name="panorama.jpg",
+                       mime="image/jpeg", width="stretch")
+    d2.download_button("Panorama (TIFF)", data=lambda: _tiff_bytes(pano), file_name="panorama.tif",
+                       mime="image/tiff", width="stretch")
+    d3.download_button("Transforms (JSON)", data=json.dumps(rec, indent=1), file_name="panorama.json",
+                       mime="application/json", width="stretch")
+    if d4.button("Send to segmentation", icon="➡️", width="stretch"):
+        try:
+            name = state.add_image("panorama", pano, origin="stitch")
+        except ValueError as e:
+            st.error(str(e))
+        else:
+            st.success(f"“{name}” is now the current image.")
+            st.page_link("pages/segment.py", label="Go to Segment", icon="🗺️")
+
+
+def _tiff_bytes(pano: np.ndarray) -> bytes:
+    import tifffile
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, pano, photometric="rgb", bigtiff=pano.nbytes > 2 ** 31)
+    return buf.getvalue()
+
+
+def main() -> None:
+    st.header("Stitch")
+    st.caption("Overlapping frames of one polished section become one panorama at the frames' pixel size "
+               "(grain sizes stay in the same µm per pixel). Only overlapping tiles are matched, all tile positions "
+               "are adjusted together, exposure and vignetting are evened out, seams follow the least visible path.")
+    work = state.bucket("stitch")
+    files = st.file_uploader("Tiles (images, or one zip of them)", type=["jpg", "jpeg", "png", "tif", "tiff", "bmp", "zip"],
+                             accept_multiple_files=True, key="stitch-files")
+    if st.button("Use demo tiles (3×3 cut from the sample with known offsets)", key="stitch-demo"):
+        work["tiles"] = demo_tiles()
+        work["grid_hint"] = "3x3"
+        work.pop("last", None)
+    tiles = None
+    if files:
+        tiles = read_tiles(files)
+        if tiles is None:
+            return
+    elif "tiles" in work:
+        tiles = work["tiles"]
+    if not tiles:
+        st.info("Upload two or more overlapping tiles, or use the demo tiles.")
+        return
+    st.caption(f"{len(tiles)} tiles: " + ", ".join(n for n, _ in tiles[:12]) + (" …" if len(tiles) > 12 else ""))
+    if "grid_hint" in work and not st.session_state.get("stitch-grid"):
+        st.session_state["stitch-grid"] = work.pop("grid_hint")
+    opts = options_form()
+    if len(tiles) < 2:
+        st.error("Stitching needs at least two tiles.")
+        return
+    if st.button("Stitch", type="primary", icon="🧩", key="stitch-run"):
+        result = run_stitch(tiles, opts)
+        if result is not None:
+            work["last"] = result
+    if "last" in work:
+        show_result(work["last"])
+
+
+main()

@@ -9,6 +9,8 @@ per server. Pages exchange work only through the functions here:
 - ``annotations``: name -> mask of codes (255 = unlabelled)
 - ``xpl``: name -> ``{"aligned": list of uint8 RGB, "names": [...]}``
 - ``annotate_work``: name -> the Annotate page's strokes and intermediate results
+- ``stitch``: the Stitch page's last result (panorama, transforms, downloads)
+- ``statistics``: the Statistics page's last result (``"result"``: summary, tables, downloads)
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ SAMPLE_DIR = ROOT / "samples"
 MODELS_DIR = ROOT / "models"
 MAX_IMAGES_PER_SESSION = 24
 
-_KEYS = ("images", "calibrated", "predictions", "annotations", "xpl", "annotate_work")
+_KEYS = ("images", "calibrated", "predictions", "annotations", "xpl", "annotate_work", "stitch", "statistics")
 
 
 def _init() -> None:

@@ -112,6 +112,11 @@ class Affine(_Model):
     def matrix(t):
         return np.asarray(t, float).reshape(2, 3)
 
+    # Overlap strips give nearly collinear matches, which leave shear and anisotropic
+    # scale of a tile weakly determined; a light pull towards a similarity keeps
+    # them from drifting along chains of tiles.
+    regularizer = np.array([[1.0, 0, 0, 0, -1.0, 0], [0, 1.0, 0, 1.0, 0, 0]])
+
 
 @dataclass
 class Alignment:
@@ -161,7 +166,7 @@ def connected_components(n: int, edges) -> list[list[int]]:
     return sorted(comps.values(), key=lambda c: (-len(c), c[0]))
 
 
-def _solve(n_tiles, pairs, model):
+def _solve(n_tiles, pairs, model, scale=1000.0):
     m = model.n
     rows, rhs = [], []
     for pm in pairs:
@@ -173,6 +178,14 @@ def _solve(n_tiles, pairs, model):
         block[:, :, pm.j * m:(pm.j + 1) * m] -= jj
         rows.append(block.reshape(2 * k, -1))
         rhs.append((cj - ci).reshape(-1))
+    reg = getattr(model, "regularizer", None)
+    if reg is not None:
+        lam = 0.2 * scale
+        for k in range(n_tiles):
+            r = np.zeros((reg.shape[0], n_tiles * m))
+            r[:, k * m:(k + 1) * m] = lam * reg
+            rows.append(r)
+            rhs.append(np.zeros(reg.shape[0]))
     w = 1e4
     gauge = np.zeros((m, n_tiles * m))
     gauge[:, :m] = np.eye(m) * w
@@ -244,7 +257,7 @@ def adjust(pairs, shapes, *, model: str = "similarity", max_rejections: int = 8)
             f"tiles {', '.join(str(k + 1) for k in lonely)} could not be matched to the rest; "
             "check that every tile overlaps a neighbour (or give the right --grid)")
     while True:
-        theta = _solve(n, pairs, mdl)
+        theta = _solve(n, pairs, mdl, scale=float(np.mean([np.hypot(*sh) for sh in shapes])))
         mats = [mdl.matrix(t) for t in theta]
         res = {(p.i, p.j): _pair_residuals(p, mats) for p in pairs}
         prms = {k: float(np.sqrt(np.mean(v ** 2))) for k, v in res.items()}

@@ -72,6 +72,31 @@ class Photometric:
         g = np.exp(-self.log_gain[k]).astype(np.float32)
         return v[..., None] * g[None, None, :]
 
+    def apply(self, k: int, tile: np.ndarray, shape: tuple[int, int], x0: int, y0: int) -> np.ndarray:
+        """Corrected uint8 copy of ``tile``, a region of tile ``k`` (of full size ``shape``) at (x0, y0)."""
+        import cv2
+
+        if self.is_identity():
+            return tile
+        h, w = tile.shape[:2]
+        v3 = self._vignette_map3(tuple(shape))[y0:y0 + h, x0:x0 + w]
+        g = np.exp(-self.log_gain[k])
+        c = cv2.multiply(v3, (float(g[0]), float(g[1]), float(g[2]), 0.0))
+        return cv2.multiply(tile, c, dtype=cv2.CV_8U)
+
+    def is_identity(self) -> bool:
+        return not np.any(self.log_gain) and not np.any(self.vignetting)
+
+    def _vignette_map3(self, shape):
+        import cv2
+
+        cache = self.__dict__.setdefault("_maps3", {})
+        if shape not in cache:
+            v = self._vignette_map(shape)
+            cache.clear()
+            cache[shape] = cv2.merge([v, v, v])
+        return cache[shape]
+
     def _vignette_map(self, shape):
         cache = self.__dict__.setdefault("_maps", {})
         if shape not in cache:
@@ -231,7 +256,7 @@ def _seam_masks(stack, alignment, photo, seam: str):
 
 
 def render(stack, alignment, *, photometric: Photometric | None = None, seam: str = "graphcut",
-           blender: str = "multiband", bands: int | None = None, band_rows: int = 2048,
+           blender: str = "multiband", bands: int | None = None, band_rows: int | None = None,
            out: np.ndarray | None = None, progress=None) -> np.ndarray:
     """Render the panorama band by band.
 
@@ -247,8 +272,8 @@ def render(stack, alignment, *, photometric: Photometric | None = None, seam: st
         Name in :data:`BLENDERS`.
     bands : int, optional
         Pyramid levels for multi-band blending (default from the tile size).
-    band_rows : int
-        Output rows rendered at once (memory bound).
+    band_rows : int, optional
+        Output rows rendered at once (the memory bound); default about 40 Mpx per band.
     out : (H, W, 3) uint8 ndarray, optional
         Where to write (for example a memory-mapped TIFF); allocated if omitted.
     progress : callable(float), optional
@@ -271,6 +296,8 @@ def render(stack, alignment, *, photometric: Photometric | None = None, seam: st
         area = float(np.mean([h * w for h, w in stack.shapes]))
         bands = int(np.clip(np.log2(0.05 * np.sqrt(area)) - 1, 1, 7))
     margin = 4 * 2 ** bands
+    if band_rows is None:
+        band_rows = max(512, int(40e6 // max(wp, 1)))
     s_seam, seams = _seam_masks(stack, alignment, photo, seam)
     boxes = tile_footprints(alignment)
     inv = [np.linalg.inv(h) for h in alignment.transforms]
@@ -291,8 +318,7 @@ def render(stack, alignment, *, photometric: Photometric | None = None, seam: st
             sx1, sy1 = np.minimum(np.ceil(q.max(axis=0)).astype(int) + 4, [tw, th])
             if sx1 <= sx0 or sy1 <= sy0:
                 continue
-            src = stack.tiles[k][sy0:sy1, sx0:sx1].astype(np.float32)
-            src *= photo.correction(k, (th, tw), sx0, sy0, sx1, sy1)
+            src = photo.apply(k, stack.tiles[k][sy0:sy1, sx0:sx1], (th, tw), sx0, sy0)
             m = _translate(-rx0, -ry0) @ alignment.transforms[k] @ _translate(sx0, sy0)
             size = (rx1 - rx0, ry1 - ry0)
             warped = cv2.warpAffine(src, m[:2], size, flags=cv2.INTER_LINEAR)
@@ -321,10 +347,12 @@ def render(stack, alignment, *, photometric: Photometric | None = None, seam: st
         bl = make_blender(bands)
         bl.prepare((0, ey0, wp, ey1 - ey0))
         for k, warped, valid, sm, rx0, ry0 in feeds:
-            bl.feed(np.clip(warped + 0.5, 0, 255).astype(np.int16), sm.astype(np.uint8) * 255, (rx0, ry0))
+            bl.feed(warped.astype(np.int16), sm.astype(np.uint8) * 255, (rx0, ry0))
         res, rmask = bl.blend(None, None)
         res = np.asarray(res)
-        band = np.clip(res[y0 - ey0:y1 - ey0], 0, 255).astype(np.uint8)
+        band = res[y0 - ey0:y1 - ey0]
+        np.clip(band, 0, 255, out=band)
+        band = band.astype(np.uint8)
         covered = np.asarray(rmask)[y0 - ey0:y1 - ey0] > 0
         band[~covered] = 0
         out[y0:y1] = band

@@ -43,7 +43,15 @@ def flat_field_gain(reference: np.ndarray, *, sigma: float = 25.0) -> np.ndarray
         ref = ref[..., None]
     if ref.size == 0 or ref.ndim != 3:
         raise ValueError("the flat-field reference must be a 2-D grey or RGB image")
-    smooth = cv2.GaussianBlur(ref, (0, 0), sigma) if sigma > 0 else ref
+    h, w = ref.shape[:2]
+    if sigma > 4:
+        # blur at reduced resolution: the illumination is smooth, and a wide kernel at full size is slow
+        f = 2.0 / sigma
+        small = cv2.resize(ref, (max(2, round(w * f)), max(2, round(h * f))), interpolation=cv2.INTER_AREA)
+        small = cv2.GaussianBlur(small, (0, 0), sigma * f)
+        smooth = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    else:
+        smooth = cv2.GaussianBlur(ref, (0, 0), sigma) if sigma > 0 else ref
     if smooth.ndim == 2:
         smooth = smooth[..., None]
     peak = float(smooth.max())

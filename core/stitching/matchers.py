@@ -194,7 +194,7 @@ def coarse_offset(stack: TileStack, i: int, j: int, *, direction: str | None = N
 
 
 def refine_pair(stack: TileStack, i: int, j: int, init: np.ndarray, *, block: int = 256,
-                max_blocks: int = 8, min_quality: float = 0.02, tol: float = 1.0) -> PairMatch | None:
+                max_blocks: int = 6, min_quality: float = 0.02, tol: float = 1.0) -> PairMatch | None:
     """Sub-pixel correspondences by phase correlation of blocks over the overlap.
 
     Parameters
@@ -396,13 +396,14 @@ class _FeatureMatcher(Matcher):
         s = self.fscale
         full_src = (src + 0.5) / s - 0.5
         full_dst = (dst + 0.5) / s - 0.5
-        a, inl = cv2.estimateAffinePartial2D(full_src, full_dst, method=cv2.USAC_MAGSAC,
-                                             ransacReprojThreshold=2.0 / s, maxIters=5000, confidence=0.999)
+        a, inl = cv2.estimateAffine2D(full_src, full_dst, method=cv2.USAC_MAGSAC,
+                                      ransacReprojThreshold=2.0 / s, maxIters=5000, confidence=0.999)
         if a is None or inl is None:
             return None
         inl = inl.ravel().astype(bool)
         if inl.sum() < self.min_inliers:
             return None
+        a = _fit_similarity(full_src[inl], full_dst[inl])
         lin = a[:, :2]
         scale = np.sqrt(abs(np.linalg.det(lin)))
         if not 0.9 < scale < 1.1:  # a microscope stage does not zoom between frames
@@ -441,11 +442,11 @@ class OrbMatcher(_FeatureMatcher):
 
 
 def _load_state(path: str, what: str):
-    import torch
-
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"{p}: {what} weight file not found; this matcher needs a local weight file")
+    import torch
+
     try:
         sd = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception:
@@ -492,10 +493,11 @@ class LoftrMatcher(_LearnedMatcher):
     name = "loftr"
 
     def build(self):
+        state = _load_state(self.weights, "LoFTR")
         import kornia.feature as KF
 
         self.net = KF.LoFTR(pretrained=None)
-        self.net.load_state_dict(_load_state(self.weights, "LoFTR"))
+        self.net.load_state_dict(state)
         self.net.eval()
 
     def initial(self, i, j, direction):
@@ -517,11 +519,14 @@ class DiskLightGlueMatcher(_LearnedMatcher):
     name = "disk_lightglue"
 
     def build(self):
-        import kornia.feature as KF
-
         parts = [p.strip() for p in str(self.weights).split(",") if p.strip()]
         if len(parts) != 2:
             raise ValueError("matcher 'disk_lightglue' needs two weight files: 'DISK.pth,LIGHTGLUE.pth'")
+        for p, what in zip(parts, ("DISK", "LightGlue")):
+            if not Path(p).is_file():
+                raise ValueError(f"{p}: {what} weight file not found; this matcher needs a local weight file")
+        import kornia.feature as KF
+
         self.disk = KF.DISK()
         self.disk.load_state_dict(_load_state(parts[0], "DISK"))
         self.disk.eval()

@@ -135,7 +135,7 @@ def refine_peak(r: np.ndarray, peak: tuple[float, float], *, upsample: int = 10,
     return float(dy), float(dx), float(cc[k] / max(norm, 1e-12))
 
 
-def phase_correlate(a: np.ndarray, b: np.ndarray, *, window: bool = True, upsample: int = 10,
+def phase_correlate(a: np.ndarray, b: np.ndarray, *, window: bool = True, upsample: int = 20,
                     lowpass: float | None = 0.15) -> tuple[float, float, float]:
     """Sub-pixel translation between two equal-size patches.
 
@@ -168,6 +168,13 @@ def phase_correlate(a: np.ndarray, b: np.ndarray, *, window: bool = True, upsamp
     m, n = corr.shape
     py = k[0] - m if k[0] > m // 2 else k[0]
     px = k[1] - n if k[1] > n // 2 else k[1]
-    dy, dx, q = refine_peak(r, (py, px), upsample=upsample)
+    # a parabola through the integer peak narrows the search of the upsampled DFT to ±0.3 px
+    c0 = corr[k]
+    cym, cyp = corr[(k[0] - 1) % m, k[1]], corr[(k[0] + 1) % m, k[1]]
+    cxm, cxp = corr[k[0], (k[1] - 1) % n], corr[k[0], (k[1] + 1) % n]
+    den_y, den_x = cym - 2 * c0 + cyp, cxm - 2 * c0 + cxp
+    oy = min(0.5, max(-0.5, 0.5 * float(cym - cyp) / float(den_y))) if den_y < 0 else 0.0
+    ox = min(0.5, max(-0.5, 0.5 * float(cxm - cxp) / float(den_x))) if den_x < 0 else 0.0
+    dy, dx, q = refine_peak(r, (py + oy, px + ox), upsample=upsample, radius=0.3)
     # the peak of ifft(Fb conj(Fa)) sits at -d when b(x) = a(x + d)
     return -dx, -dy, q

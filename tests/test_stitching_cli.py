@@ -1,0 +1,56 @@
+"""The ``stitch`` command: files in, panorama and JSON transforms out."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from core.cli import main
+from core.io import read_image, write_image
+from core.stitching.synthetic import make_tile_set, position_rmse
+
+
+@pytest.fixture(scope="module")
+def tile_files(tmp_path_factory, demo_image):
+    ts = make_tile_set(demo_image, grid=(2, 3), seed=4)
+    d = tmp_path_factory.mktemp("tiles")
+    paths = []
+    for k, t in enumerate(ts.tiles):
+        p = d / f"t{k:02d}.png"
+        write_image(p, t)
+        paths.append(str(p))
+    return ts, paths
+
+
+def test_cli_writes_panorama_and_json(tmp_path, tile_files):
+    ts, paths = tile_files
+    out, js = tmp_path / "pano.tif", tmp_path / "pano.json"
+    rc = main(["stitch", *paths, "--grid", "2x3", "--out", str(out), "--json", str(js), "--quiet"])
+    assert rc == 0
+    rec = json.loads(js.read_text())
+    assert set(rec) >= {"tiles", "rmse_px", "seconds", "size"}
+    assert list(rec["tiles"]) == [f"t{k:02d}.png" for k in range(6)]
+    h = np.array([rec["tiles"][f"t{k:02d}.png"]["H"] for k in range(6)])
+    assert h.shape == (6, 3, 3) and np.allclose(h[:, 2], [0, 0, 1])
+    assert position_rmse(h, ts.truth, [t.shape[:2] for t in ts.tiles]) < 0.3
+    pano = read_image(out)
+    assert pano.shape[:2] == (rec["size"][1], rec["size"][0])
+    # H maps pixel centres: tile 0's centre pixel shows the same content in the panorama
+    t0 = ts.tiles[0]
+    cy, cx = t0.shape[0] // 2, t0.shape[1] // 2
+    x, y, _ = h[0] @ [cx, cy, 1]
+    patch_t = t0[cy - 20:cy + 21, cx - 20:cx + 21].astype(float).mean(axis=2)
+    xi, yi = int(round(x)), int(round(y))
+    patch_p = pano[yi - 20:yi + 21, xi - 20:xi + 21].astype(float).mean(axis=2)
+    assert np.corrcoef(patch_t.ravel(), patch_p.ravel())[0, 1] > 0.9
+
+
+def test_cli_user_errors(tmp_path, tile_files, capsys):
+    _, paths = tile_files
+    assert main(["stitch", *paths, "--grid", "2x2", "--out", str(tmp_path / "p.jpg")]) == 2
+    assert "grid holds 4 tiles" in capsys.readouterr().err
+    assert main(["stitch", *paths, "--out", str(tmp_path / "p.gif")]) == 2
+    assert main(["stitch", *paths, "--matcher", "nope", "--out", str(tmp_path / "p.jpg")]) == 2
+    assert "valid names" in capsys.readouterr().err
+    assert main(["stitch", paths[0], str(tmp_path / "missing.jpg"), "--out", str(tmp_path / "p.jpg")]) == 2

@@ -1,0 +1,43 @@
+"""Stitch page smoke test: demo tiles → panorama, no exception."""
+from __future__ import annotations
+
+from streamlit.testing.v1 import AppTest
+
+
+def test_stitch_page_demo_tiles():
+    at = AppTest.from_file("app.py", default_timeout=120)
+    at.run()
+    at.switch_page("pages/stitch.py")
+    at.run()
+    assert not at.exception
+    next(b for b in at.button if b.key == "stitch-demo").click()
+    at.run()
+    assert not at.exception
+    assert at.text_input(key="stitch-grid").value == "3x3"
+    next(b for b in at.button if b.key == "stitch-run").click()
+    at.run()
+    assert not at.exception
+    assert not at.error
+    labels = [m.label for m in at.metric]
+    assert "Residual RMSE" in labels
+    rmse = float(next(m for m in at.metric if m.label == "Residual RMSE").value.split()[0])
+    assert rmse < 0.5
+    next(b for b in at.button if b.label == "Send to segmentation").click()
+    at.run()
+    assert not at.exception
+    assert "panorama" in at.session_state["images"]
+    assert at.session_state["images"]["panorama"]["origin"] == "stitch"
+
+
+def test_stitch_page_bad_grid():
+    at = AppTest.from_file("app.py", default_timeout=120)
+    at.run()
+    at.switch_page("pages/stitch.py")
+    at.run()
+    next(b for b in at.button if b.key == "stitch-demo").click()
+    at.run()
+    at.text_input(key="stitch-grid").set_value("2x2")
+    next(b for b in at.button if b.key == "stitch-run").click()
+    at.run()
+    assert not at.exception
+    assert at.error and "grid" in at.error[0].value
