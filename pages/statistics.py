@@ -1,12 +1,264 @@
-"""Statistics page."""
+"""Statistics page: modal mineralogy, grain sizes and associations from the session's masks or uploaded masks."""
+from __future__ import annotations
+
+import json
+import uuid
+
+import numpy as np
 import streamlit as st
 
-from ui import state, widgets
+from core import io as cio
+from core.minerals import by_code
+from core.stats import BORDER_POLICIES, PERIMETER_METHODS, SIZE_SERIES, Options, measure, summarize, tables
+from core.stats.export import csv_zip, xlsx_bytes
+from core.stats.figures import association_figure, modal_figure, size_figure
+from core.stats.report import build_report, thumbnail
+from ui import state
 
-st.header("Statistics")
-name, image = state.current_image()
-if image is None:
-    state.no_image_hint()
-else:
-    widgets.show_image(image, name, key="statistics")
-st.warning("The statistics step is not built yet in this version; the image above is the input it will work on.")
+# Pixel size = camera pixel pitch / (objective magnification × camera adapter). These presets assume a 3.45 µm
+# camera pixel behind a 1× adapter, a common set-up; every microscope differs.
+CAMERA_PIXEL_UM = 3.45
+OBJECTIVES = {"5×": 5, "10×": 10, "20×": 20, "50×": 50, "100×": 100}
+CUSTOM = "Custom (enter µm/px)"
+SOURCES = ("Masks of this session's images", "Upload masks")
+
+
+def _preset_label(name: str) -> str:
+    if name == CUSTOM:
+        return name
+    return f"{name} objective (≈ {CAMERA_PIXEL_UM / OBJECTIVES[name]:.3g} µm/px)"
+
+
+def _pixel_size() -> float:
+    c1, c2 = st.columns([2, 1])
+    preset = c1.selectbox("Pixel size preset", list(OBJECTIVES) + [CUSTOM], index=3, format_func=_preset_label,
+                          key="stats-preset")
+    default = CAMERA_PIXEL_UM / OBJECTIVES[preset] if preset != CUSTOM else 1.0
+    value = c2.number_input("Pixel size (µm per pixel)", min_value=1e-4, max_value=1000.0, value=float(default),
+                            step=None, format="%.4f", key=f"stats-ps-{preset}")
+    st.info("The presets are typical values (a 3.45 µm camera pixel behind a 1× adapter), not your microscope's: "
+            "check the pixel size against your own stage-micrometer calibration before you report sizes in µm. "
+            "Area fractions and associations do not depend on it.", icon="📏")
+    return float(value)
+
+
+def _options() -> Options:
+    with st.expander("Method options"):
+        c1, c2, c3 = st.columns(3)
+        border = c1.selectbox("Grains cut by the image edge", BORDER_POLICIES.names(), key="stats-border",
+                              format_func=lambda n: f"{n} — {BORDER_POLICIES.describe(n)}")
+        perimeter = c2.selectbox("Perimeter / boundary estimator", PERIMETER_METHODS.names(), key="stats-perimeter",
+                                 format_func=lambda n: f"{n} — {PERIMETER_METHODS.describe(n)}")
+        series = c3.selectbox("Size classes", SIZE_SERIES.names(), key="stats-series",
+                              format_func=lambda n: f"{n} — {SIZE_SERIES.describe(n)}")
+    return Options(border=border, perimeter=perimeter, series=series)
+
+
+def _session_masks() -> dict:
+    """name -> {"mask", "image", "source"} for the session's images that have a mask to analyse."""
+    images = state.bucket("images")
+    if not images:
+        state.no_image_hint()
+        return {}
+    use_gt = st.checkbox("Where an image has no segmentation or annotation, use the expert mask supplied with it",
+                         value=True, key="stats-use-gt")
+    rows, found = [], {}
+    for name, rec in images.items():
+        mask, source = state.best_mask(name)
+        if mask is None and use_gt and rec.get("gt") is not None:
+            mask, source = rec["gt"], "expert mask"
+        rows.append({"image": name, "mask": source or "none (segment or annotate it first)"})
+        if mask is not None:
+            found[name] = {"mask": mask, "image": rec["image"], "source": source}
+    st.dataframe(rows, hide_index=True, width="stretch")
+    if not found:
+        st.warning("No image of this session has a mask yet: run the Segment or Annotate step, or upload masks.")
+        return {}
+    chosen = st.multiselect("Images to analyse (pooled in the total)", list(found), default=list(found),
+                            key="stats-chosen")
+    return {n: found[n] for n in chosen}
+
+
+def _match_image(stem: str, names: list[str]) -> str | None:
+    for n in names:
+        if n == stem or n.endswith("-" + stem):
+            return n
+    return None
+
+
+def _uploaded_masks() -> dict | None:
+    """name -> {"mask", "image", "source"} from uploaded masks; None when one is unusable (error shown)."""
+    files = st.file_uploader("Mask files (8-bit PNG of LumenStone class codes, 255 = unlabelled)",
+                             type=["png", "tif", "tiff"], accept_multiple_files=True, key="stats-uploads")
+    images = state.bucket("images")
+    standalone = True
+    if images:
+        standalone = st.checkbox("These masks are not of this session's images (no size check, no thumbnails)",
+                                 value=False, key="stats-standalone")
+        if not standalone:
+            st.caption("Each mask is paired with the session image of the same name (05.png → demo-05); a single "
+                       "mask with no such image is paired with the current image. A mask must match its image's size.")
+    if not files:
+        return {}
+    out, ok = {}, True
+    names = list(images)
+    for f in files:
+        stem = cio.safe_name(f.name, "mask")
+        target = None
+        if not standalone:
+            target = _match_image(stem, names)
+            if target is None and len(files) == 1:
+                target = state.current_name()
+            if target is None:
+                st.error(f"{f.name}: no image of this session is called {stem}; name the mask after its image, "
+                         "or tick the box above to analyse the masks on their own.")
+                ok = False
+                continue
+        shape = images[target]["image"].shape[:2] if target else None
+        mask = state.read_upload(f, kind="mask", shape=shape)
+        if mask is None:
+            ok = False
+            continue
+        key = target or stem
+        if key in out:
+            st.error(f"{f.name}: two masks for {key}; give each image one mask.")
+            ok = False
+            continue
+        out[key] = {"mask": mask, "image": images[target]["image"] if target else None,
+                    "source": f"uploaded {cio.safe_name(f.name)}"}
+    return out if ok else None
+
+
+def _compute(inputs: dict, pixel_size: float, options: Options) -> dict:
+    bar = st.progress(0.0, text="Measuring…")
+    results, thumbs, sources = {}, {}, {}
+    n = len(inputs)
+    for i, (name, rec) in enumerate(inputs.items()):
+        bar.progress(i / (n + 1), text=f"Measuring {name} ({i + 1} of {n})…")
+        results[name] = measure(rec["mask"], pixel_size=pixel_size)
+        thumbs[name] = thumbnail(image=rec["image"], mask=rec["mask"])
+        sources[name] = rec["source"]
+    bar.progress(n / (n + 1), text="Summarising…")
+    summary = summarize(results, options=options)
+    out = {
+        "token": uuid.uuid4().hex, "summary": summary, "tables": tables(results, options=options), "thumbs": thumbs,
+        "sources": sources, "pixel_size": pixel_size, "options": options.as_dict(),
+        "json": json.dumps(summary, indent=1).encode(), "files": {},
+    }
+    bar.progress(1.0, text="Done")
+    bar.empty()
+    return out
+
+
+def build_download(res: dict, kind: str) -> bytes:
+    """The report or an export of a result, built on first request and kept with the result."""
+    files = res["files"]
+    if kind not in files:
+        if kind == "report":
+            html = build_report(res["summary"], res["tables"], options=Options(**{
+                "border": res["options"]["border"], "perimeter": res["options"]["perimeter"],
+                "series": res["options"]["size_series"]}), thumbnails=res["thumbs"], sources=res["sources"])
+            files[kind] = html.encode("utf-8")
+        elif kind == "csv":
+            files[kind] = csv_zip(res["tables"])
+        else:
+            files[kind] = xlsx_bytes(res["tables"])
+    return files[kind]
+
+
+def _show(res: dict) -> None:
+    summary, tabs = res["summary"], res["tables"]
+    names = list(summary["images"])
+    st.subheader("Results")
+    st.caption(f"{len(names)} image(s) at {res['pixel_size']:g} µm/px; " +
+               ", ".join(f"{k} = {v}" for k, v in res["options"].items()) + "; masks: " +
+               "; ".join(f"{n} ({s})" for n, s in res["sources"].items()))
+    c = st.columns(4)
+    # the report and the workbooks are built when first asked for (large samples have 10⁵ grains)
+    c[0].download_button("Report (HTML)", lambda: build_download(res, "report"), "orelens-statistics.html",
+                         "text/html", key=f"dl-report-{res['token']}", type="primary", icon="📄")
+    c[1].download_button("Tables (CSV, zip)", lambda: build_download(res, "csv"), "orelens-statistics-csv.zip",
+                         "application/zip", key=f"dl-csv-{res['token']}")
+    c[2].download_button("Tables (XLSX)", lambda: build_download(res, "xlsx"), "orelens-statistics.xlsx",
+                         "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                         key=f"dl-xlsx-{res['token']}")
+    c[3].download_button("Statistics (JSON)", res["json"], "orelens-statistics.json", "application/json",
+                         key=f"dl-json-{res['token']}")
+
+    st.markdown("#### Modal mineralogy")
+    bg = st.toggle("Include the non-metallic background", value=True, key="stats-bg")
+    st.plotly_chart(modal_figure(summary, background=bg), key=f"modal-{res['token']}-{bg}")
+    modal = tabs["modal"].copy()
+    modal["area %"] = modal.pop("fraction") * 100
+    modal["area % (minerals only)"] = modal.pop("fraction_no_background") * 100
+    st.dataframe(modal[modal["image"] == "total"].drop(columns=["image"]), hide_index=True, width="stretch")
+    if len(names) > 1:
+        with st.expander("Per image"):
+            st.dataframe(modal[modal["image"] != "total"], hide_index=True, width="stretch")
+
+    st.markdown("#### Grain sizes")
+    c1, c2 = st.columns(2)
+    scope = c1.selectbox("Scope", ["total"] + names, key="stats-scope")
+    weight = c2.radio("Distribution", ["area", "number"], horizontal=True, key="stats-weight",
+                      format_func=lambda w: f"by {w}")
+    st.plotly_chart(size_figure(summary, scope=scope, weight=weight), key=f"size-{res['token']}-{scope}-{weight}")
+    gs = tabs["grain_summary"]
+    st.dataframe(gs[gs["image"] == scope].drop(columns=["image"]), hide_index=True, width="stretch")
+    with st.expander("Size classes"):
+        sc = tabs["size_classes"]
+        st.dataframe(sc[sc["image"] == scope].drop(columns=["image"]), hide_index=True, width="stretch")
+
+    st.markdown("#### Mineral associations")
+    st.plotly_chart(association_figure(summary, scope=scope), key=f"assoc-{res['token']}-{scope}")
+    entry = summary["total"] if scope == "total" else summary["images"][scope]
+    rows = []
+    for a, row in entry["association"].items():
+        rows.append({"mineral": by_code(int(a)).label,
+                     **{by_code(int(b)).label: round(100 * v, 3) for b, v in row.items()}})
+    st.caption("Percent of each mineral's boundary touching each class; bg = free surface, the rest is locked.")
+    st.dataframe(rows, hide_index=True, width="stretch")
+
+    with st.expander("Masks analysed"):
+        cols = st.columns(min(3, max(1, len(names))))
+        for i, n in enumerate(names):
+            t = res["thumbs"][n]
+            col = cols[i % len(cols)]
+            if t.get("image") is not None:
+                col.image(t["image"], caption=f"{n}: image")
+            col.image(t["mask"], caption=f"{n}: mask ({res['sources'][n]})")
+
+
+def main() -> None:
+    st.header("Statistics")
+    st.caption("Modal mineralogy, grain-size distributions and mineral associations, exact to the pixel.")
+    source = st.radio("Masks", SOURCES, horizontal=True, key="stats-source")
+    inputs = _session_masks() if source == SOURCES[0] else _uploaded_masks()
+    pixel_size = _pixel_size()
+    try:
+        options = _options()
+    except ValueError as e:
+        st.error(str(e))
+        return
+    store = state.bucket("statistics")
+    if st.button("Compute statistics", type="primary", disabled=not inputs, key="stats-run"):
+        try:
+            store["result"] = _compute(inputs, pixel_size, options)
+        except ValueError as e:
+            st.error(f"Statistics could not be computed: {e}")
+        except MemoryError:
+            st.error("Not enough memory for these masks; analyse fewer or smaller masks at a time.")
+    if inputs is None:
+        return
+    res = store.get("result")
+    if res is None:
+        if inputs:
+            st.caption(f"{len(inputs)} mask(s) ready: press **Compute statistics**.")
+        return
+    if set(res["summary"]["images"]) != set(inputs) or res["pixel_size"] != pixel_size or \
+            res["options"] != options.as_dict():
+        st.warning("The settings or masks changed since these results were computed; press **Compute statistics** "
+                   "to update them.")
+    _show(res)
+
+
+main()
