@@ -1,12 +1,291 @@
-"""Upload & calibrate page."""
+"""Upload & calibrate: bring photographs in, colour-correct them from a few marked minerals."""
+from __future__ import annotations
+
+import io
+import zipfile
+
+import numpy as np
+import pandas as pd
 import streamlit as st
 
+from core import io as cio
+from core.calibration import METHODS, apply_correction, class_means, fit_correction, mean_delta_e
+from core.calibration.flatfield import flat_field_from_reference, flat_field_from_series
+from core.calibration.marks import hex_color, strokes_to_mask
+from core.calibration.simulate import partial_annotation
+from core.minerals import IGNORE, MINERALS, name_of
 from ui import state, widgets
 
-st.header("Upload & calibrate")
-name, image = state.current_image()
-if image is None:
-    state.no_image_hint()
-else:
-    widgets.show_image(image, name, key="upload_calibrate")
-st.warning("The colour calibration step is not built yet in this version; the image above is the input it will work on.")
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "tif", "tiff", "bmp"]
+CANVAS_WIDTH = 760
+
+
+def upload_section() -> None:
+    """Upload one or many images, or load the demo sample."""
+    c1, c2 = st.columns([3, 1])
+    files = c1.file_uploader("Photographs (JPEG, PNG, TIFF; 8 or 16 bit)", type=UPLOAD_TYPES,
+                             accept_multiple_files=True, key="uc-files")
+    if files and c1.button("Add to this session", icon="➕", key="uc-add"):
+        added = []
+        for f in files:
+            img = state.read_upload(f)
+            if img is None:
+                continue
+            try:
+                added.append(state.add_image(cio.safe_name(f.name), img, origin="upload",
+                                             make_current=not added))
+            except ValueError as e:
+                st.error(str(e))
+                break
+        if added:
+            st.success(f"Added {len(added)} image(s): {', '.join(added)}")
+    if c2.button("Use the demo sample", icon="🧪", key="uc-demo"):
+        try:
+            st.success(f"Loaded {len(state.load_demo())} demo images")
+        except ValueError as e:
+            st.error(str(e))
+
+
+def reference_colours() -> tuple[dict | None, str]:
+    """Reference colour per code, chosen by the user; None (after a message) when there is none."""
+    options = []
+    if state.available_models():
+        options.append("model")
+    if any(v.get("gt") is not None for v in state.bucket("images").values()):
+        options.append("session")
+    if not options:
+        st.error("No reference colours: install a model in models/ (its config holds the mean colour of each "
+                 "mineral in its training images), or load images with full masks such as the demo sample.")
+        return None, ""
+    labels = {"model": "The segmentation model's training images",
+              "session": "Fully annotated images of this session (ground-truth masks)"}
+    src = st.radio("Reference colours", options, format_func=labels.get, horizontal=True, key="uc-refsrc")
+    if src == "model":
+        model = state.model_or_error()
+        if model is None:
+            return None, ""
+        ref = model.reference_colors()
+        if not ref:
+            st.error(f"Model {model.name} has no reference colours in its config; retrain it or choose another.")
+            return None, ""
+        return ref, f"model {model.name}"
+    return session_reference(), "annotated images of this session"
+
+
+def session_reference() -> dict:
+    """Mean sRGB colour (0-255) of every class in the session's images that carry full masks."""
+    sums: dict[int, np.ndarray] = {}
+    counts: dict[int, int] = {}
+    for item in state.bucket("images").values():
+        gt = item.get("gt")
+        if gt is None:
+            continue
+        cm = class_means(item["image"], gt, min_pixels=1, max_saturated=1.0)
+        for c, m, n in zip(cm.codes.tolist(), cm.means, cm.counts.tolist()):
+            sums[c] = sums.get(c, 0) + m * 255.0 * n
+            counts[c] = counts.get(c, 0) + n
+    return {c: sums[c] / counts[c] for c in sums}
+
+
+def canvas_marks(name: str, image: np.ndarray) -> np.ndarray | None:
+    """Marks painted on the image with the drawable canvas (only under ``streamlit run``)."""
+    try:
+        from streamlit_drawable_canvas import st_canvas
+        from PIL import Image
+    except Exception:  # the component cannot load outside a running server
+        st.info("Drawing needs the app running under `streamlit run`; upload a partial mask instead.")
+        return None
+    c1, c2 = st.columns([2, 1])
+    code = c1.selectbox("Mineral to paint", [m.code for m in MINERALS], format_func=widgets.mineral_format,
+                        key="uc-paint-code")
+    width = c2.slider("Brush", 4, 60, 20, key="uc-brush")
+    widgets.legend([code])
+    h, w = image.shape[:2]
+    cw = min(CANVAS_WIDTH, w)
+    ch = max(1, round(h * cw / w))
+    bg = Image.fromarray(cio.display_copy(image, max(cw, ch)))
+    try:
+        result = st_canvas(stroke_width=width, stroke_color=hex_color(code), background_image=bg,
+                           height=ch, width=cw, drawing_mode="freedraw", return_image_data=True,
+                           key=f"uc-canvas-{name}")
+        rgba = result.image_data
+    except Exception as e:
+        st.error(f"The drawing canvas failed ({type(e).__name__}); upload a partial mask instead.")
+        return None
+    if rgba is None:
+        return None
+    return strokes_to_mask(np.asarray(rgba, np.uint8), (h, w))
+
+
+def marks_section(name: str, image: np.ndarray) -> np.ndarray | None:
+    """The user's partial annotation of the image, from one of the available sources."""
+    gt = state.ground_truth(name)
+    sources = ["Paint on the image", "Upload a partial mask"]
+    if gt is not None:
+        sources.append("Part of this image's ground-truth mask")
+    src = st.radio("Mark known minerals", sources, horizontal=True, key="uc-marksrc")
+    if src == "Paint on the image":
+        marks = canvas_marks(name, image)
+    elif src == "Upload a partial mask":
+        f = st.file_uploader("Partial mask: 8-bit PNG of LumenStone codes (255 = unmarked) or painted in "
+                             "LumenStone colours, same size as the image", type=["png", "tif", "tiff"],
+                             key="uc-maskfile")
+        marks = state.read_upload(f, kind="mask", shape=image.shape[:2]) if f is not None else None
+    else:
+        share = st.slider("Share of the image to mark", 0.05, 0.6, 0.3, 0.05, key="uc-share")
+        marks = partial_annotation(gt, fraction=share, seed=0)
+    if marks is not None and (marks != IGNORE).any():
+        codes, counts = np.unique(marks[marks != IGNORE], return_counts=True)
+        st.caption("Marked: " + ", ".join(f"{name_of(int(c))} ({100 * n / marks.size:.1f} %)"
+                                          for c, n in zip(codes, counts)))
+        return marks
+    st.caption("Nothing marked yet.")
+    return None
+
+
+def flat_field_section(image: np.ndarray):
+    """Optional flat field; None when not used or unusable (after a message)."""
+    with st.expander("Flat-field (vignetting) correction"):
+        choice = st.radio("Flat field", ["None", "Blank reference shot", "Estimate from this session's images"],
+                          key="uc-ffsrc")
+        try:
+            if choice == "Blank reference shot":
+                f = st.file_uploader("Photograph of a blank mirror or polished blank, same optics and size",
+                                     type=UPLOAD_TYPES, key="uc-fffile")
+                ref = state.read_upload(f) if f is not None else None
+                if ref is None:
+                    return None
+                if ref.shape[:2] != image.shape[:2]:
+                    st.error("The blank reference shot must have the size of the images.")
+                    return None
+                flat = flat_field_from_reference(ref)
+            elif choice == "Estimate from this session's images":
+                same = [v["image"] for v in state.bucket("images").values() if v["image"].shape == image.shape]
+                flat = flat_field_from_series(same)
+            else:
+                return None
+        except ValueError as e:
+            st.error(str(e))
+            return None
+        st.caption(f"Flat field ({flat.source}): the darkest point receives {100 * flat.falloff():.0f} % "
+                   "less light than the brightest.")
+        return flat
+
+
+def calibrate(names: list[str], marks: np.ndarray, marked: str, reference: dict, method: str, flat):
+    """Fit on the marked image and correct ``names``; store results for the next pages."""
+    images = state.bucket("images")
+    src = images[marked]["image"]
+    gain = flat.gain(src.shape[:2]) if flat is not None else None
+    identity = np.vstack([np.eye(3), np.zeros((1, 3))])
+    base = src if gain is None else apply_correction(src, identity, gain=gain)
+    corr = fit_correction(class_means(base, marks), reference, method=method)
+    bar = st.progress(0.0, text="Correcting…")
+    done = []
+    for i, n in enumerate(names):
+        img = images[n]["image"]
+        g = None
+        if flat is not None:
+            if img.shape[:2] != tuple(flat.shape):
+                st.warning(f"{n}: a different size from the flat field; corrected without it.")
+            else:
+                g = gain
+        state.bucket("calibrated")[n] = apply_correction(img, corr, gain=g)
+        done.append(n)
+        bar.progress((i + 1) / len(names), text=f"Corrected {n}")
+    bar.empty()
+    return corr, done
+
+
+def results_section(name: str, marks: np.ndarray | None, reference: dict | None, last: dict | None) -> None:
+    """Before and after side by side, the ΔE table and downloads."""
+    cal = state.bucket("calibrated")
+    if name not in cal:
+        return
+    before = state.bucket("images")[name]["image"]
+    after = cal[name]
+    st.subheader("Before and after")
+    c1, c2 = st.columns(2)
+    with c1:
+        widgets.show_image(before, "before", key="uc-before")
+    with c2:
+        widgets.show_image(after, "after", key="uc-after")
+    corr = (last or {}).get("correction")
+    if corr:
+        st.caption(f"Method {corr['method']}, fitted on {last['fitted_on']}, applied to "
+                   f"{len(last['applied_to'])} image(s).")
+        for note in corr.get("notes", []):
+            st.warning(note)
+    if marks is not None and reference:
+        b_mean, b = mean_delta_e(before, marks, reference)
+        a_mean, a = mean_delta_e(after, marks, reference)
+        rows = [{"mineral": name_of(c), "marked px": int((marks == c).sum()),
+                 "CIEDE2000 before": round(b[c], 2), "CIEDE2000 after": round(a.get(c, float("nan")), 2)}
+                for c in b]
+        rows.append({"mineral": "mean", "marked px": int((marks != IGNORE).sum()),
+                     "CIEDE2000 before": round(b_mean, 2), "CIEDE2000 after": round(a_mean, 2)})
+        st.markdown("**Colour difference of the marked minerals from their reference colours**")
+        st.dataframe(pd.DataFrame(rows), hide_index=True)
+    if corr:
+        st.markdown("**Colour-correction matrix** (linear RGB: `[r, g, b, 1] @ M`)")
+        st.dataframe(pd.DataFrame(corr["matrix"], columns=["R", "G", "B"], index=["r", "g", "b", "1"]))
+    d1, d2 = st.columns(2)
+    d1.download_button("Download this corrected image (PNG)", data=lambda: cio.encode_png(after),
+                       file_name=f"{cio.safe_name(name)}_calibrated.png", mime="image/png", key="uc-dl-one")
+    names = list(cal)
+    d2.download_button(f"Download all {len(names)} corrected images (ZIP)", data=lambda: _zip(names),
+                       file_name="calibrated.zip", mime="application/zip", key="uc-dl-all")
+
+
+def _zip(names: list[str]) -> bytes:
+    buf = io.BytesIO()
+    cal = state.bucket("calibrated")
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        for n in names:
+            if n in cal:
+                z.writestr(f"{cio.safe_name(n)}.png", cio.encode_png(cal[n]))
+    return buf.getvalue()
+
+
+def main() -> None:
+    st.header("Upload & calibrate")
+    st.caption("Bring photographs in, then correct their colours to match the microscope the model was trained "
+               "on: mark a few regions of minerals you recognise, and the image's colours are mapped so that "
+               "those minerals get their reference colours.")
+    upload_section()
+    if not state.bucket("images"):
+        state.no_image_hint()
+        return
+    name = state.image_picker("Image to calibrate", key="uc-image")
+    image = state.bucket("images")[name]["image"]
+    st.divider()
+    reference, ref_label = reference_colours()
+    marks = marks_section(name, image)
+    c1, c2 = st.columns([2, 1])
+    method = c1.selectbox("Method", METHODS.names(), format_func=lambda m: f"{m} — {METHODS.describe(m)}",
+                          key="uc-method")
+    flat = flat_field_section(image)
+    ready = reference is not None and marks is not None
+    b1, b2 = st.columns(2)
+    one = b1.button("Calibrate this image", type="primary", disabled=not ready, key="uc-run")
+    series = b2.button(f"Apply to the series ({len(state.bucket('images'))} images)", disabled=not ready,
+                       key="uc-series", help="Use this image's marks to correct every image of the session "
+                                             "(images shot under the same conditions).")
+    if not ready and reference is not None:
+        st.info("Mark at least two minerals to calibrate.")
+    last = None
+    if one or series:
+        names = list(state.bucket("images")) if series else [name]
+        try:
+            corr, done = calibrate(names, marks, name, reference, method, flat)
+            last = {"correction": corr.as_dict(), "fitted_on": name, "applied_to": done}
+            st.success(f"Corrected {len(names)} image(s) with reference colours from {ref_label}; the next pages "
+                       "use the corrected versions.")
+        except ValueError as e:
+            st.error(str(e))
+    results_section(name, marks, reference, last)
+    if name not in state.bucket("calibrated"):
+        widgets.show_image(image, name, key="uc-current")
+
+
+main()
