@@ -1,0 +1,94 @@
+"""From XPL photographs to the extra input channels of a model trained with XPL.
+
+The segmentation engine takes ``extra`` channels next to the RGB image
+(``predict(model, image, extra=...)``); a model trained with XPL records in its
+config how they were built::
+
+    "xpl": {"encoding": "compact" | "raw", "n_shots": 6, ...}
+
+:func:`xpl_extra` aligns the shots to the PPL image and builds those channels,
+refusing (``ValueError``) when a shot cannot be aligned or the model does not
+take XPL input.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .align import ProgressFn, register_series
+from .anisotropy import encode_xpl
+
+__all__ = ["xpl_spec", "xpl_extra", "extra_from_aligned"]
+
+
+def xpl_spec(config: dict) -> dict | None:
+    """The ``"xpl"`` section of a model config (None for an RGB-only model).
+
+    A model with more than 3 input channels and no ``"xpl"`` section is taken
+    to use the ``"raw"`` layout with ``(in_channels - 3) / 3`` shots.
+    """
+    cin = int(config.get("in_channels", 3))
+    if cin <= 3:
+        return None
+    spec = dict(config.get("xpl") or {})
+    if not spec:
+        if (cin - 3) % 3:
+            raise ValueError(f"the model takes {cin} input channels, which is not RGB plus XPL images")
+        spec = {"encoding": "raw", "n_shots": (cin - 3) // 3}
+    spec.setdefault("encoding", "compact")
+    return spec
+
+
+def extra_from_aligned(config: dict, aligned: list) -> np.ndarray:
+    """Extra channels from shots already in the PPL frame (e.g. the Register XPL page's stack).
+
+    Parameters
+    ----------
+    config : dict
+        The model's config.
+    aligned : list of (M, N, 3) uint8 ndarray
+
+    Returns
+    -------
+    extra : (M, N, C) uint8 ndarray
+    """
+    spec = xpl_spec(config)
+    if spec is None:
+        raise ValueError("this model was trained on RGB images only; it takes no XPL images")
+    return encode_xpl(aligned, encoding=spec["encoding"], n_shots=spec.get("n_shots"))
+
+
+def xpl_extra(config: dict, ppl: np.ndarray, xpl: list, *, features: str = "sift", model: str = "similarity",
+              progress: ProgressFn = None) -> tuple[np.ndarray, list]:
+    """Align XPL shots to the PPL image and encode them for a model.
+
+    Parameters
+    ----------
+    config : dict
+        The model's config (``SegmentationModel.config``).
+    ppl : (M, N, 3) uint8 ndarray
+    xpl : list of (M', N', 3) uint8 ndarray
+    features, model : str
+        Registration options (see :func:`register`).
+    progress : callable(fraction, message), optional
+
+    Returns
+    -------
+    extra : (M, N, C) uint8 ndarray
+        Pass as ``predict(model, ppl, extra=extra)``.
+    results : list of Registration
+
+    Raises
+    ------
+    ValueError
+        RGB-only model, wrong number of shots, or a shot that cannot be aligned.
+    """
+    spec = xpl_spec(config)
+    if spec is None:
+        raise ValueError("this model was trained on RGB images only; it takes no XPL images (drop --xpl)")
+    if spec["encoding"] == "raw" and spec.get("n_shots") and len(xpl) != spec["n_shots"]:
+        raise ValueError(f"this model was trained with {spec['n_shots']} XPL images, got {len(xpl)}")
+    results, aligned = register_series(ppl, xpl, features=features, model=model, progress=progress)
+    bad = [f"shot {i + 1} ({r.message})" for i, r in enumerate(results) if not r.ok]
+    if bad:
+        raise ValueError("could not align " + "; ".join(bad))
+    return extra_from_aligned(config, aligned), results
