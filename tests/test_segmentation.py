@@ -72,6 +72,8 @@ def test_tiled_inference_matches_whole_image():
     tiled = predict_scaled(model, img, tile=64, overlap=24, batch_size=3)
     assert whole.shape == tiled.shape == (3, 150, 230)
     assert np.allclose(whole, tiled, atol=1e-5)
+    # a per-pixel network is mirror-equivariant, so test-time flipping must not change it
+    assert np.allclose(predict_scaled(model, img, tile=64, overlap=24, tta=True), tiled, atol=1e-5)
     pred = predict(model, img, tile=64, overlap=24)
     assert pred.labels.shape == (150, 230) and set(np.unique(pred.labels)) <= {0, 2, 6}
     assert np.array_equal(pred.labels, np.asarray([0, 2, 6], np.uint8)[whole.argmax(0)])

@@ -114,8 +114,14 @@ def predict_scaled(
     overlap: int | None = None,
     batch_size: int = 4,
     progress: ProgressFn = None,
+    tta: bool | None = None,
 ) -> np.ndarray:
-    """Blended softmax (K, m, n) float32 of an image already at the working scale."""
+    """Blended softmax (K, m, n) float32 of an image already at the working scale.
+
+    With ``tta`` (default: the config's ``"tta"``), each tile's softmax is averaged with that of
+    its mirror image.
+    """
+    tta = bool(model.config.get("tta", False)) if tta is None else tta
     tile = int(tile or model.config.get("tile", 512))
     overlap = int(overlap if overlap is not None else model.config.get("overlap", tile // 4))
     h, w = arr.shape[:2]
@@ -145,7 +151,11 @@ def predict_scaled(
             x_t = _normalise(tiles, mean, std).to(dev)
             with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=use_amp):
                 logits = model.net(x_t)
-            probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
+                probs_t = torch.softmax(logits.float(), dim=1)
+                if tta:
+                    flipped = model.net(torch.flip(x_t, dims=[3]))
+                    probs_t = 0.5 * (probs_t + torch.flip(torch.softmax(flipped.float(), dim=1), dims=[3]))
+            probs = probs_t.cpu().numpy()
             for (y, x), p in zip(chunk, probs):
                 acc[:, y : y + th, x : x + tw] += p * weight
                 wsum[y : y + th, x : x + tw] += weight
@@ -191,6 +201,7 @@ def predict(
     overlap: int | None = None,
     batch_size: int = 4,
     progress: ProgressFn = None,
+    tta: bool | None = None,
 ) -> Prediction:
     """Segment one image.
 
@@ -212,6 +223,6 @@ def predict(
     Prediction
     """
     arr = prepare_input(model, image, extra)
-    probs = predict_scaled(model, arr, tile=tile, overlap=overlap, batch_size=batch_size, progress=progress)
+    probs = predict_scaled(model, arr, tile=tile, overlap=overlap, batch_size=batch_size, progress=progress, tta=tta)
     labels = upsample_argmax(probs, image.shape[:2], model.classes)
     return Prediction(labels=labels, probs=probs.astype(np.float16), classes=model.classes, scale=model.scale)
