@@ -92,7 +92,7 @@ def rmse_of(rec, paths, truth, shapes):
     return position_rmse(est, truth, shapes), position_rmse(est, truth, shapes, points="corners")
 
 
-def bench_sets(n_sets: int, work: Path):
+def bench_sets(n_sets: int, work: Path, crop: str | None = None):
     rows = []
     script = work / "opencv_scans.py"
     script.write_text(OPENCV_SCRIPT)
@@ -126,7 +126,27 @@ def bench_sets(n_sets: int, work: Path):
                    cv=" x ".join(ocv_size), rc=rc_o)
         rows.append(row)
         print(json.dumps(row), flush=True)
+        if s == 0 and crop and rec_o:
+            write_crop(folder / "ours.jpg", rec_o, paths, crop)
     return rows
+
+
+def write_crop(pano_path: Path, rec, paths, dest: str, size=(800, 600)):
+    """A 1:1 crop of the panorama centred where tiles 1, 2, 4 and 5 (row-major) overlap."""
+    import cv2
+
+    pano = cv2.imread(str(pano_path))
+    h0 = np.array(rec["tiles"][Path(paths[0]).name]["H"])
+    h4 = np.array(rec["tiles"][Path(paths[4]).name]["H"])
+    th, tw = cv2.imread(paths[0]).shape[:2]
+    far = h0 @ [tw - 1, th - 1, 1]
+    near = h4 @ [0, 0, 1]
+    cx, cy = (far[:2] + near[:2]) / 2
+    x0 = int(np.clip(cx - size[0] / 2, 0, pano.shape[1] - size[0]))
+    y0 = int(np.clip(cy - size[1] / 2, 0, pano.shape[0] - size[1]))
+    Path(dest).parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(dest, pano[y0:y0 + size[1], x0:x0 + size[0]], [cv2.IMWRITE_JPEG_QUALITY, 85])
+    print(f"crop {dest}: x {x0}, y {y0}, {size[0]}x{size[1]} px at 1:1", flush=True)
 
 
 def bench_large(work: Path):
@@ -184,13 +204,14 @@ def main():
     ap.add_argument("--sets", type=int, default=len(HELD_OUT))
     ap.add_argument("--skip-large", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "stitching.md"))
+    ap.add_argument("--crop", default=None, help="write a 1:1 crop of the first panorama where four tiles meet")
     ap.add_argument("--work", default=None, help="folder for tiles and outputs (default: a temporary one)")
     args = ap.parse_args()
     mach = machine()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
         work.mkdir(parents=True, exist_ok=True)
-        rows = bench_sets(args.sets, work)
+        rows = bench_sets(args.sets, work, args.crop)
         large = None if args.skip_large else bench_large(work)
     lines = ["# Stitching benchmark", "", f"Command: `nice -n 19 .venv/bin/python bench/stitching.py"
              + (f" --sets {args.sets}" if args.sets != len(HELD_OUT) else "") + ("` " if not args.skip_large else " --skip-large`"),

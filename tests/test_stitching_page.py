@@ -1,11 +1,15 @@
 """Stitch page smoke test: demo tiles → panorama, no exception."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
 
 def test_stitch_page_demo_tiles():
-    at = AppTest.from_file("app.py", default_timeout=120)
+    at = AppTest.from_file(APP, default_timeout=180)
     at.run()
     at.switch_page("pages/stitch.py")
     at.run()
@@ -30,7 +34,7 @@ def test_stitch_page_demo_tiles():
 
 
 def test_stitch_page_bad_grid():
-    at = AppTest.from_file("app.py", default_timeout=120)
+    at = AppTest.from_file(APP, default_timeout=180)
     at.run()
     at.switch_page("pages/stitch.py")
     at.run()

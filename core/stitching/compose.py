@@ -146,7 +146,7 @@ def estimate_photometric(stack, alignment, *, vignetting: bool = True, gain: boo
     blurred = [cv2.GaussianBlur(im.astype(np.float32), (0, 0), 1.5) for im in stack.small_rgb]
     inv = [np.linalg.inv(h) for h in alignment.transforms]
     rows, rhs = [], []
-    step = max(2.0, 6.0 / s)  # full-resolution spacing of samples
+    step = max(2.0, 8.0 / s)  # full-resolution spacing of samples
     for pm in alignment.pairs:
         i, j = pm.i, pm.j
         hj, wj = stack.shapes[j]

@@ -107,6 +107,22 @@ class TileStack:
             self._hp = [highpass(s, 3.0) for s in self.small]
         return self._hp
 
+    @property
+    def small_shapes(self) -> list[tuple[int, int]]:
+        return [s.shape[:2] for s in self.small]
+
+    def small_fft(self, k: int) -> np.ndarray:
+        """FFT of the high-passed downscaled tile ``k``, zero-padded to the largest downscaled tile."""
+        cache = self.__dict__.setdefault("_fft", {})
+        if k not in cache:
+            hh = max(s[0] for s in self.small_shapes)
+            ww = max(s[1] for s in self.small_shapes)
+            a = self.small_highpass()[k]
+            pad = np.zeros((hh, ww), np.float32)
+            pad[:a.shape[0], :a.shape[1]] = a
+            cache[k] = fft2(pad)
+        return cache[k]
+
     def grey_block(self, k: int, x0: int, y0: int, size: int) -> np.ndarray | None:
         """Full-resolution grey block ``size``×``size`` with top-left (x0, y0), None if outside."""
         import cv2
@@ -158,12 +174,9 @@ def coarse_offset(stack: TileStack, i: int, j: int, *, direction: str | None = N
 
     hp = stack.small_highpass()
     a, b = hp[i], hp[j]
-    hh, ww = max(a.shape[0], b.shape[0]), max(a.shape[1], b.shape[1])
-    pa = np.zeros((hh, ww), np.float32)
-    pb = np.zeros((hh, ww), np.float32)
-    pa[:a.shape[0], :a.shape[1]] = a
-    pb[:b.shape[0], :b.shape[1]] = b
-    r = cross_power(fft2(pa), fft2(pb), lowpass=0.25)
+    hh = max(s[0] for s in stack.small_shapes)
+    ww = max(s[1] for s in stack.small_shapes)
+    r = cross_power(stack.small_fft(i), stack.small_fft(j), lowpass=0.25)
     corr = ifft2_real(r)
     best = None
     work = corr.copy()
