@@ -270,8 +270,8 @@ def association(stats: MaskStats, *, method: str = "crofton") -> tuple[dict, dic
     -------
     lengths : dict
         code -> {code -> µm} for every pair of classes present, plus the keys
-        ``"255"``-equivalent ``IGNORE`` (unlabelled) and ``"edge"`` (image
-        edge) in each row where they occur.
+        255 (unlabelled pixels) and ``"edge"`` (the image edge) in the rows
+        where they occur.
     fractions : dict
         mineral code -> {code -> fraction of the mineral's boundary against
         labelled classes that touches that class}; the entry for 0 is the
