@@ -193,3 +193,34 @@ def test_cli_writes_aligned_images_and_json(tmp_path, series):
     # refusing to overwrite the inputs
     assert main(["register", str(tmp_path / "ppl.png"), paths[0], "--out", str(tmp_path), "--quiet"]) == 2
     assert main(["register", str(tmp_path / "ppl.png"), str(tmp_path / "missing.png"), "--out", str(out)]) == 2
+
+
+def test_xpl_channels_for_a_multichannel_model(tmp_path, series):
+    import torch
+
+    from core.registration import extra_from_aligned, xpl_extra, xpl_spec
+    from core.segmentation import create_model, load_model, predict, save_model
+
+    torch.set_num_threads(1)
+    net = create_model("pspnet", "resnet18", classes=3, in_channels=6)
+    cfg = {"architecture": "pspnet", "encoder": "resnet18", "in_channels": 6, "classes": [0, 5, 7], "scale": 0.125,
+           "normalization": {"mean": [0.5] * 6, "std": [0.25] * 6}, "xpl": {"encoding": "compact", "n_shots": 3}}
+    save_model(tmp_path / "m", net, cfg)
+    model = load_model(tmp_path / "m", device="cpu")
+    extra, results = xpl_extra(model.config, series.ppl, series.xpl)
+    assert extra.shape == series.ppl.shape[:2] + (3,) and all(r.ok for r in results)
+    pred = predict(model, series.ppl, extra=extra)
+    assert pred.labels.shape == series.ppl.shape[:2]
+    assert set(np.unique(pred.labels)) <= {0, 5, 7}
+    # the same channels from an already aligned stack (the Register XPL page's)
+    aligned = [warp_to_reference(x, r.A, series.ppl.shape[:2]) for x, r in zip(series.xpl, results)]
+    np.testing.assert_array_equal(extra_from_aligned(model.config, aligned), extra)
+    # RGB-only models refuse XPL input; raw models check the number of shots; unrelated shots are refused
+    with pytest.raises(ValueError, match="RGB images only"):
+        xpl_extra({"in_channels": 3}, series.ppl, series.xpl)
+    assert xpl_spec({"in_channels": 21}) == {"encoding": "raw", "n_shots": 6}
+    with pytest.raises(ValueError, match="trained with 6"):
+        xpl_extra({"in_channels": 21}, series.ppl, series.xpl)
+    junk = np.random.default_rng(2).integers(0, 256, series.ppl.shape, dtype=np.uint8)
+    with pytest.raises(ValueError, match="could not align shot 2"):
+        xpl_extra(model.config, series.ppl, [series.xpl[0], junk])
