@@ -82,7 +82,7 @@ class Server:
         self.proc = subprocess.Popen(
             [str(streamlit), "run", "app.py", "--server.port", str(self.port), "--server.headless", "true",
              "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
         self.samples: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
