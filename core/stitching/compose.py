@@ -20,6 +20,8 @@ image mosaics", ACM TOG 2(4), 217-236, 1983. doi:10.1145/245.247
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,28 +93,32 @@ class Photometric:
         import cv2
 
         cache = self.__dict__.setdefault("_maps3", {})
-        if shape not in cache:
+        got = cache.get(shape)
+        if got is None:
             v = self._vignette_map(shape)
-            cache.clear()
-            cache[shape] = cv2.merge([v, v, v])
-        return cache[shape]
+            got = cv2.merge([v, v, v])
+            if len(cache) < 4:
+                cache[shape] = got
+        return got
 
     def _vignette_map(self, shape):
         cache = self.__dict__.setdefault("_maps", {})
-        if shape not in cache:
-            h, w = shape
+        got = cache.get(shape)
+        if got is not None:
+            return got
+        h, w = shape
+        a, b = (float(v) for v in self.vignetting)
+        if a == 0 and b == 0:
+            got = np.ones((h, w), np.float32)
+        else:
             cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
-            norm = cx * cx + cy * cy
             xs = ((np.arange(w, dtype=np.float32) - cx) ** 2)[None, :]
             ys = ((np.arange(h, dtype=np.float32) - cy) ** 2)[:, None]
-            r2 = (xs + ys) / np.float32(norm)
-            a, b = (float(v) for v in self.vignetting)
-            if a == 0 and b == 0:
-                cache[shape] = np.ones((h, w), np.float32)
-            else:
-                lv = np.clip(-(a * r2 + b * r2 * r2), -0.7, 0.7)
-                cache[shape] = np.exp(lv).astype(np.float32)
-        return cache[shape]
+            r2 = (xs + ys) / np.float32(cx * cx + cy * cy)
+            got = np.exp(np.clip(-(a * r2 + b * r2 * r2), -0.7, 0.7)).astype(np.float32)
+        if len(cache) < 4:
+            cache[shape] = got
+        return got
 
 
 def _r2(pts, shape):
@@ -302,22 +308,23 @@ def render(stack, alignment, *, photometric: Photometric | None = None, seam: st
     boxes = tile_footprints(alignment)
     inv = [np.linalg.inv(h) for h in alignment.transforms]
     starts = list(range(0, hp, band_rows))
+    workers = max(1, min(4, os.cpu_count() or 1))
+    photo._vignette_map3(tuple(stack.shapes[0]))  # build the shared map once, not in every thread
     for bi, y0 in enumerate(starts):
         y1 = min(hp, y0 + band_rows)
         ey0, ey1 = max(0, y0 - margin), min(hp, y1 + margin)
-        feeds = []
-        for k in range(n):
+        def make_feed(k, ey0=ey0, ey1=ey1):
             bx0, by0, bx1, by1 = boxes[k]
             ry0, ry1 = max(by0, ey0), min(by1, ey1)
             if ry1 <= ry0 or bx1 <= bx0:
-                continue
+                return None
             rx0, rx1 = bx0, bx1
             th, tw = stack.shapes[k]
             q = np.array([[rx0, ry0], [rx1, ry0], [rx0, ry1], [rx1, ry1]], float) @ inv[k][:2, :2].T + inv[k][:2, 2]
             sx0, sy0 = np.maximum(np.floor(q.min(axis=0)).astype(int) - 3, 0)
             sx1, sy1 = np.minimum(np.ceil(q.max(axis=0)).astype(int) + 4, [tw, th])
             if sx1 <= sx0 or sy1 <= sy0:
-                continue
+                return None
             src = photo.apply(k, stack.tiles[k][sy0:sy1, sx0:sx1], (th, tw), sx0, sy0)
             m = _translate(-rx0, -ry0) @ alignment.transforms[k] @ _translate(sx0, sy0)
             size = (rx1 - rx0, ry1 - ry0)
@@ -328,7 +335,10 @@ def render(stack, alignment, *, photometric: Photometric | None = None, seam: st
             up = np.array([[s_seam, 0, (rx0 + 0.5) * s_seam - 0.5 - cx],
                            [0, s_seam, (ry0 + 0.5) * s_seam - 0.5 - cy]])
             sm = cv2.warpAffine(smask, up, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP) >= 128
-            feeds.append([k, warped, valid, sm, rx0, ry0])
+            return [k, warped, valid, sm, rx0, ry0]
+
+        with ThreadPoolExecutor(workers) as ex:
+            feeds = [f for f in ex.map(make_feed, range(n)) if f is not None]
         if not feeds:
             continue
         # pixels that the low-resolution seams leave to no tile go to any tile that covers them

@@ -89,15 +89,17 @@ class TileStack:
         self.shapes = [t.shape[:2] for t in self.tiles]
         side = max(max(s) for s in self.shapes)
         self.scale = min(1.0, COARSE_SIDE / side)
-        self.small = []
-        self.small_rgb = []
-        for t in self.tiles:
+        def shrink(t):
             h, w = t.shape[:2]
-            rgb = cv2.resize(t, (max(8, round(w * self.scale)), max(8, round(h * self.scale))),
-                             interpolation=cv2.INTER_AREA)
-            self.small_rgb.append(rgb)
-            self.small.append(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32))
-        self._hp = None
+            return cv2.resize(t, (max(8, round(w * self.scale)), max(8, round(h * self.scale))),
+                              interpolation=cv2.INTER_AREA)
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(2) as ex:
+            self.small_rgb = list(ex.map(shrink, self.tiles))
+        self.small = [cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) for rgb in self.small_rgb]
+        self._hp = [highpass(s, 3.0) for s in self.small]
 
     def __len__(self) -> int:
         return len(self.tiles)

@@ -1,8 +1,10 @@
 """The stitching pipeline: pairs → pairwise registration → global adjustment → composition."""
 from __future__ import annotations
 
+import os
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,6 +54,15 @@ class StitchResult:
             "pairs": [[int(p.i), int(p.j), int(p.n), round(float(self.alignment.pair_rmse.get((p.i, p.j), 0.0)), 4)]
                       for p in self.alignment.pairs],
         }
+
+
+def n_workers() -> int:
+    """Threads for parallel work: the CPU cores available to this process (at most 4)."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return max(1, min(4, n))
 
 
 def parse_grid(text: str | None) -> tuple[int, int] | None:
@@ -127,15 +138,19 @@ def register(tiles, *, grid: tuple[int, int] | None = None, matcher: str = "phas
     cands = candidate_pairs(len(stack), grid)
     pairs: list[PairMatch] = []
     rejected = []
-    for c, (i, j, d) in enumerate(cands):
-        pm = m.match(i, j, d)
-        if pm is None:
-            if grid is not None:
-                rejected.append((i, j, "no reliable match"))
-        else:
-            pairs.append(pm)
-        if progress is not None:
-            progress("matching", (c + 1) / len(cands))
+    # OpenCV and NumPy release the GIL in the heavy calls, so pairs are matched in parallel
+    workers = n_workers() if matcher in ("phase", "sift", "orb") else 1
+    with ThreadPoolExecutor(workers) as ex:
+        futures = [ex.submit(m.match, i, j, d) for i, j, d in cands]
+        for c, ((i, j, d), fut) in enumerate(zip(cands, futures)):
+            pm = fut.result()
+            if pm is None:
+                if grid is not None:
+                    rejected.append((i, j, "no reliable match"))
+            else:
+                pairs.append(pm)
+            if progress is not None:
+                progress("matching", (c + 1) / len(cands))
     al = adjust(pairs, stack.shapes, model=model)
     al.rejected = rejected + al.rejected
     if progress is not None:
