@@ -100,14 +100,37 @@ def run_propagation(w: dict, image: np.ndarray, scribbles: np.ndarray, method: s
     w["result_key"] = key
 
 
-def uncertain_regions(name: str, shape, fraction: float):
+def uncertain_regions(name: str, w: dict, shape, fraction: float):
+    """The most uncertain regions of the current prediction (cached per prediction and fraction)."""
     from core.annotation import select_regions, uncertainty_map
 
     pred = state.bucket("predictions").get(name)
     if pred is None or pred.get("probs") is None:
         return None
-    umap = uncertainty_map(pred["probs"], shape=shape)
-    return select_regions(umap, fraction=fraction, smooth=4.0)
+    key = (id(pred["probs"]), round(fraction, 3))
+    if w.get("regions_key") != key:
+        umap = uncertainty_map(pred["probs"], shape=shape)
+        w["regions"] = select_regions(umap, fraction=fraction, smooth=4.0)
+        w["regions_key"] = key
+    return w["regions"]
+
+
+def small_overlay(image_small: np.ndarray, mask: np.ndarray, alpha: float) -> np.ndarray:
+    """Overlay at display size (the mask is reduced by nearest neighbour)."""
+    import cv2
+
+    h, w = image_small.shape[:2]
+    m = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST) if mask.shape != (h, w) else mask
+    return cio.overlay(image_small, m, alpha)
+
+
+def cached_bytes(w: dict, key, make) -> bytes:
+    store = w.setdefault("bytes", {})
+    if key not in store:
+        if len(store) > 8:
+            store.clear()
+        store[key] = make()
+    return store[key]
 
 
 def outline(rgb: np.ndarray, region: np.ndarray, color=(255, 0, 255)) -> np.ndarray:
@@ -144,7 +167,7 @@ def model_zip(model) -> bytes:
 def finetune_section(name: str, image: np.ndarray, mask: np.ndarray, w: dict) -> None:
     st.subheader("Fine-tune the model on these annotations")
     c1, c2 = st.columns(2)
-    iterations = c1.slider("Iterations", 5, 200, 30, 5, key="annotate-ft-iterations")
+    iterations = c1.slider("Iterations", 2, 200, 30, 1, key="annotate-ft-iterations")
     lr = c2.select_slider("Learning rate", [1e-5, 3e-5, 1e-4, 3e-4, 1e-3], value=1e-4, key="annotate-ft-lr")
     if st.button("Fine-tune on these annotations", key="annotate-finetune"):
         model = state.model_or_error()
@@ -187,9 +210,10 @@ def finetune_section(name: str, image: np.ndarray, mask: np.ndarray, w: dict) ->
         st.markdown(text)
         cols = st.columns(2)
         if ft["old"] is not None and ft["old"].shape == new.shape:
-            cols[0].image(cio.display_copy(cio.overlay(image, ft["old"], 0.55), 700), caption="before fine-tuning")
-        cols[1].image(cio.display_copy(cio.overlay(image, new, 0.55), 700), caption="after fine-tuning")
-        st.download_button("Download the fine-tuned model (zip)", model_zip(ft["model"]),
+            cols[0].image(small_overlay(w["small"], ft["old"], 0.55), caption="before fine-tuning")
+        cols[1].image(small_overlay(w["small"], new, 0.55), caption="after fine-tuning")
+        st.download_button("Download the fine-tuned model (zip)",
+                           cached_bytes(w, ("model", id(ft["model"])), lambda: model_zip(ft["model"])),
                            f"{ft['model'].name}.zip", "application/zip", key="annotate-dl-model")
 
 
@@ -227,7 +251,7 @@ def main() -> None:
                            key="annotate-show-uncertain")
     fraction = u2.slider("Share of the image", 0.02, 0.30, 0.10, 0.01, disabled=not has_pred,
                          key="annotate-fraction")
-    regions = uncertain_regions(name, (H, W), fraction) if (show_unc and has_pred) else None
+    regions = uncertain_regions(name, w, (H, W), fraction) if (show_unc and has_pred) else None
     if regions is not None:
         u3.caption(f"Magenta outlines: the {regions.fraction * 100:.0f}% of the image where the model is least "
                    f"sure ({len(regions.boxes)} regions): label those first.")
@@ -250,8 +274,13 @@ def main() -> None:
     scale = min(1.0, CANVAS_MAX_SIDE / W)
     cw, ch = max(1, round(W * scale)), max(1, round(H * scale))
     scale = cw / W
-    base = prior if prior is not None else None
-    bg = cio.display_copy(cio.overlay(image, base, 0.35) if base is not None else image, max(cw, ch))
+    if w.get("small_key") != (cw, ch):
+        import cv2
+
+        w["small"] = cv2.resize(image, (cw, ch), interpolation=cv2.INTER_AREA)
+        w["small_key"] = (cw, ch)
+    small_img = w["small"]
+    bg = small_overlay(small_img, prior, 0.35) if prior is not None else small_img
     if regions is not None:
         import cv2
 
@@ -292,7 +321,7 @@ def main() -> None:
     mask = w["result"]
     state.bucket("annotations")[name] = mask
     with st.container(key="annotate-result"):
-        st.image(cio.display_copy(cio.overlay(image, mask, 0.55), CANVAS_MAX_SIDE),
+        st.image(small_overlay(small_img, mask, 0.55),
                  caption=f"Propagated mask ({n_scribbled} px scribbled, {n_scribbled / mask.size * 100:.2f}%)")
     codes, counts = np.unique(mask, return_counts=True)
     with st.container(key="annotate-result-stats"):
@@ -306,10 +335,12 @@ def main() -> None:
     st.subheader("Save")
     s1, s2, s3 = st.columns(3)
     split = s1.text_input("Dataset split", "train", key="annotate-split")
-    s2.download_button("Download image + mask (LumenStone dataset zip)", dataset_zip(name, image, mask, split),
+    rk = w["result_key"]
+    s2.download_button("Download image + mask (LumenStone dataset zip)",
+                       cached_bytes(w, ("zip", rk, split), lambda: dataset_zip(name, image, mask, split)),
                        f"{cio.safe_name(name)}_dataset.zip", "application/zip", key="annotate-dl-zip")
-    s3.download_button("Download mask (PNG of class codes)", cio.encode_png(mask), f"{cio.safe_name(name)}_mask.png",
-                       "image/png", key="annotate-dl-mask")
+    s3.download_button("Download mask (PNG of class codes)", cached_bytes(w, ("png", rk), lambda: cio.encode_png(mask)),
+                       f"{cio.safe_name(name)}_mask.png", "image/png", key="annotate-dl-mask")
     finetune_section(name, image, mask, w)
 
 

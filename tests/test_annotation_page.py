@@ -29,3 +29,28 @@ def test_annotate_page_propagates_example_strokes():
     assert any(b.key == "annotate-dl-zip" for b in at.get("download_button"))
     at.button(key="annotate-clear").click().run()
     assert not at.exception
+
+
+def test_annotate_page_finetune(tmp_path):
+    import torch
+
+    from core.segmentation import create_model, save_model
+
+    torch.manual_seed(0)
+    net = create_model("unet", "resnet18", classes=5)
+    save_model(tmp_path / "tiny", net, {"architecture": "unet", "encoder": "resnet18", "in_channels": 3,
+                                         "classes": [0, 1, 5, 6, 7], "scale": 0.25, "tile": 256,
+                                         "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}})
+    at = _open_page()
+    at.session_state["model_dir"] = str(tmp_path / "missing")
+    at.button(key="annotate-example").click().run()
+    at.slider(key="annotate-ft-iterations").set_value(2).run()
+    at.button(key="annotate-finetune").click().run()
+    assert not at.exception
+    assert any("Model could not be loaded" in e.value for e in at.error)
+    at.session_state["model_dir"] = str(tmp_path / "tiny")
+    at.button(key="annotate-finetune").click().run()
+    assert not at.exception, at.exception
+    name = at.session_state["current"]
+    assert at.session_state["predictions"][name]["model"] == "tiny-finetuned"
+    assert any(b.key == "annotate-dl-model" for b in at.get("download_button"))

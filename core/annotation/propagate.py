@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Optional
 
-import cv2
 import numpy as np
 
 from ..minerals import CODES, IGNORE
@@ -110,7 +109,7 @@ def _weighted_features(sp: Superpixels) -> np.ndarray:
 
 
 def _fill(sp: Superpixels, assigned: np.ndarray, touched: np.ndarray, K: int, *, lam: float, step: float,
-          boundary: float = 0.0, power: float = 1.0, unary_power: float = 1.0):
+          boundary: float = 0.0, power: float = 1.0, unary_power: float = 1.0, knn: int = 1):
     """Assign the atoms left at -1; returns (labels, cost of the chosen class)."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import dijkstra
@@ -134,7 +133,10 @@ def _fill(sp: Superpixels, assigned: np.ndarray, touched: np.ndarray, K: int, *,
         ref = np.flatnonzero(touched[:, k] > 0)
         if ref.size == 0:
             ref = seeds
-        unary, _ = cKDTree(f[ref]).query(f, k=1)
+        kk = int(min(knn, ref.size))
+        unary, _ = cKDTree(f[ref]).query(f, k=kk)
+        if kk > 1:
+            unary = unary.mean(1)
         cost[k] = geo + lam * unary ** unary_power
     labels = assigned.copy()
     todo = labels < 0
@@ -176,31 +178,28 @@ def _hierarchy_assign(sp: Superpixels, counts: np.ndarray, level_names: list[str
 
 def _superpixel_method(sp: Superpixels, scribbles: np.ndarray, *, levels: tuple[str, ...], lam: float = 1.0,
                        step: float = 1.0, guard: float | None = None, boundary: float = 0.0, power: float = 1.0,
-                       unary_power: float = 1.0):
+                       unary_power: float = 1.0, knn: int = 1):
     classes, counts, strokes = _stroke_counts(sp, scribbles)
     assigned = _hierarchy_assign(sp, counts, list(levels), guard=guard)
     labels, cost = _fill(sp, assigned, counts, len(classes), lam=lam, step=step, boundary=boundary, power=power,
-                         unary_power=unary_power)
+                         unary_power=unary_power, knn=knn)
     return classes, labels, cost, strokes
 
 
 def _nearest_method(sp: Superpixels, scribbles: np.ndarray):
+    from scipy.ndimage import distance_transform_edt
+
     classes, counts, strokes = _stroke_counts(sp, scribbles)
     m, n = sp.work_shape
+    lut = np.zeros(256, np.uint8)
+    lut[classes] = np.arange(len(classes))
     work = np.full((m, n), 255, np.uint8)
     ys, xs, codes = strokes
     yw, xw = sp.to_work(ys, xs)
-    lut = np.zeros(256, np.uint8)
-    lut[classes] = np.arange(len(classes))
     work[yw, xw] = lut[codes]
-    src = (work == 255).astype(np.uint8)
-    _, lab = cv2.distanceTransformWithLabels(src, cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
-    zy, zx = np.nonzero(src == 0)
-    # labels of zero pixels are numbered in row-major scan order
-    code_of = np.zeros(int(lab.max()) + 1, np.uint8)
-    code_of[np.arange(1, zy.size + 1)] = work[zy, zx]
-    per_pixel = code_of[lab]
-    # per atom majority of the per-pixel answer, to share the atom interface
+    _, (iy, ix) = distance_transform_edt(work == 255, return_indices=True)
+    per_pixel = work[iy, ix]
+    # per-atom majority of the per-pixel answer, to share the atom interface
     flat = sp.atoms.ravel().astype(np.int64)
     K = len(classes)
     votes = np.bincount(flat * K + per_pixel.ravel(), minlength=sp.n_atoms * K).reshape(sp.n_atoms, K)

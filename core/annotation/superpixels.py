@@ -202,17 +202,31 @@ def compute_superpixels(
     else:
         m, n = M, N
         work = image
-    say(0.05, "SLIC superpixels")
-    levels_raw: dict[str, np.ndarray] = {}
+    say(0.05, "SLIC and Felzenszwalb superpixels")
     # scale the segment counts with the working area so that small images are not over-cut
     area_ratio = (m * n) / DEFAULT_WORK_PIXELS
-    for name, k in (("slic-coarse", slic_segments[0]), ("slic-fine", slic_segments[1])):
+
+    def run_slic(k):
         k = int(max(16, round(k * min(1.0, area_ratio))))
-        levels_raw[name] = slic(work, n_segments=k, compactness=compactness, sigma=sigma, start_label=0,
-                                enforce_connectivity=True)
-    say(0.35, "Felzenszwalb segments")
-    for name, sc in (("felzenszwalb-coarse", felzenszwalb_scales[0]), ("felzenszwalb-fine", felzenszwalb_scales[1])):
-        levels_raw[name] = felzenszwalb(work, scale=sc, sigma=sigma, min_size=max(10, int(sc // 4)))
+        return slic(work, n_segments=k, compactness=compactness, sigma=sigma, start_label=0, enforce_connectivity=True)
+
+    def run_fz(sc, reduce):
+        # the coarse graph segmentation runs at half the working scale: its segments are large anyway
+        src = work if reduce == 1 else cv2.resize(work, (max(8, n // reduce), max(8, m // reduce)),
+                                                    interpolation=cv2.INTER_AREA)
+        lab = felzenszwalb(src, scale=sc / reduce, sigma=sigma / reduce, min_size=max(10, int(sc // 4) // reduce ** 2))
+        if reduce != 1:
+            lab = cv2.resize(lab.astype(np.int32), (n, m), interpolation=cv2.INTER_NEAREST)
+        return lab
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        jobs = {"felzenszwalb-fine": pool.submit(run_fz, felzenszwalb_scales[1], 1),
+                "slic-coarse": pool.submit(run_slic, slic_segments[0]),
+                "slic-fine": pool.submit(run_slic, slic_segments[1]),
+                "felzenszwalb-coarse": pool.submit(run_fz, felzenszwalb_scales[0], 2 if m * n > 200_000 else 1)}
+        levels_raw = {k: f.result() for k, f in jobs.items()}
     say(0.8, "hierarchy and features")
     fine_s = levels_raw["slic-fine"].astype(np.int64)
     fine_f = levels_raw["felzenszwalb-fine"].astype(np.int64)
