@@ -36,6 +36,8 @@ def main() -> None:
     torch.set_num_threads(2)
     model = load_model(a.model, device="cpu")
     cfg = model.config
+    cfg.pop("class_prior_correction", None)  # measured here explicitly
+    cfg["tta"] = False
     stems = cfg["training"]["val_images"]
     share = cfg["training"].get("pixel_share", {})
     sampled = cfg["training"].get("sampled_pixel_share", {})

@@ -74,6 +74,11 @@ def test_tiled_inference_matches_whole_image():
     assert np.allclose(whole, tiled, atol=1e-5)
     # a per-pixel network is mirror-equivariant, so test-time flipping must not change it
     assert np.allclose(predict_scaled(model, img, tile=64, overlap=24, tta=True), tiled, atol=1e-5)
+    # a prior correction rescales each class and renormalises
+    model.config["class_prior_correction"] = [2.0, 1.0, 1.0]
+    corrected = predict_scaled(model, img, tile=64, overlap=24)
+    expect = whole * np.array([2.0, 1.0, 1.0])[:, None, None]
+    assert np.allclose(corrected, expect / expect.sum(0), atol=1e-5)
     pred = predict(model, img, tile=64, overlap=24)
     assert pred.labels.shape == (150, 230) and set(np.unique(pred.labels)) <= {0, 2, 6}
     assert np.array_equal(pred.labels, np.asarray([0, 2, 6], np.uint8)[whole.argmax(0)])

@@ -162,6 +162,11 @@ def predict_scaled(
             if progress:
                 progress(min(1.0, (b + len(chunk)) / len(coords)), f"tile {b + len(chunk)}/{len(coords)}")
     acc /= wsum[None]
+    prior = model.config.get("class_prior_correction")
+    if prior:
+        # undo the shift of the class prior caused by class-balanced sampling during training
+        acc *= np.asarray(prior, np.float32)[:, None, None]
+        acc /= acc.sum(0, keepdims=True)
     return acc[:, :h, :w]
 
 
