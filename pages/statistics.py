@@ -20,7 +20,6 @@ from ui import state
 CAMERA_PIXEL_UM = 3.45
 OBJECTIVES = {"5×": 5, "10×": 10, "20×": 20, "50×": 50, "100×": 100}
 CUSTOM = "Custom (enter µm/px)"
-SOURCES = ("Masks of this session's images", "Upload masks")
 
 
 def _preset_label(name: str) -> str:
@@ -88,16 +87,18 @@ def _match_image(stem: str, names: list[str]) -> str | None:
 
 def _uploaded_masks() -> dict | None:
     """name -> {"mask", "image", "source"} from uploaded masks; None when one is unusable (error shown)."""
-    files = st.file_uploader("Mask files (8-bit PNG of LumenStone class codes, 255 = unlabelled)",
-                             type=["png", "tif", "tiff"], accept_multiple_files=True, key="stats-uploads")
     images = state.bucket("images")
-    standalone = True
-    if images:
-        standalone = st.checkbox("These masks are not of this session's images (no size check, no thumbnails)",
-                                 value=False, key="stats-standalone")
-        if not standalone:
-            st.caption("Each mask is paired with the session image of the same name (05.png → demo-05); a single "
-                       "mask with no such image is paired with the current image. A mask must match its image's size.")
+    with st.expander("Upload masks instead", expanded=not images):
+        files = st.file_uploader("Mask files (8-bit PNG of LumenStone class codes, 255 = unlabelled)",
+                                 type=["png", "tif", "tiff"], accept_multiple_files=True, key="stats-uploads")
+        standalone = True
+        if images:
+            standalone = st.checkbox("These masks are not of this session's images (no size check, no thumbnails)",
+                                     value=False, key="stats-standalone")
+            if not standalone:
+                st.caption("Each mask is paired with the session image of the same name (05.png → demo-05); a "
+                           "single mask with no such image is paired with the current image. A mask must match its "
+                           "image's size.")
     if not files:
         return {}
     out, ok = {}, True
@@ -231,8 +232,12 @@ def _show(res: dict) -> None:
 def main() -> None:
     st.header("Statistics")
     st.caption("Modal mineralogy, grain-size distributions and mineral associations, exact to the pixel.")
-    source = st.radio("Masks", SOURCES, horizontal=True, key="stats-source")
-    inputs = _session_masks() if source == SOURCES[0] else _uploaded_masks()
+    st.markdown("#### Masks")
+    session = _session_masks()
+    uploaded = _uploaded_masks()
+    inputs = uploaded if uploaded is None or uploaded else session
+    if uploaded:
+        st.info(f"The {len(uploaded)} uploaded mask(s) are analysed instead of the session's masks.")
     pixel_size = _pixel_size()
     try:
         options = _options()

@@ -71,7 +71,6 @@ def test_uploaded_masks_pair_with_images_and_bad_ones_are_refused():
     from core.io import encode_png, list_dataset, read_mask
 
     at = _page()
-    at.radio(key="stats-source").set_value("Upload masks").run()
     item = list_dataset(ROOT / "samples", "demo")[1]
     good = read_mask(item.mask)
     at.file_uploader(key="stats-uploads").set_value([(f"{item.stem}.png", encode_png(good), "image/png")]).run()
