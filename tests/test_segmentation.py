@@ -79,6 +79,7 @@ def test_tiled_inference_matches_whole_image():
     corrected = predict_scaled(model, img, tile=64, overlap=24)
     expect = whole * np.array([2.0, 1.0, 1.0])[:, None, None]
     assert np.allclose(corrected, expect / expect.sum(0), atol=1e-5)
+    del model.config["class_prior_correction"]
     pred = predict(model, img, tile=64, overlap=24)
     assert pred.labels.shape == (150, 230) and set(np.unique(pred.labels)) <= {0, 2, 6}
     assert np.array_equal(pred.labels, np.asarray([0, 2, 6], np.uint8)[whole.argmax(0)])
