@@ -218,12 +218,19 @@ def main() -> None:
     if st.button("Use demo tiles (3×3 cut from the sample with known offsets)", key="stitch-demo"):
         work["tiles"] = demo_tiles()
         work["grid_hint"] = "3x3"
+        work.pop("sig", None)
         work.pop("last", None)
     tiles = None
     if files:
-        tiles = read_tiles(files)
-        if tiles is None:
-            return
+        sig = tuple((f.name, f.size, getattr(f, "file_id", "")) for f in files)
+        if work.get("sig") == sig and "tiles" in work:
+            tiles = work["tiles"]  # decoded on an earlier run of this page
+        else:
+            tiles = read_tiles(files)
+            if tiles is None:
+                return
+            work["tiles"], work["sig"] = tiles, sig
+            work.pop("last", None)
     elif "tiles" in work:
         tiles = work["tiles"]
     if not tiles:
