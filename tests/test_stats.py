@@ -342,3 +342,16 @@ def test_cli_json_schema(layout, tmp_path):
     assert main(["stats", str(tmp_path / "one.png"), "--pixel-size", "-1"]) == 2
     assert main(["stats", str(tmp_path / "missing.png"), "--pixel-size", "1"]) == 2
     assert main(["stats", str(tmp_path / "one.png"), "--pixel-size", "1", "--border", "nope"]) == 2
+
+
+def test_masks_without_minerals_still_report():
+    from core.stats.report import build_report
+
+    for fill in (0, 255):
+        st = measure(np.full((30, 40), fill, np.uint8), pixel_size=1.0)
+        s = summarize({"e": st})
+        assert s["total"]["grains"] == {} and s["total"]["association"] == {}
+        assert s["total"]["area_fraction"] == ({"0": 1.0} if fill == 0 else {})
+        t = tables({"e": st})
+        assert len(t["grains"]) == 0 and list(t["modal"].columns)[:3] == ["image", "code", "label"]
+        assert "<html" in build_report(s, t, options=Options())

@@ -418,10 +418,16 @@ def tables(results: Mapping[str, MaskStats], *, options: Options | None = None) 
         "bbox_x": t.bbox[:, 0], "bbox_y": t.bbox[:, 1], "bbox_w": t.bbox[:, 2], "bbox_h": t.bbox[:, 3],
         "border_cut": t.border,
     })
+    head = ["image", "code", "label"]
     return {
-        "modal": pd.DataFrame(modal_rows),
-        "grain_summary": pd.DataFrame(summ_rows),
-        "size_classes": pd.DataFrame(class_rows),
-        "association": pd.DataFrame(assoc_rows),
+        "modal": pd.DataFrame(modal_rows, columns=head + ["mineral", "pixels", "area_um2", "fraction",
+                                                          "fraction_no_background"]),
+        "grain_summary": pd.DataFrame(summ_rows, columns=head + [
+            "mineral", "count", "ecd_um_mean", "ecd_um_median", "d10_um", "d50_um", "d90_um", "count_all",
+            "border_cut", "area_um2_mean", "perimeter_um_mean", "circularity_mean", "aspect_ratio_mean"]),
+        "size_classes": pd.DataFrame(class_rows, columns=head + [
+            "lower_um", "upper_um", "count", "area_um2", "number_pct", "area_pct", "cum_number_pct", "cum_area_pct"]),
+        "association": pd.DataFrame(assoc_rows, columns=head + ["other", "other_label", "shared_length_um",
+                                                                "fraction_of_boundary"]),
         "grains": grains,
     }
