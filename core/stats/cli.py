@@ -17,7 +17,7 @@ __all__ = ["configure", "run"]
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("masks", nargs="+", metavar="MASK",
                    help="8-bit PNG masks of LumenStone class codes (255 = unlabelled); the total pools them all "
-                        "(images of one sample, or tiles of a panorama)")
+                        "(images of one sample; give a stitched panorama as one mask so that no grain is cut in two)")
     p.add_argument("--pixel-size", required=True, type=float, metavar="UM",
                    help="pixel size in µm per pixel (from a stage-micrometer calibration)")
     p.add_argument("--json", metavar="FILE", default=None, help="write the statistics as JSON")
