@@ -6,11 +6,14 @@ statistics. The script reports per step the number of successes and the
 median / p95 latency, checks that no session ever shows another session's
 image name, and reports the server's peak resident memory.
 
-Images: each session uploads its own uniquely named crop of a held-out
-LumenStone image (13, 21, a06, a14, a23, ... : not used to train the default
-model) on the Upload & calibrate page. When that page has no upload widget,
-the session loads the demo sample instead and picks demo image ``i mod 3``;
-the isolation check then looks for the other sessions' result names.
+Images: each session loads the demo sample (whose expert masks let the
+Statistics step run even before a model exists) and then uploads its own,
+uniquely named 1600x1200 crop of a held-out LumenStone image (13, 21, a06,
+a14, ...: not used to train the default model) on the Upload & calibrate page;
+that image is the one it segments. The isolation check looks for the other
+sessions' upload names in everything a session shows, and for an image count
+other than its own four. Without an upload widget a session picks demo image
+``i mod 3`` instead.
 
 Usage::
 
@@ -250,12 +253,16 @@ async def one_session(browser, url: str, i: int, image: Path, results: list[Sess
         await settle(page)
 
     async def bring_image():
+        # the demo sample first (its expert masks give the Statistics step something to measure even
+        # before a model exists), then this user's own, uniquely named image, which becomes current
+        await page.get_by_role("button", name="Load demo sample").click()
+        await settle(page)
         await go(page, "Upload & calibrate")
         inputs = page.locator('[data-testid="stMain"] input[type="file"]')
         if await inputs.count():
             await inputs.first.set_input_files(str(image))
             await settle(page)
-            await click_button(page, r"^\s*(add|upload|import|use)\b")
+            await click_button(page, r"add to (this )?session|^\W*add\b|\bimport\b")
             await settle(page)
             r.image_name = cio.safe_name(image.name)
             errs = await error_texts(page)
@@ -265,9 +272,7 @@ async def one_session(browser, url: str, i: int, image: Path, results: list[Sess
             if r.image_name not in side:
                 return f"failed: uploaded {image.name} but the sidebar does not show it"
             return None
-        # no upload widget yet: use the demo sample and pick image i mod 3
-        await page.get_by_role("button", name="Load demo sample").click()
-        await settle(page)
+        # no upload widget: pick demo image i mod 3
         picker = page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first
         await picker.click()
         opts = page.locator('[role="option"]')
@@ -298,7 +303,9 @@ async def one_session(browser, url: str, i: int, image: Path, results: list[Sess
         await go(page, "Statistics")
         if "not built yet" in await main_text(page):
             return "skipped: the Statistics page is still a placeholder"
-        await click_button(page, r"comput|analy|measure|run")
+        if not await click_button(page, r"comput|analy|measure|run"):
+            warn = await page.locator('[data-testid="stAlertContentWarning"]').all_inner_texts()
+            return f"skipped: nothing to analyse ({(warn or ['no enabled Compute button'])[0][:120]})"
         await settle(page, timeout)
         errs = await error_texts(page)
         if errs:
@@ -343,10 +350,10 @@ async def run_load(n: int, url: str, *, timeout: float = 600, shots: Path | None
                         continue
                     if uploaded and name in text:
                         r.foreign_names_seen.append(name)
-                if not uploaded:  # demo fallback: every session holds the same 3 demo images, and only those
-                    m = re.search(r"(\d+) image\(s\) in this session", text)
-                    if m and int(m.group(1)) != 3:
-                        r.foreign_names_seen.append(f"{m.group(1)} images instead of the 3 demo images")
+                m = re.search(r"(\d+) image\(s\) in this session", text)
+                expect = 4 if uploaded else 3  # the demo sample (+ this user's upload), never anyone else's
+                if m and int(m.group(1)) != expect:
+                    r.foreign_names_seen.append(f"{m.group(1)} images in the session instead of {expect}")
                 await r._ctx.close()
             await browser.close()
     return results

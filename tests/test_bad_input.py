@@ -485,11 +485,10 @@ def test_bad_uploads_show_error_and_keep_session(page):
     assert before, "the demo sample should be loaded"
     n = len(at.file_uploader)
     for i in range(n):
-        up = at.file_uploader[i]
-        label = (up.label or "").lower()
+        label = (at.file_uploader[i].label or "").lower()
         cases = BAD_MASKS if any(w in label for w in ("mask", "annot", "label")) else BAD_IMAGES
         for case, (fname, data) in cases.items():
-            at = _uploaders_of(page)
+            # one session for all cases: each bad file in turn must leave the earlier work intact
             up = at.file_uploader[i]
             payload = (_name_for(up, fname), data, "application/octet-stream")
             up.set_value([payload] if up.accept_multiple_files else payload)
@@ -503,3 +502,6 @@ def test_bad_uploads_show_error_and_keep_session(page):
             assert before <= after, f"{page}: {case} removed the session's images {before - after}"
             for name in before:
                 assert at.session_state["images"][name]["image"].shape[2] == 3
+            assert len(at.file_uploader) == n, f"{page}: the upload widgets changed after {case}"
+        at.file_uploader[i].set_value(None)
+        at.run()
