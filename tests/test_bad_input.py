@@ -282,7 +282,51 @@ def _evaluate_argv(tmp, model, image=None, mask=None):
     return ["evaluate", "--images", str(imgs), "--masks", str(masks), "--model", str(model), "--device", "cpu"]
 
 
-RECIPES = {"segment": _segment_argv, "evaluate": _evaluate_argv}
+def _out(tmp, name):
+    (tmp / "out").mkdir(parents=True, exist_ok=True)
+    return str(tmp / "out" / name)
+
+
+def _calibrate_argv(tmp, model, image=None, mask=None):
+    img = image if image is not None else _good_image(tmp)
+    ann = mask if mask is not None else _good_mask(tmp)
+    return ["calibrate", str(img), "--annotation", str(ann), "--out", _out(tmp, ""), "--reference", str(model)]
+
+
+def _stitch_argv(tmp, model, image=None, mask=None):
+    if image is None:
+        return None
+    return ["stitch", str(image), str(_good_image(tmp, "tile2")), "--out", _out(tmp, "pano.png")]
+
+
+def _register_argv(tmp, model, image=None, mask=None):
+    if image is None:
+        return None
+    return ["register", str(image), str(_good_image(tmp, "xpl1")), "--out", _out(tmp, "")]
+
+
+def _annotate_argv(tmp, model, image=None, mask=None):
+    img = image if image is not None else _good_image(tmp)
+    scr = mask if mask is not None else _good_mask(tmp)
+    return ["annotate", str(img), "--scribbles", str(scr), "--out", _out(tmp, "full.png")]
+
+
+def _uncertainty_argv(tmp, model, image=None, mask=None):
+    if image is None:
+        return None
+    return ["uncertainty", str(image), "--out", _out(tmp, "map.png"), "--model", str(model)]
+
+
+def _stats_argv(tmp, model, image=None, mask=None):
+    # stats reads masks; a broken file given as a mask must be refused like any image
+    if image is not None:
+        return ["stats", str(image), "--pixel-size", "1.0"]
+    return ["stats", str(mask), "--pixel-size", "1.0", "--images", str(_good_image(tmp, Path(mask).stem))]
+
+
+RECIPES = {"segment": _segment_argv, "evaluate": _evaluate_argv, "calibrate": _calibrate_argv,
+           "stitch": _stitch_argv, "register": _register_argv, "annotate": _annotate_argv,
+           "uncertainty": _uncertainty_argv, "stats": _stats_argv}
 NO_IMAGE_INPUT = {"train"}  # works on a dataset folder; covered by the folder check below
 
 
@@ -303,7 +347,9 @@ def _generic_argv(cmd: str, tmp: Path, model: Path, image=None, mask=None):
         if act.option_strings and not act.required:
             continue
         words = " ".join(str(x) for x in (act.dest, act.metavar, act.help) if x).lower()
-        if any(w in words for w in ("mask", "annot", "label", "scribble")):
+        if act.dest.startswith(("out", "json", "csv", "xlsx", "report", "maps")):
+            value = str(tmp / f"out_{act.dest}")
+        elif any(w in words for w in ("mask", "annot", "label", "scribble")):
             value = str(mask) if mask is not None else str(_good_mask(tmp))
             used_mask = used_mask or mask is not None
         elif "model" in words:
