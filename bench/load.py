@@ -274,9 +274,8 @@ async def one_session(browser, url: str, i: int, image: Path, results: list[Sess
             errs = await error_texts(page)
             if errs:
                 return f"failed: {errs[0][:200]}"
-            side = await page.locator('[data-testid="stSidebar"]').inner_text()
-            if r.image_name not in side:
-                return f"failed: uploaded {image.name} but the sidebar does not show it"
+            if r.image_name not in await main_text(page):
+                return f"failed: uploaded {image.name} but the page does not confirm it"
             return None
         # no upload widget: pick demo image i mod 3
         picker = page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first
@@ -428,6 +427,9 @@ def main(argv: list[str] | None = None) -> int:
     shots = Path(args.screenshots) if args.screenshots else None
     if shots:
         shots.mkdir(parents=True, exist_ok=True)
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally below: stop the server
     server = None
     if args.url is None:
         log = Path(tempfile.gettempdir()) / "orelens-load-server.log"
