@@ -431,7 +431,7 @@ def _fit_white_balance(src: np.ndarray, ref: np.ndarray, w: np.ndarray) -> np.nd
 
 @_register("ccm-de2000", 2, "4x3 affine matrix minimising squared CIEDE2000 in CIELAB, from a white-balance start "
            "(Korshunov et al. 2025)")
-def _fit_ccm_de2000(src: np.ndarray, ref: np.ndarray, w: np.ndarray, *, reg: float = 20.0) -> np.ndarray:
+def _fit_ccm_de2000(src: np.ndarray, ref: np.ndarray, w: np.ndarray, *, reg: float = 5.0) -> np.ndarray:
     from scipy.optimize import least_squares
 
     m0 = _diag(_wb_gains(src, ref, w))
@@ -473,7 +473,7 @@ def _colour_science():
 
 @_register("ccm-de2000-tone", 3, "ccm-de2000 plus a per-channel tone exponent, for cameras with another tone curve; "
            "needs 3 minerals of different brightness")
-def _fit_ccm_de2000_tone(src: np.ndarray, ref: np.ndarray, w: np.ndarray, *, reg: float = 20.0,
+def _fit_ccm_de2000_tone(src: np.ndarray, ref: np.ndarray, w: np.ndarray, *, reg: float = 5.0,
                          reg_gamma: float = 10.0):
     from scipy.optimize import least_squares
 
