@@ -13,13 +13,18 @@ from ui import state, widgets
 def run_model(model, name: str, image: np.ndarray) -> dict | None:
     extra = None
     if model.in_channels > 3:
+        from core.registration import extra_from_aligned
+
         xpl = state.bucket("xpl").get(name)
-        need = model.in_channels - 3
-        if not xpl or sum(a.shape[2] for a in xpl["aligned"]) != need:
-            st.error(f"Model {model.name} needs {need // 3} aligned XPL images for this image: align them on the "
+        if not xpl or not xpl.get("aligned"):
+            st.error(f"Model {model.name} needs aligned XPL images for this image: align them on the "
                      "Register XPL page first, or choose an RGB model in the sidebar.")
             return None
-        extra = np.concatenate(xpl["aligned"], axis=2)
+        try:
+            extra = extra_from_aligned(model.config, xpl["aligned"])
+        except ValueError as e:
+            st.error(f"XPL channels do not fit model {model.name}: {e}")
+            return None
     bar = st.progress(0.0, text="Segmenting…")
     try:
         pred = cio_predict(model, image, extra, lambda f, msg: bar.progress(f, text=f"Segmenting: {msg}"))

@@ -13,7 +13,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="DIR", default=None, help="model folder (default: models/default)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--xpl", nargs="+", metavar="IMAGE", default=None,
-                   help="aligned crossed-polar images (same size as the single IMAGE) for models trained with XPL channels")
+                   help="crossed-polar shots of the single IMAGE (aligned to it automatically) for models trained with XPL channels")
     p.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.jpg")
     p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default 4)")
     p.add_argument("--json", metavar="FILE", default=None, help="write per-image class areas and timing")
@@ -38,11 +38,12 @@ def run(args) -> int:
         image = cio.read_image(path)
         extra = None
         if args.xpl:
+            from ..registration import xpl_extra
+
             stack = [cio.read_image(x) for x in args.xpl]
-            for x, s in zip(args.xpl, stack):
-                if s.shape != image.shape:
-                    raise ValueError(f"{x}: XPL image is {s.shape[1]}x{s.shape[0]} px, the PPL image {image.shape[1]}x{image.shape[0]} px")
-            extra = np.concatenate(stack, axis=2)
+            extra, _ = xpl_extra(model.config, image, stack)
+        elif model.in_channels > 3:
+            raise ValueError(f"model {model.name} was trained with XPL channels: give the crossed-polar shots with --xpl")
         pred = predict(model, image, extra=extra, batch_size=args.batch_size)
         stem = Path(path).stem
         cio.write_mask(out / f"{stem}.png", pred.labels)
