@@ -123,6 +123,11 @@ def _demo_mask(path: str) -> np.ndarray:
     return cio.read_mask(path)
 
 
+def _plain(name: str) -> str:
+    """A file name safe to show inside Markdown (no links, no formatting)."""
+    return "".join("\\" + c if c in "\\`*_{}[]()#+-.!|<>~$" else c for c in str(name))
+
+
 def read_upload(file, *, kind: str = "image", shape=None):
     """Decode an uploaded file; shows ``st.error`` and returns None when it is unusable."""
     try:
@@ -130,10 +135,10 @@ def read_upload(file, *, kind: str = "image", shape=None):
             return cio.read_mask(file.getvalue(), shape=shape)
         return cio.read_image(file.getvalue())
     except ValueError as e:
-        st.error(f"{file.name}: {str(e).replace('uploaded file: ', '')}")
+        st.error(f"{_plain(file.name)}: {_plain(str(e).replace('uploaded file: ', ''))}")
         return None
     except MemoryError:
-        st.error(f"{file.name}: not enough memory to open this image")
+        st.error(f"{_plain(file.name)}: not enough memory to open this image")
         return None
 
 
