@@ -73,8 +73,10 @@ def sidebar() -> None:
             st.caption("No image loaded yet.")
         st.divider()
         models = state.available_models()
+        cur = st.session_state["model_dir"]
+        if cur and cur not in models:
+            models.append(cur)  # a model folder chosen outside models/; pages report if it cannot be loaded
         if models:
-            cur = st.session_state["model_dir"]
             idx = models.index(cur) if cur in models else 0
             st.session_state["model_dir"] = st.selectbox(
                 "Model", models, index=idx, format_func=lambda p: p.rsplit("/", 1)[-1])

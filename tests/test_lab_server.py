@@ -287,7 +287,8 @@ def test_pages_write_nothing_outside_the_session_folder():
                 (k.value for k in c.keywords if k.arg == "mode"), None)
             writes = (name == "open" and isinstance(mode, ast.Constant) and any(m in str(mode.value) for m in "wax")) or \
                 name.endswith(("write_image", "write_mask", "write_bytes", "write_text", ".imwrite", ".to_csv", ".to_excel", ".savefig"))
-            if writes and c.args and "session_tmp" not in src:
+            in_memory = bool(c.args) and isinstance(c.args[0], ast.Name) and c.args[0].id in ("buf", "buffer", "bio")
+            if writes and c.args and not in_memory and "session_tmp" not in src:
                 # to_csv()/to_excel() without a path return bytes for a download button; those are fine
                 if name.endswith((".to_csv", ".to_excel")) and not c.args:
                     continue

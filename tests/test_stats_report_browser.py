@@ -46,25 +46,31 @@ def test_report_renders_in_headless_chromium(report_file):
         pytest.skip("Debian's chromium is not installed (/usr/bin/chromium)")
     sync_api = pytest.importorskip("playwright.sync_api")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1300, "height": 1000})
-            external, problems = [], []
-            page.on("request", lambda r: external.append(r.url) if not r.url.startswith(("file:", "data:")) else None)
-            page.on("pageerror", lambda e: problems.append(str(e)))
-            page.goto(report_file.as_uri())
-            page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 5",
-                                   timeout=60_000)
-            assert page.locator(".js-plotly-plot").count() == 5
-            # bars, curve points and heat-map cells are drawn, not just empty axes
-            assert page.locator(".js-plotly-plot .barlayer .point").count() > 10
-            assert page.locator(".js-plotly-plot .scatterlayer .trace").count() >= 2
-            assert page.locator(".js-plotly-plot .heatmaplayer image, .js-plotly-plot .hm image").count() >= 1
-            assert page.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
-            page.screenshot(path=str(ARTIFACTS / "stats-report.png"), full_page=True)
-            assert not external, f"the report fetched {external[:3]}"
-            assert not problems, problems
-        finally:
-            browser.close()
+    def drive():  # in its own thread: an earlier test may have left an asyncio loop on this one
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1300, "height": 1000})
+                external, problems = [], []
+                page.on("request", lambda r: external.append(r.url) if not r.url.startswith(("file:", "data:")) else None)
+                page.on("pageerror", lambda e: problems.append(str(e)))
+                page.goto(report_file.as_uri())
+                page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 5",
+                                       timeout=60_000)
+                assert page.locator(".js-plotly-plot").count() == 5
+                # bars, curve points and heat-map cells are drawn, not just empty axes
+                assert page.locator(".js-plotly-plot .barlayer .point").count() > 10
+                assert page.locator(".js-plotly-plot .scatterlayer .trace").count() >= 2
+                assert page.locator(".js-plotly-plot .heatmaplayer image, .js-plotly-plot .hm image").count() >= 1
+                assert page.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+                page.screenshot(path=str(ARTIFACTS / "stats-report.png"), full_page=True)
+                assert not external, f"the report fetched {external[:3]}"
+                assert not problems, problems
+            finally:
+                browser.close()
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as ex:
+        ex.submit(drive).result()
     assert (ARTIFACTS / "stats-report.png").stat().st_size > 10_000

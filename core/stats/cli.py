@@ -61,17 +61,18 @@ def run(args) -> int:
     for path, stem in zip(args.masks, _unique_stems(args.masks)):
         t0 = time.time()
         mask = cio.read_mask(path)
+        img = None
+        if Path(path).stem in images:  # the photograph of this mask: it must match, report or not
+            img = cio.read_image(images[Path(path).stem])
+            if img.shape[:2] != mask.shape:
+                raise ValueError(f"{images[Path(path).stem]}: image is {img.shape[1]}x{img.shape[0]} px but its "
+                                 f"mask is {mask.shape[1]}x{mask.shape[0]} px")
         results[stem] = measure(mask, pixel_size=args.pixel_size)
         if args.report:
             from .report import thumbnail
 
-            img = None
-            if Path(path).stem in images:
-                img = cio.read_image(images[Path(path).stem])
-                if img.shape[:2] != mask.shape:
-                    raise ValueError(f"{images[Path(path).stem]}: image is {img.shape[1]}x{img.shape[0]} px but its "
-                                     f"mask is {mask.shape[1]}x{mask.shape[0]} px")
             thumbs[stem] = thumbnail(image=img, mask=mask)
+        del img
         del mask
         print(f"{stem}: {len(results[stem].grains)} grains, {time.time() - t0:.1f} s")
     summary = summarize(results, options=options)
