@@ -36,8 +36,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", default=str(DEFAULT_REFERENCE), metavar="MODEL_DIR",
                         help="model folder whose config holds the reference colours (default: models/default); "
                              "a JSON file {code: [r, g, b]} also works")
-    parser.add_argument("--method", default="ccm-de2000", metavar="NAME",
-                        help="calibration method: " + ", ".join(METHODS.names()) + " (default: ccm-de2000)")
+    # white balance keeps the default model's accuracy best on held-out images (bench/results/calibration.md)
+    parser.add_argument("--method", default="white-balance", metavar="NAME",
+                        help="calibration method: " + ", ".join(METHODS.names()) + " (default: white-balance)")
     parser.add_argument("--series", action="store_true",
                         help="fit one correction on the annotated image(s) and apply it to every image")
     parser.add_argument("--flat-field", metavar="IMAGE",
