@@ -471,24 +471,6 @@ def test_cli_as_a_process_prints_no_traceback(built, tiny_model, tmp_path):
 
 # --------------------------------------------------------------------------- upload widgets in the app
 
-@pytest.fixture(autouse=True)
-def _main_script_always_runs(monkeypatch):
-    """Make AppTest run ``app.py`` on every rerun, as the real server does.
-
-    AppTest re-detects a ``pages/`` folder before each run and then executes the
-    page file alone (the pre-``st.navigation`` behaviour), skipping ``app.py``
-    and its sidebar from the second run on. ``st.navigation`` apps never use
-    that mode, so it is switched off here.
-    """
-    from streamlit.runtime.pages_manager import PagesManager
-
-    original = PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
 
 
 PAGES = ["upload_calibrate", "stitch", "register_xpl", "segment", "annotate", "statistics"]

@@ -20,24 +20,6 @@ AUTH = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret":
         "client_secret": "not-a-secret", "server_metadata_url": "https://id.example.org/.well-known/openid-configuration"}
 
 
-@pytest.fixture(autouse=True)
-def _main_script_always_runs(monkeypatch):
-    """Make AppTest run ``app.py`` on every rerun, as the real server does.
-
-    AppTest re-detects a ``pages/`` folder before each run and then executes the
-    page file alone (the pre-``st.navigation`` behaviour), skipping ``app.py``
-    and its sidebar from the second run on. ``st.navigation`` apps never use
-    that mode, so it is switched off here.
-    """
-    from streamlit.runtime.pages_manager import PagesManager
-
-    original = PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
 
 
 def _app():
@@ -84,6 +66,9 @@ def test_named_providers_get_one_button_each():
 
 
 def test_two_sessions_never_share_images():
+    import os
+
+    os.environ["ORELENS_AUTOLOAD_DEMO"] = "0"  # both sessions start empty; A then loads the demo
     a, b = _app(), _app()
     a.run()
     b.run()
