@@ -203,3 +203,30 @@ def test_train_command_end_to_end(tmp_path, demo_items):
     assert set(config["reference_colors"]) <= {str(c) for c in config["classes"]}
     m = load_model(tmp_path / "m", device="cpu")
     assert m.scale == 0.25
+
+
+def test_training_resumes_with_the_weight_average(tmp_path, demo_items):
+    """A resumed run continues from the saved iteration and keeps the averaged weights apart from the raw ones."""
+    import shutil
+
+    import torch
+
+    from core.segmentation.train import TrainConfig, train
+
+    for it in demo_items:
+        (tmp_path / "d/imgs/train").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "d/masks/train").mkdir(parents=True, exist_ok=True)
+        shutil.copy(it.image, tmp_path / "d/imgs/train" / it.image.name)
+        shutil.copy(it.mask, tmp_path / "d/masks/train" / it.mask.name)
+    cfg = TrainConfig(iterations=2, val_every=2, batch_size=2, patch=64, scale=0.25, workers=0, tile=128,
+                      val_fraction=0.34, ema_decay=0.9)
+    train(tmp_path / "d", tmp_path / "m", cfg, log=lambda s: None, progress=False)
+    ck = torch.load(tmp_path / "m/checkpoint.pt", weights_only=True)
+    assert ck["iteration"] == 2 and ck["ema_steps"] == 2
+    w = "encoder.conv1.weight"
+    assert not torch.equal(ck["ema"][w], ck["net"][w])
+    cfg.iterations = 3
+    config = train(tmp_path / "d", tmp_path / "m", cfg, resume=True, log=lambda s: None, progress=False)
+    ck = torch.load(tmp_path / "m/checkpoint.pt", weights_only=True)
+    assert ck["iteration"] == 3 and ck["ema_steps"] == 3
+    assert [h["iteration"] for h in config["training"]["history"]] == [2, 3]

@@ -24,6 +24,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--max-minutes", type=float, default=0.0, help="stop (with a final validation) after this long")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ema", type=float, default=d.ema_decay, metavar="DECAY",
+                   help=f"weight averaging decay; the average is validated and saved (default {d.ema_decay}, 0 = off)")
     p.add_argument("--resume", action="store_true", help="continue from MODEL_DIR/checkpoint.pt")
 
 
@@ -34,12 +36,14 @@ def run(args) -> int:
     ARCHITECTURES.get(args.arch)
     if not 0.05 <= args.scale <= 1.0:
         raise ValueError(f"--scale must be between 0.05 and 1, got {args.scale}")
+    if not 0.0 <= args.ema < 1.0:
+        raise ValueError(f"--ema must be in [0, 1), got {args.ema}")
     if args.patch % 32:
         raise ValueError(f"--patch must be a multiple of 32, got {args.patch}")
     cfg = TrainConfig(arch=args.arch, encoder=args.encoder, scale=args.scale, patch=args.patch,
                       batch_size=args.batch_size, iterations=args.iterations, val_every=args.val_every,
                       val_fraction=args.val_fraction, lr=args.lr, workers=args.workers, device=args.device,
-                      max_minutes=args.max_minutes, seed=args.seed)
+                      max_minutes=args.max_minutes, seed=args.seed, ema_decay=args.ema)
     config = train(args.data, args.out, cfg, val=args.val, resume=args.resume)
     v = config.get("validation", {})
     print(f"best validation mIoU {v.get('miou', float('nan')):.4f}, pixel accuracy "

@@ -3,10 +3,13 @@
 Cross-entropy (255 ignored), class-balanced patches, rotation / flip / scale /
 brightness / colour augmentation, Adam with reduce-on-plateau on the
 validation mIoU, validation on whole held-out images, best checkpoint kept,
-resumable, CPU or CUDA (mixed precision on CUDA).
+resumable, CPU or CUDA (mixed precision on CUDA). An exponential moving
+average of the weights (and batch-norm statistics) is what is validated and
+saved; it smooths the step-to-step noise of a short schedule.
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -52,6 +55,7 @@ class TrainConfig:
     brightness: float = 0.15
     color: float = 0.06
     classes: list[int] | None = None
+    ema_decay: float = 0.999  # exponential moving average of the weights (0 = off)
 
 
 @dataclass
@@ -257,9 +261,18 @@ def train(
     start_it, best = 0, -1.0
     history: list[dict] = []
     ckpt_path = out / "checkpoint.pt"
+    ema = None
+    if cfg.ema_decay > 0:
+        ema = copy.deepcopy(net)
+        for p in ema.parameters():
+            p.requires_grad_(False)
+    ema_steps = 0
     if resume and ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         net.load_state_dict(ck["net"])
+        if ema is not None:
+            ema.load_state_dict(ck.get("ema", ck["net"]))
+            ema_steps = int(ck.get("ema_steps", 0))
         opt.load_state_dict(ck["opt"])
         sched.load_state_dict(ck["sched"])
         start_it, best = int(ck["iteration"]), float(ck["best"])
@@ -269,7 +282,7 @@ def train(
     stream = PatchStream(images, index_masks, len(classes), cfg, mean, std, seed=cfg.seed + start_it)
     loader = DataLoader(stream, batch_size=cfg.batch_size, num_workers=cfg.workers,
                         persistent_workers=cfg.workers > 0, pin_memory=device.type == "cuda")
-    model = SegmentationModel(net=net, config=config, device=device)
+    model = SegmentationModel(net=ema if ema is not None else net, config=config, device=device)
     crit = torch.nn.CrossEntropyLoss(ignore_index=IGNORE)
     net.train()
     it = start_it
@@ -289,21 +302,35 @@ def train(
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
+        if ema is not None:
+            ema_steps += 1
+            _ema_update(ema, net, min(cfg.ema_decay, (1 + ema_steps) / (10 + ema_steps)))
         running.append(loss.item())
         it += 1
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(running[-20:]):.3f}", lr=f"{opt.param_groups[0]['lr']:.1e}")
         if it % cfg.val_every == 0 or it >= cfg.iterations or time.time() > deadline:
-            best = _checkpoint(model, val_set, sched, opt, it, best, history, running, batch_counts,
-                               classes, t0, out, ckpt_path, log)
+            best = _checkpoint(model, net, ema_steps, val_set, sched, opt, it, best, history, running,
+                               batch_counts, classes, t0, out, ckpt_path, log)
     if not history or history[-1]["iteration"] != it:
-        best = _checkpoint(model, val_set, sched, opt, it, best, history, running, batch_counts,
-                           classes, t0, out, ckpt_path, log)
+        best = _checkpoint(model, net, ema_steps, val_set, sched, opt, it, best, history, running,
+                           batch_counts, classes, t0, out, ckpt_path, log)
     bar.close()
     return json.loads((out / "config.json").read_text())
 
 
-def _checkpoint(model, val_set, sched, opt, it, best, history, running, batch_counts, classes, t0, out, ckpt_path, log):
+@torch.no_grad()
+def _ema_update(ema: torch.nn.Module, net: torch.nn.Module, decay: float) -> None:
+    for e, p in zip(ema.state_dict().values(), net.state_dict().values()):
+        if e.dtype.is_floating_point:
+            e.mul_(decay).add_(p.detach(), alpha=1.0 - decay)
+        else:
+            e.copy_(p)
+
+
+def _checkpoint(model, net, ema_steps, val_set, sched, opt, it, best, history, running, batch_counts, classes,
+                t0, out, ckpt_path, log):
+    """Validate ``model`` (the averaged weights when on), keep it if best, save the resumable state."""
     scores = _validate(model, val_set)
     sched.step(scores["miou"])
     labelled = batch_counts[: len(classes)].astype(np.float64)
@@ -324,6 +351,9 @@ def _checkpoint(model, val_set, sched, opt, it, best, history, running, batch_co
     else:
         (out / "config.json").write_text(json.dumps({**json.loads((out / "config.json").read_text()),
                                                        "training": cfg["training"]}, indent=2))
-    torch.save({"net": model.net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                "iteration": it, "best": best, "history": json.dumps(history)}, ckpt_path)
+    state = {"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+             "iteration": it, "best": best, "history": json.dumps(history)}
+    if model.net is not net:
+        state.update(ema=model.net.state_dict(), ema_steps=ema_steps)
+    torch.save(state, ckpt_path)
     return best
