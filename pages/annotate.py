@@ -9,7 +9,10 @@ Layout (stable element keys, for scripted browser use):
   the canvas widget key is ``annotate-canvas-<n>`` (n grows on undo/clear). It shows the image scaled to at most
   ``CANVAS_MAX_SIDE`` px wide; canvas pixel (x, y) is image pixel (x / s, y / s) with s = canvas width / image width.
 - The propagated mask, updated after every stroke, is the image in the container ``annotate-result``
-  (CSS class ``st-key-annotate-result``); ``annotate-result-stats`` holds its pixel counts as text.
+  (CSS class ``st-key-annotate-result``); ``annotate-result-stats`` holds its pixel counts as text and
+  the share of pixels the strokes changed from the starting mask ("Strokes changed X% of the pixels").
+- Fine-tuning runs in a background thread (``annotate-finetune`` starts it, ``annotate-ft-stop`` stops it);
+  the job lives in the page's per-image work area under ``ft_job``.
 - Without the canvas (it needs a browser), ``annotate-scribble-upload`` takes a scribble mask instead.
 """
 from __future__ import annotations
@@ -164,39 +167,107 @@ def model_zip(model) -> bytes:
         return buf.getvalue()
 
 
+class _Stopped(Exception):
+    """Raised inside the fine-tuning thread when the user stops it."""
+
+
+def start_finetune(name: str, model, image: np.ndarray, mask: np.ndarray, iterations: int, lr: float) -> dict:
+    """Fine-tune and re-segment in a background thread, so the page stays usable meanwhile.
+
+    The returned job dict is updated by the thread: ``progress`` (0-1), ``message``, ``done``, and then
+    either ``result`` (tuned model, prediction) or ``error`` (text). Setting ``job["stop"]`` stops it.
+    """
+    import threading
+
+    job = {"name": name, "progress": 0.0, "message": "starting…", "done": False, "result": None, "error": None,
+           "stop": threading.Event(), "iterations": iterations}
+
+    def report(base: float, span: float, prefix: str):
+        def f(frac: float, msg: str) -> None:
+            if job["stop"].is_set():
+                raise _Stopped()
+            job["progress"], job["message"] = base + span * min(1.0, frac), f"{prefix}: {msg}"
+        return f
+
+    def work() -> None:
+        import torch
+
+        from core.annotation.finetune import finetune
+        from core.segmentation import predict
+
+        try:
+            torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
+            tuned = finetune(model, [image], [mask], iterations=iterations, lr=lr,
+                             progress=report(0.0, 0.7, "Fine-tuning"))
+            pred = predict(tuned, image, progress=report(0.7, 0.3, "Re-segmenting"))
+            job["result"] = (tuned, pred)
+        except _Stopped:
+            job["error"] = "stopped before the end; the model is unchanged"
+        except (ValueError, MemoryError, RuntimeError) as e:
+            job["error"] = str(e)
+        finally:
+            job["done"] = True
+
+    job["thread"] = threading.Thread(target=work, name=f"finetune-{name}", daemon=True)
+    job["thread"].start()
+    return job
+
+
+def collect_finetune(w: dict) -> None:
+    """Move a finished background job's result into the session (prediction and before/after view)."""
+    job = w.get("ft_job")
+    if job is None or not job["done"]:
+        return
+    w["ft_job"] = None
+    if job["error"] is not None:
+        w["ft_message"] = f"Fine-tuning failed: {job['error']}"
+        return
+    tuned, pred = job["result"]
+    name = job["name"]
+    before = state.bucket("predictions").get(name)
+    old = before["labels"] if before is not None else None
+    state.bucket("predictions")[name] = {"labels": pred.labels, "probs": pred.probs, "classes": pred.classes,
+                                          "scale": pred.scale, "model": tuned.name}
+    w["finetune"] = {"model": tuned, "old": old, "new": pred.labels}
+    w["ft_message"] = None
+
+
+def finetune_progress(job: dict) -> None:
+    """Progress of the background job, refreshed every second; reruns the page when it has finished."""
+
+    @st.fragment(run_every=1.0)
+    def _show() -> None:
+        if job["done"]:
+            st.rerun()
+        st.progress(job["progress"], text=job["message"])
+        if st.button("Stop fine-tuning", key="annotate-ft-stop"):
+            job["stop"].set()
+
+    _show()
+
+
 def finetune_section(name: str, image: np.ndarray, mask: np.ndarray, w: dict) -> None:
     st.subheader("Fine-tune the model on these annotations")
+    collect_finetune(w)
+    job = w.get("ft_job")
     c1, c2 = st.columns(2)
     iterations = c1.slider("Iterations", 2, 200, 30, 1, key="annotate-ft-iterations")
     lr = c2.select_slider("Learning rate", [1e-5, 3e-5, 1e-4, 3e-4, 1e-3], value=1e-4, key="annotate-ft-lr")
-    if st.button("Fine-tune on these annotations", key="annotate-finetune"):
+    st.caption("Runs in the background: keep drawing meanwhile; the new prediction replaces the old one when "
+               "it is done.")
+    if job is None and st.button("Fine-tune on these annotations", key="annotate-finetune"):
         model = state.model_or_error()
         if model is None:
             return
         if model.in_channels != 3:
             st.error("Fine-tuning here needs an RGB model; choose one in the sidebar.")
             return
-        import torch
-
-        from core.annotation.finetune import finetune
-        from core.segmentation import predict
-
-        torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
-        bar = st.progress(0.0, text="Fine-tuning…")
-        try:
-            tuned = finetune(model, [image], [mask], iterations=iterations, lr=lr,
-                             progress=lambda f, m: bar.progress(0.7 * f, text=f"Fine-tuning: {m}"))
-            before = state.bucket("predictions").get(name)
-            pred = predict(tuned, image, progress=lambda f, m: bar.progress(0.7 + 0.3 * f, text=f"Re-segmenting: {m}"))
-        except (ValueError, MemoryError) as e:
-            bar.empty()
-            st.error(f"Fine-tuning failed: {e}")
-            return
-        bar.empty()
-        old = before["labels"] if before is not None else None
-        state.bucket("predictions")[name] = {"labels": pred.labels, "probs": pred.probs, "classes": pred.classes,
-                                              "scale": pred.scale, "model": tuned.name}
-        w["finetune"] = {"model": tuned, "old": old, "new": pred.labels}
+        job = w["ft_job"] = start_finetune(name, model, image, mask.copy(), iterations, lr)
+        w["ft_message"] = None
+    if job is not None:
+        finetune_progress(job)
+    if w.get("ft_message"):
+        st.error(w["ft_message"])
     ft = w.get("finetune")
     if ft and ft["new"].shape == image.shape[:2]:
         new = ft["new"]
@@ -230,6 +301,7 @@ def main() -> None:
     _, image = state.current_image()
     H, W = image.shape[:2]
     w = work_area(name, image)
+    collect_finetune(w)
     pred = state.bucket("predictions").get(name)
     has_pred = pred is not None and pred["labels"].shape == (H, W)
 
@@ -324,9 +396,12 @@ def main() -> None:
         st.image(small_overlay(small_img, mask, 0.55),
                  caption=f"Propagated mask ({n_scribbled} px scribbled, {n_scribbled / mask.size * 100:.2f}%)")
     codes, counts = np.unique(mask, return_counts=True)
+    changed = float((mask != prior).mean()) if prior is not None else float((mask != IGNORE).mean())
     with st.container(key="annotate-result-stats"):
         st.caption(" · ".join(f"{by_code(int(c)).label} {n / mask.size * 100:.1f}%" for c, n in zip(codes, counts)
                               if c != IGNORE))
+        st.caption(f"Strokes changed {changed * 100:.2f}% of the pixels of the "
+                   f"{'model prediction' if prior is not None else 'empty mask'}.")
     widgets.legend(codes)
     if gt is not None and gt.shape == mask.shape:
         lab = gt != IGNORE

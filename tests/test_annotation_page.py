@@ -52,5 +52,40 @@ def test_annotate_page_finetune(tmp_path):
     at.button(key="annotate-finetune").click().run()
     assert not at.exception, at.exception
     name = at.session_state["current"]
+    # the job runs in the background: the page answers at once and shows its progress
+    job = at.session_state["annotate_work"][name]["ft_job"]
+    assert job is not None
+    assert at.session_state["predictions"].get(name, {}).get("model") != "tiny-finetuned"
+    job["thread"].join(timeout=240)
+    assert job["done"] and job["error"] is None, job["error"]
+    at.run()
+    assert not at.exception, at.exception
+    assert at.session_state["annotate_work"][name]["ft_job"] is None
     assert at.session_state["predictions"][name]["model"] == "tiny-finetuned"
     assert any(b.key == "annotate-dl-model" for b in at.get("download_button"))
+
+
+def test_annotate_page_finetune_can_be_stopped(tmp_path):
+    import torch
+
+    from core.segmentation import create_model, save_model
+
+    torch.manual_seed(0)
+    net = create_model("unet", "resnet18", classes=5)
+    save_model(tmp_path / "tiny", net, {"architecture": "unet", "encoder": "resnet18", "in_channels": 3,
+                                         "classes": [0, 1, 5, 6, 7], "scale": 0.25, "tile": 256,
+                                         "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}})
+    at = _open_page()
+    at.session_state["model_dir"] = str(tmp_path / "tiny")
+    at.button(key="annotate-example").click().run()
+    at.slider(key="annotate-ft-iterations").set_value(200).run()
+    at.button(key="annotate-finetune").click().run()
+    name = at.session_state["current"]
+    job = at.session_state["annotate_work"][name]["ft_job"]
+    job["stop"].set()
+    job["thread"].join(timeout=120)
+    assert job["done"]
+    at.run()
+    assert not at.exception, at.exception
+    assert any("stopped before the end" in e.value for e in at.error)
+    assert at.session_state["predictions"].get(name, {}).get("model") != "tiny-finetuned"

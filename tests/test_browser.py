@@ -268,8 +268,8 @@ def test_workflow_3_segment(workflow):
     workflow["done"].add("segment")
 
 
-def _draw_stroke(page) -> None:
-    """Drag the mouse across the drawing canvas (in the page or in a component frame)."""
+def _draw_stroke(page, fx: float = 0.3, fy: float = 0.4) -> None:
+    """Drag the mouse across the drawing canvas (in the page or in a component frame), from (fx, fy) of its box."""
     candidates = [page.locator("canvas.upper-canvas"), page.locator('[data-testid="stMain"] canvas')]
     for fr in page.frames[1:]:
         candidates += [fr.locator("canvas.upper-canvas"), fr.locator("canvas")]
@@ -281,31 +281,66 @@ def _draw_stroke(page) -> None:
                 continue
             c.scroll_into_view_if_needed()
             box = c.bounding_box()
-            x0, y0 = box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.4
+            x0, y0 = box["x"] + box["width"] * fx, box["y"] + box["height"] * fy
             page.mouse.move(x0, y0)
             page.mouse.down()
             for k in range(1, 21):
-                page.mouse.move(x0 + k * box["width"] * 0.015, y0 + k * box["height"] * 0.008)
+                page.mouse.move(x0 + k * box["width"] * 0.012, y0 + k * box["height"] * 0.006)
             page.mouse.up()
             return
     raise AssertionError("annotate: no drawing canvas found on the page")
 
 
+def _result_stats(page, previous: str | None = None) -> str:
+    """Text of the propagated mask's statistics; waits until it differs from ``previous``."""
+    loc = page.locator(".st-key-annotate-result-stats")
+    loc.first.wait_for(timeout=STEP_TIMEOUT_MS)
+    deadline = time.time() + STEP_TIMEOUT_MS / 1000
+    text = loc.first.inner_text()
+    while previous is not None and text == previous and time.time() < deadline:
+        page.wait_for_timeout(300)
+        text = loc.first.inner_text()
+    return text
+
+
+def _changed_share(text: str) -> float:
+    m = re.search(r"Strokes changed ([\d.]+)% of the pixels", text)
+    assert m, f"annotate: no changed-pixel share in the mask statistics: {text!r}"
+    return float(m.group(1))
+
+
 def test_workflow_4_annotate_a_stroke(workflow):
+    """Strokes drawn with the mouse change the propagated mask, and each further stroke changes it again."""
     page = workflow["page"]
     go(page, "Annotate")
     _skip_if_placeholder(page, "annotate")
     page.wait_for_timeout(1500)  # the canvas component mounts after the script run
-    _draw_stroke(page)
+    # a mineral the default model never predicts, so that the stroke must change the starting mask
+    page.locator(".st-key-annotate-mineral").click()
+    page.keyboard.type("covellite")
+    page.keyboard.press("Enter")
+    settle(page)
+    chosen = page.locator(".st-key-annotate-mineral").inner_html()  # the chosen value is not in inner_text
+    assert "covellite" in chosen, "annotate: could not choose covellite in the mineral box"
+    assert page.locator(".st-key-annotate-result-stats").count() == 0, "a mask was shown before any stroke"
+    page.wait_for_timeout(1000)
+    _draw_stroke(page, 0.25, 0.35)
     settle(page)
     assert_no_exception(page, "annotate")
-    b = button(page, r"propagat|apply|add stroke|commit|save annotation|update")
-    if b is not None:
-        b.click()
-        settle(page)
-        assert_no_exception(page, "annotate")
     assert not errors(page), f"annotate: {errors(page)}"
-    # the stroke was propagated into a full mask that can be downloaded
+    first = _result_stats(page)
+    assert "cv" in first, f"annotate: the stroke's mineral is not in the mask: {first!r}"
+    share1 = _changed_share(first)
+    assert share1 > 0, first
+    src1 = page.locator(".st-key-annotate-result img").first.get_attribute("src")
+    _draw_stroke(page, 0.6, 0.65)
+    settle(page)
+    assert_no_exception(page, "annotate")
+    second = _result_stats(page, previous=first)
+    share2 = _changed_share(second)
+    assert share2 > share1, (first, second)
+    assert page.locator(".st-key-annotate-result img").first.get_attribute("src") != src1
+    # the propagated mask can be downloaded
     page.locator('[data-testid="stMain"] [data-testid="stDownloadButton"]').filter(
         has_text=re.compile(r"mask", re.I)).first.wait_for(timeout=STEP_TIMEOUT_MS)
     shot(page, "workflow-4-annotate")
