@@ -77,7 +77,7 @@ def bench_uncertainty(args):
     torch.set_num_threads(args.threads)
     model = load_model(args.model, device=args.device)
     scores = SCORES.names()
-    smooths = [0.0, 4.0]
+    smooths = [float(v) for v in args.smooth.split(",")]
     print(f"model {args.model} ({model.name}), fraction {args.fraction}")
     print("| image | pixel acc | " + " | ".join(f"{s} σ={g:g}" for s in scores for g in smooths) + " |")
     print("|---|---|" + "---|" * (len(scores) * len(smooths)))
@@ -116,6 +116,7 @@ def main():
     b.add_argument("--fraction", type=float, default=0.10)
     b.add_argument("--device", default="cpu")
     b.add_argument("--threads", type=int, default=1)
+    b.add_argument("--smooth", default="0,4", help="Gaussian smoothing widths (px) to compare, comma-separated")
     args = p.parse_args()
     (bench_propagation if args.what == "propagation" else bench_uncertainty)(args)
 

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from core import io as cio
-from core.calibration import METHODS, apply_correction, class_means, fit_correction, mean_delta_e
+from core.calibration import DEFAULT_METHOD, METHODS, apply_correction, class_means, fit_correction, mean_delta_e
 from core.calibration.flatfield import flat_field_from_reference, flat_field_from_series
 from core.calibration.marks import hex_color, strokes_to_mask
 from core.calibration.simulate import partial_annotation
@@ -263,8 +263,7 @@ def main() -> None:
     marks = marks_section(name, image)
     c1, c2 = st.columns([2, 1])
     names = METHODS.names()
-    # white balance keeps the default model's accuracy best on held-out images (bench/results/calibration.md)
-    method = c1.selectbox("Method", names, index=names.index("white-balance") if "white-balance" in names else 0,
+    method = c1.selectbox("Method", names, index=names.index(DEFAULT_METHOD),
                           format_func=lambda m: f"{m} — {METHODS.describe(m)}", key="uc-method")
     flat = flat_field_section(image)
     ready = reference is not None and marks is not None

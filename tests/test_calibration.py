@@ -282,3 +282,23 @@ def test_cli_missing_default_model_message(small, tmp_path, capsys, monkeypatch)
     monkeypatch.setattr(cli, "DEFAULT_REFERENCE", tmp_path / "models" / "default")
     with pytest.raises(ValueError, match="reference model folder not found"):
         cli.read_reference(tmp_path / "models" / "default")
+
+
+def test_tone_balance_undoes_a_tone_curve_gains_and_cross_talk():
+    """A camera with its own gains, tone exponent and channel cross-talk, undone from 5 marked colours."""
+    img, mask = _patches(COLORS[:5])
+    ref = {c: np.array(COLORS[c], float) for c in range(5)}
+    gamma, k, gains = np.array([1.15, 1.1, 1.2]), 0.12, np.array([1.1, 0.95, 0.8])
+    S = (1 + k) * np.eye(3) - k / 3.0
+    lin = to_linear(img.astype(float) / 255.0)
+    # the inverse of what tone-balance fits: out = gains * ((src ** gamma) @ S.T)
+    changed_lin = np.clip(((lin / gains) @ np.linalg.inv(S).T), 1e-6, 1) ** (1 / gamma)
+    changed = np.rint(from_linear(changed_lin) * 255).astype(np.uint8)
+    corr = fit_correction(class_means(changed, mask), ref, method="tone-balance")
+    assert corr.de_before.mean() > 3.0
+    assert corr.de_after.mean() < 1.0
+    back = apply_correction(changed, corr)
+    assert np.abs(back.astype(int) - img).max() <= 6
+    # white balance alone cannot undo the tone curve as well
+    wb = fit_correction(class_means(changed, mask), ref, method="white-balance")
+    assert wb.de_after.mean() > 1.5 * corr.de_after.mean()

@@ -1,8 +1,8 @@
 """Colour calibration: colour correction from partial annotation, and flat-field correction."""
-from .methods import (LINEARISATIONS, METHODS, ClassMeans, Correction, apply_correction, class_means, delta_e2000,
+from .methods import (DEFAULT_METHOD, LINEARISATIONS, METHODS, ClassMeans, Correction, apply_correction, class_means, delta_e2000,
                       fit_correction, from_linear, linear_to_lab, mean_delta_e, to_float, to_linear)
 
 __all__ = [
-    "LINEARISATIONS", "METHODS", "ClassMeans", "Correction", "apply_correction", "class_means", "delta_e2000",
+    "DEFAULT_METHOD", "LINEARISATIONS", "METHODS", "ClassMeans", "Correction", "apply_correction", "class_means", "delta_e2000",
     "fit_correction", "from_linear", "linear_to_lab", "mean_delta_e", "to_float", "to_linear",
 ]

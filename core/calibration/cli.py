@@ -24,7 +24,7 @@ DEFAULT_REFERENCE = Path(__file__).resolve().parents[2] / "models" / "default"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from .methods import LINEARISATIONS, METHODS
+    from .methods import DEFAULT_METHOD, LINEARISATIONS, METHODS
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = __doc__.split("Examples", 1)[1].replace("--------\n", "", 1)
@@ -36,9 +36,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", default=str(DEFAULT_REFERENCE), metavar="MODEL_DIR",
                         help="model folder whose config holds the reference colours (default: models/default); "
                              "a JSON file {code: [r, g, b]} also works")
-    # white balance keeps the default model's accuracy best on held-out images (bench/results/calibration.md)
-    parser.add_argument("--method", default="white-balance", metavar="NAME",
-                        help="calibration method: " + ", ".join(METHODS.names()) + " (default: white-balance)")
+    parser.add_argument("--method", default=DEFAULT_METHOD, metavar="NAME",
+                        help="calibration method: " + ", ".join(METHODS.names()) + f" (default: {DEFAULT_METHOD})")
     parser.add_argument("--series", action="store_true",
                         help="fit one correction on the annotated image(s) and apply it to every image")
     parser.add_argument("--flat-field", metavar="IMAGE",
