@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "calibrate": ("core.calibration.cli", "colour-correct images from partial annotation (and flat-field)"),
     "stitch": ("core.stitching.cli", "stitch overlapping tiles into one panorama"),
     "register": ("core.registration.cli", "align crossed-polar (XPL) shots to the plane-polarised image"),
+    "simulate-xpl": ("core.registration.cli_simulate", "build a SIMULATED crossed-polar training set from a dataset"),
     "annotate": ("core.annotation.cli_annotate", "propagate scribbles into a full mask with superpixels"),
     "uncertainty": ("core.annotation.cli_uncertainty", "map where the model is unsure"),
     "stats": ("core.stats.cli", "modal mineralogy, grain sizes and associations from masks"),

@@ -224,3 +224,53 @@ def test_xpl_channels_for_a_multichannel_model(tmp_path, series):
     junk = np.random.default_rng(2).integers(0, 256, series.ppl.shape, dtype=np.uint8)
     with pytest.raises(ValueError, match="could not align shot 2"):
         xpl_extra(model.config, series.ppl, [series.xpl[0], junk])
+
+
+def test_cli_simulate_train_and_segment_with_xpl_channels(tmp_path, demo_items):
+    """SIMULATED XPL data: build it, train a 6-channel model on it and segment with --xpl, all from the CLI."""
+    import shutil
+
+    import torch
+
+    from core.cli import main
+    from core.io import read_image, read_mask
+    from core.segmentation import load_model
+
+    torch.set_num_threads(2)
+    data = tmp_path / "d"
+    for it in demo_items:
+        (data / "imgs/train").mkdir(parents=True, exist_ok=True)
+        (data / "masks/train").mkdir(parents=True, exist_ok=True)
+        shutil.copy(it.image, data / "imgs/train" / it.image.name)
+        shutil.copy(it.mask, data / "masks/train" / it.mask.name)
+    sim = tmp_path / "sim"
+    assert main(["simulate-xpl", "--data", str(data), "--out", str(sim), "--shots", "3", "--scale", "0.5",
+                 "--max-shift", "10", "--quiet"]) == 0
+    assert "SIMULATED" in (sim / "SIMULATED.txt").read_text()
+    stem = demo_items[0].stem
+    shots = sorted((sim / "xpl/train" / stem).glob("*.jpg"))
+    assert len(shots) == 3
+    ppl = read_image(sim / "imgs/train" / f"{stem}.jpg")
+    assert read_image(shots[0]).shape == ppl.shape
+    assert read_mask(sim / "masks/train" / f"{stem}.png").shape == ppl.shape[:2]
+    # refuses to write into its own input
+    assert main(["simulate-xpl", "--data", str(data), "--out", str(data / "x")]) == 2
+
+    model_dir = tmp_path / "m"
+    assert main(["train", "--data", str(sim), "--out", str(model_dir), "--xpl", "compact", "--iterations", "2",
+                 "--val-every", "2", "--batch-size", "2", "--patch", "64", "--scale", "0.25", "--workers", "0",
+                 "--val-fraction", "0.34"]) == 0
+    model = load_model(model_dir, device="cpu")
+    assert model.in_channels == 6 and model.config["xpl"]["encoding"] == "compact"
+    assert len(model.config["normalization"]["mean"]) == 6
+
+    out = tmp_path / "seg"
+    img = sim / "imgs/train" / f"{stem}.jpg"
+    assert main(["segment", str(img), "--out", str(out), "--model", str(model_dir), "--xpl",
+                 *map(str, shots)]) == 0
+    assert read_mask(out / f"{stem}.png").shape == ppl.shape[:2]
+    # without the shots, a clear refusal
+    assert main(["segment", str(img), "--out", str(out), "--model", str(model_dir)]) == 2
+    # an RGB dataset cannot train with --xpl
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "m2"), "--xpl", "compact",
+                 "--iterations", "1", "--workers", "0", "--val-fraction", "0.34"]) == 2

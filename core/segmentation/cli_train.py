@@ -26,6 +26,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ema", type=float, default=d.ema_decay, metavar="DECAY",
                    help=f"weight averaging decay; the average is validated and saved (default {d.ema_decay}, 0 = off)")
+    p.add_argument("--xpl", metavar="ENCODING", default=None,
+                   help="train with crossed-polar channels: every image needs its XPL shots (any stage angles) in "
+                        "<data>/xpl/<split>/<stem>/; they are aligned to the image and encoded as ENCODING "
+                        "('compact': mean, range and standard deviation over the shots; 'raw': every shot)")
     p.add_argument("--resume", action="store_true", help="continue from MODEL_DIR/checkpoint.pt")
 
 
@@ -40,10 +44,16 @@ def run(args) -> int:
         raise ValueError(f"--ema must be in [0, 1), got {args.ema}")
     if args.patch % 32:
         raise ValueError(f"--patch must be a multiple of 32, got {args.patch}")
+    xpl = None
+    if args.xpl is not None:
+        from ..registration import ENCODINGS
+
+        xpl = ENCODINGS.get_key(args.xpl)
     cfg = TrainConfig(arch=args.arch, encoder=args.encoder, scale=args.scale, patch=args.patch,
                       batch_size=args.batch_size, iterations=args.iterations, val_every=args.val_every,
                       val_fraction=args.val_fraction, lr=args.lr, workers=args.workers, device=args.device,
-                      max_minutes=args.max_minutes, seed=args.seed, ema_decay=args.ema)
+                      max_minutes=args.max_minutes, seed=args.seed, ema_decay=args.ema,
+                      xpl=xpl)
     config = train(args.data, args.out, cfg, val=args.val, resume=args.resume)
     v = config.get("validation", {})
     print(f"best validation mIoU {v.get('miou', float('nan')):.4f}, pixel accuracy "

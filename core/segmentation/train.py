@@ -56,6 +56,7 @@ class TrainConfig:
     color: float = 0.06
     classes: list[int] | None = None
     ema_decay: float = 0.999  # exponential moving average of the weights (0 = off)
+    xpl: str | None = None  # XPL encoding ("compact" or "raw") to train with crossed-polar channels; None = RGB
 
 
 @dataclass
@@ -65,9 +66,35 @@ class LoadedImage:
     mask: np.ndarray  # (m, n) uint8 codes at the working scale
 
 
-def _load(item: DatasetItem, scale: float) -> LoadedImage:
+def xpl_folder(item: DatasetItem) -> Path:
+    """Where a dataset image's crossed-polar shots live: ``<dataset>/xpl/<split>/<stem>/``."""
+    parts = item.image.parts
+    k = len(parts) - 1 - parts[::-1].index("imgs") if "imgs" in parts else len(parts) - 2
+    return Path(*parts[:k], "xpl", *parts[k + 1:-1], item.stem)
+
+
+def _xpl_channels(item: DatasetItem, img: np.ndarray, encoding: str) -> np.ndarray:
+    """Align an image's XPL shots to it and encode them (as ``segment --xpl`` does at inference)."""
+    from ..io import IMAGE_SUFFIXES
+    from ..registration import encode_xpl, register_series
+
+    folder = xpl_folder(item)
+    shots = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+    if len(shots) < 2:
+        raise ValueError(f"{item.image.name}: training with XPL channels needs at least 2 crossed-polar shots in "
+                         f"{folder} (found {len(shots)})")
+    results, aligned = register_series(img, [read_image(f) for f in shots])
+    bad = [f"{f.name} ({r.message})" for f, r in zip(shots, results) if not r.ok]
+    if bad:
+        raise ValueError(f"{item.image.name}: could not align " + "; ".join(bad))
+    return encode_xpl(aligned, encoding=encoding)
+
+
+def _load(item: DatasetItem, scale: float, xpl: str | None = None) -> LoadedImage:
     img = read_image(item.image)
     mask = read_mask(item.mask, shape=img.shape[:2])
+    if xpl:
+        img = np.concatenate([img, _xpl_channels(item, img, xpl)], axis=2)
     if scale != 1.0:
         size = (round(img.shape[1] * scale), round(img.shape[0] * scale))
         img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
@@ -76,10 +103,11 @@ def _load(item: DatasetItem, scale: float) -> LoadedImage:
 
 
 def load_split(data: str | Path, val: str | Path | None, val_fraction: float, scale: float,
-               progress: Callable[[str], None] | None = None):
+               progress: Callable[[str], None] | None = None, xpl: str | None = None):
     """Training and validation images at the working scale.
 
     Without ``val``, ``val_fraction`` of the images, evenly spaced in name order, are held out.
+    With ``xpl`` (an encoding name) every image gets its aligned, encoded XPL series as extra channels.
     """
     items = list_dataset(data)
     if val is not None:
@@ -96,7 +124,7 @@ def load_split(data: str | Path, val: str | Path | None, val_fraction: float, sc
     for group in (train_items, val_items):
         loaded = []
         for it in group:
-            loaded.append(_load(it, scale))
+            loaded.append(_load(it, scale, xpl))
             if progress:
                 progress(f"loaded {it.stem}")
         out.append(loaded)
@@ -206,7 +234,12 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
-    train_set, val_set = load_split(data, val, cfg.val_fraction, cfg.scale)
+    train_set, val_set = load_split(data, val, cfg.val_fraction, cfg.scale, xpl=cfg.xpl)
+    channels = {t.image.shape[2] for t in train_set + val_set}
+    if len(channels) != 1:
+        raise ValueError(f"the images give different numbers of input channels {sorted(channels)}: with "
+                         "--xpl raw every image needs the same number of XPL shots")
+    in_channels = channels.pop()
     if not val_set:
         raise ValueError("no validation images: give --val or a dataset with at least 2 images")
     log(f"train images: {len(train_set)}, validation images: {len(val_set)} ({', '.join(v.stem for v in val_set)})")
@@ -218,7 +251,7 @@ def train(
     images = [t.image for t in train_set]
 
     # normalisation and per-class reference colours from the training images
-    pix = np.concatenate([im.reshape(-1, 3)[::97] for im in images]).astype(np.float64) / 255.0
+    pix = np.concatenate([im.reshape(-1, in_channels)[::97] for im in images]).astype(np.float64) / 255.0
     mean, std = pix.mean(0), pix.std(0) + 1e-6
     ref = {}
     counts = {}
@@ -228,12 +261,12 @@ def train(
                 continue
             sel = m == c
             ref.setdefault(int(c), np.zeros(3))
-            ref[int(c)] += im[sel].astype(np.float64).sum(0)
+            ref[int(c)] += im[..., :3][sel].astype(np.float64).sum(0)
             counts[int(c)] = counts.get(int(c), 0) + int(sel.sum())
     reference_colors = {str(c): (ref[c] / counts[c]).round(2).tolist() for c in sorted(ref)}
     pixel_share = {str(c): counts[c] / sum(counts.values()) for c in sorted(counts)}
 
-    net = create_model(cfg.arch, cfg.encoder, classes=len(classes), in_channels=3)
+    net = create_model(cfg.arch, cfg.encoder, classes=len(classes), in_channels=in_channels)
     net = net.to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=cfg.plateau_factor,
@@ -243,12 +276,13 @@ def train(
         "name": out.name,
         "architecture": cfg.arch,
         "encoder": cfg.encoder,
-        "in_channels": 3,
+        "in_channels": in_channels,
         "classes": classes,
         "scale": cfg.scale,
         "tile": cfg.tile,
         "overlap": cfg.tile // 4,
-        "normalization": {"mean": mean.round(5).tolist(), "std": std.round(5).tolist(), "range": "0-1 sRGB"},
+        "normalization": {"mean": mean.round(5).tolist(), "std": std.round(5).tolist(),
+                          "range": "0-1 sRGB" + (" + XPL encoding channels, 0-255 scaled to 0-1" if cfg.xpl else "")},
         "reference_colors": reference_colors,
         "training": {
             "data": str(Path(data).name),
@@ -258,6 +292,10 @@ def train(
             "config": asdict(cfg),
         },
     }
+    if cfg.xpl:
+        config["xpl"] = {"encoding": cfg.xpl}
+        if cfg.xpl == "raw":
+            config["xpl"]["n_shots"] = (in_channels - 3) // 3
     start_it, best = 0, -1.0
     history: list[dict] = []
     ckpt_path = out / "checkpoint.pt"
@@ -269,6 +307,10 @@ def train(
     ema_steps = 0
     if resume and ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        first = next(iter(ck["net"].values()))
+        if first.ndim == 4 and first.shape[1] != in_channels:
+            raise ValueError(f"{ckpt_path} was trained with {first.shape[1]} input channels, these images give "
+                             f"{in_channels}; start a new model folder or match --xpl")
         net.load_state_dict(ck["net"])
         if ema is not None:
             ema.load_state_dict(ck.get("ema", ck["net"]))
