@@ -109,6 +109,25 @@ def test_uncertainty_scores_known_values():
     assert to_uint8(m)[0].tolist() == [0, 255] and to_uint8(m)[1, 1] in (76, 77)
 
 
+def test_region_scores_rank_a_doubtful_grain_above_sharp_edges():
+    # class 0 everywhere except a grain of class 1 (rows 10-29, cols 10-29) that the model doubts throughout,
+    # and a confident grain of class 2 (cols 60-99) whose one-pixel edge is a tie
+    p = np.zeros((3, 40, 100), np.float32)
+    p[0] = 0.95
+    p[1] = 0.05
+    p[:, 10:30, 10:30] = np.array([0.35, 0.6, 0.05])[:, None, None]
+    p[:, :, 60:] = np.array([0.02, 0.03, 0.95])[:, None, None]
+    p[:, :, 60] = np.array([0.5, 0.0, 0.5])[:, None]
+    m = uncertainty_map(p, score="margin")
+    assert m[20, 60] > m[20, 20]  # per pixel, the tied edge is the most uncertain
+    r = uncertainty_map(p, score="region-margin")
+    assert r[20, 20] == pytest.approx(0.75, abs=1e-5)  # the whole doubtful grain keeps its mean score
+    assert r[20, 20] > r[20, 60] and r[20, 20] > r[5, 5]
+    sel = select_regions(r, fraction=0.1).mask
+    assert sel[10:30, 10:30].all() and sel.sum() == 400
+    assert uncertainty_map(p, score="region-entropy")[20, 20] > uncertainty_map(p, score="region-entropy")[20, 80]
+
+
 def test_select_regions_fraction():
     u = np.zeros((100, 200), np.float32)
     u[10:30, 10:60] = 0.9  # 1000 px
