@@ -103,16 +103,16 @@ def run_propagation(w: dict, image: np.ndarray, scribbles: np.ndarray, method: s
     w["result_key"] = key
 
 
-def uncertain_regions(name: str, w: dict, shape, fraction: float):
-    """The most uncertain regions of the current prediction (cached per prediction and fraction)."""
+def uncertain_regions(name: str, w: dict, shape, fraction: float, score: str):
+    """The most uncertain regions of the current prediction (cached per prediction, fraction and score)."""
     from core.annotation import select_regions, uncertainty_map
 
     pred = state.bucket("predictions").get(name)
     if pred is None or pred.get("probs") is None:
         return None
-    key = (id(pred["probs"]), round(fraction, 3))
+    key = (id(pred["probs"]), round(fraction, 3), score)
     if w.get("regions_key") != key:
-        umap = uncertainty_map(pred["probs"], shape=shape)
+        umap = uncertainty_map(pred["probs"], shape=shape, score=score)
         w["regions"] = select_regions(umap, fraction=fraction, smooth=4.0)
         w["regions_key"] = key
     return w["regions"]
@@ -318,14 +318,19 @@ def main() -> None:
         st.info("No prediction for this image yet: segment it on the Segment page to start from it.")
     prior = pred["labels"] if (start == "model prediction" and has_pred) else None
 
-    u1, u2, u3 = st.columns([2, 2, 3])
+    from core.annotation import DEFAULT_SCORE, SCORES
+
+    u1, u2, u3, u4 = st.columns([2, 2, 2, 3])
     show_unc = u1.checkbox("Show uncertain regions", value=has_pred, disabled=not has_pred,
                            key="annotate-show-uncertain")
     fraction = u2.slider("Share of the image", 0.02, 0.30, 0.10, 0.01, disabled=not has_pred,
                          key="annotate-fraction")
-    regions = uncertain_regions(name, w, (H, W), fraction) if (show_unc and has_pred) else None
+    score = u3.selectbox("Uncertainty score", SCORES.names(), index=SCORES.names().index(DEFAULT_SCORE),
+                         disabled=not has_pred, key="annotate-score",
+                         help="; ".join(f"{n}: {SCORES.describe(n)}" for n in SCORES))
+    regions = uncertain_regions(name, w, (H, W), fraction, score) if (show_unc and has_pred) else None
     if regions is not None:
-        u3.caption(f"Magenta outlines: the {regions.fraction * 100:.0f}% of the image where the model is least "
+        u4.caption(f"Magenta outlines: the {regions.fraction * 100:.0f}% of the image where the model is least "
                    f"sure ({len(regions.boxes)} regions): label those first.")
 
     b1, b2, b3 = st.columns(3)

@@ -89,3 +89,24 @@ def test_annotate_page_finetune_can_be_stopped(tmp_path):
     assert not at.exception, at.exception
     assert any("stopped before the end" in e.value for e in at.error)
     assert at.session_state["predictions"].get(name, {}).get("model") != "tiny-finetuned"
+
+
+def test_annotate_page_outlines_uncertain_regions_with_each_score():
+    at = AppTest.from_file("../app.py", default_timeout=300)
+    at.run()
+    at.button[0].click().run()  # Load demo sample
+    at.switch_page("pages/segment.py").run()
+    at.button(key="segment-run").click().run()
+    assert not at.exception, at.exception
+    at.switch_page("pages/annotate.py").run()
+    assert not at.exception, at.exception
+    name = at.session_state["current"]
+    shown = {}
+    for score in ("margin", "region-entropy"):
+        at.selectbox(key="annotate-score").set_value(score).run()
+        assert not at.exception, at.exception
+        assert any("Magenta outlines" in c.value for c in at.caption)
+        regions = at.session_state["annotate_work"][name]["regions"]
+        assert abs(regions.fraction - 0.10) < 0.01
+        shown[score] = regions.mask
+    assert (shown["margin"] != shown["region-entropy"]).any()
