@@ -13,6 +13,19 @@ def _open_page():
     return at
 
 
+def _tiny_model(folder):
+    """An untrained small RGB model (any answer will do: the page's plumbing is under test)."""
+    import torch
+
+    from core.segmentation import create_model, save_model
+
+    torch.manual_seed(0)
+    net = create_model("unet", "resnet18", classes=5)
+    save_model(folder, net, {"architecture": "unet", "encoder": "resnet18", "in_channels": 3,
+                             "classes": [0, 1, 5, 6, 7], "scale": 0.25, "tile": 256,
+                             "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}})
+
+
 def test_annotate_page_propagates_example_strokes():
     at = _open_page()
     assert not at.exception
@@ -32,15 +45,7 @@ def test_annotate_page_propagates_example_strokes():
 
 
 def test_annotate_page_finetune(tmp_path):
-    import torch
-
-    from core.segmentation import create_model, save_model
-
-    torch.manual_seed(0)
-    net = create_model("unet", "resnet18", classes=5)
-    save_model(tmp_path / "tiny", net, {"architecture": "unet", "encoder": "resnet18", "in_channels": 3,
-                                         "classes": [0, 1, 5, 6, 7], "scale": 0.25, "tile": 256,
-                                         "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}})
+    _tiny_model(tmp_path / "tiny")
     at = _open_page()
     at.session_state["model_dir"] = str(tmp_path / "missing")
     at.button(key="annotate-example").click().run()
@@ -66,15 +71,7 @@ def test_annotate_page_finetune(tmp_path):
 
 
 def test_annotate_page_finetune_can_be_stopped(tmp_path):
-    import torch
-
-    from core.segmentation import create_model, save_model
-
-    torch.manual_seed(0)
-    net = create_model("unet", "resnet18", classes=5)
-    save_model(tmp_path / "tiny", net, {"architecture": "unet", "encoder": "resnet18", "in_channels": 3,
-                                         "classes": [0, 1, 5, 6, 7], "scale": 0.25, "tile": 256,
-                                         "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}})
+    _tiny_model(tmp_path / "tiny")
     at = _open_page()
     at.session_state["model_dir"] = str(tmp_path / "tiny")
     at.button(key="annotate-example").click().run()

@@ -186,17 +186,22 @@ def test_a_few_training_steps_reduce_the_loss(demo_image, demo_mask):
     assert losses[-1] < 0.7 * losses[0]
 
 
-def test_train_command_end_to_end(tmp_path, demo_items):
-    """Two iterations of the real trainer on the demo sample write a loadable model."""
+def _demo_dataset(root, demo_items):
+    """The demo sample as a LumenStone-layout dataset (split "train")."""
     import shutil
 
+    for it in demo_items:
+        (root / "imgs/train").mkdir(parents=True, exist_ok=True)
+        (root / "masks/train").mkdir(parents=True, exist_ok=True)
+        shutil.copy(it.image, root / "imgs/train" / it.image.name)
+        shutil.copy(it.mask, root / "masks/train" / it.mask.name)
+
+
+def test_train_command_end_to_end(tmp_path, demo_items):
+    """Two iterations of the real trainer on the demo sample write a loadable model."""
     from core.segmentation.train import TrainConfig, train
 
-    for it in demo_items:
-        (tmp_path / "d/imgs/train").mkdir(parents=True, exist_ok=True)
-        (tmp_path / "d/masks/train").mkdir(parents=True, exist_ok=True)
-        shutil.copy(it.image, tmp_path / "d/imgs/train" / it.image.name)
-        shutil.copy(it.mask, tmp_path / "d/masks/train" / it.mask.name)
+    _demo_dataset(tmp_path / "d", demo_items)
     cfg = TrainConfig(iterations=2, val_every=2, batch_size=2, patch=64, scale=0.25, workers=0, tile=128, val_fraction=0.34)
     config = train(tmp_path / "d", tmp_path / "m", cfg, log=lambda s: None, progress=False)
     assert config["validation"]["n_images"] == 1
@@ -207,17 +212,11 @@ def test_train_command_end_to_end(tmp_path, demo_items):
 
 def test_training_resumes_with_the_weight_average(tmp_path, demo_items):
     """A resumed run continues from the saved iteration and keeps the averaged weights apart from the raw ones."""
-    import shutil
-
     import torch
 
     from core.segmentation.train import TrainConfig, train
 
-    for it in demo_items:
-        (tmp_path / "d/imgs/train").mkdir(parents=True, exist_ok=True)
-        (tmp_path / "d/masks/train").mkdir(parents=True, exist_ok=True)
-        shutil.copy(it.image, tmp_path / "d/imgs/train" / it.image.name)
-        shutil.copy(it.mask, tmp_path / "d/masks/train" / it.mask.name)
+    _demo_dataset(tmp_path / "d", demo_items)
     cfg = TrainConfig(iterations=2, val_every=2, batch_size=2, patch=64, scale=0.25, workers=0, tile=128,
                       val_fraction=0.34, ema_decay=0.9)
     train(tmp_path / "d", tmp_path / "m", cfg, log=lambda s: None, progress=False)
