@@ -327,7 +327,7 @@ def _stats_argv(tmp, model, image=None, mask=None):
 RECIPES = {"segment": _segment_argv, "evaluate": _evaluate_argv, "calibrate": _calibrate_argv,
            "stitch": _stitch_argv, "register": _register_argv, "annotate": _annotate_argv,
            "uncertainty": _uncertainty_argv, "stats": _stats_argv}
-NO_IMAGE_INPUT = {"train"}  # works on a dataset folder; covered by the folder check below
+NO_IMAGE_INPUT = {"train", "simulate-xpl"}  # work on a dataset folder; covered by the folder checks below
 
 
 def _generic_argv(cmd: str, tmp: Path, model: Path, image=None, mask=None):
@@ -440,14 +440,15 @@ def test_cli_refuses_bad_masks(cmd, built, tiny_model, tmp_path, capsys):
         pytest.skip(f"`python -m core {cmd}` takes no mask")
 
 
-def test_cli_train_refuses_a_folder_that_is_not_a_dataset(built, tmp_path, capsys):
-    if not built["train"]:
-        pytest.skip("`python -m core train` is not built yet")
+@pytest.mark.parametrize("cmd", sorted(NO_IMAGE_INPUT))
+def test_cli_dataset_commands_refuse_a_folder_that_is_not_a_dataset(cmd, built, tmp_path, capsys):
+    if not built[cmd]:
+        pytest.skip(f"`python -m core {cmd}` is not built yet")
     (tmp_path / "imgs").mkdir()
     _files(tmp_path, BAD_IMAGES, "text_named_jpg")
-    sub = _subparser("train")
+    sub = _subparser(cmd)
     required = [a for a in sub._actions if (a.required or not a.option_strings) and not isinstance(a, argparse._HelpAction)]
-    argv = ["train"]
+    argv = [cmd]
     for a in required:
         argv += ([a.option_strings[0]] if a.option_strings else []) + [str(tmp_path / ("out" if "out" in a.dest else "data"))]
     rc, err = _invoke(argv, capsys)
