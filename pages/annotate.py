@@ -171,7 +171,8 @@ class _Stopped(Exception):
     """Raised inside the fine-tuning thread when the user stops it."""
 
 
-def start_finetune(name: str, model, image: np.ndarray, mask: np.ndarray, iterations: int, lr: float) -> dict:
+def start_finetune(name: str, model, image: np.ndarray, mask: np.ndarray, iterations: int, lr: float,
+                   extra: np.ndarray | None = None) -> dict:
     """Fine-tune and re-segment in a background thread, so the page stays usable meanwhile.
 
     The returned job dict is updated by the thread: ``progress`` (0-1), ``message``, ``done``, and then
@@ -198,8 +199,8 @@ def start_finetune(name: str, model, image: np.ndarray, mask: np.ndarray, iterat
         try:
             torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
             tuned = finetune(model, [image], [mask], iterations=iterations, lr=lr,
-                             progress=report(0.0, 0.7, "Fine-tuning"))
-            pred = predict(tuned, image, progress=report(0.7, 0.3, "Re-segmenting"))
+                             progress=report(0.0, 0.7, "Fine-tuning"), extras=None if extra is None else [extra])
+            pred = predict(tuned, image, extra=extra, progress=report(0.7, 0.3, "Re-segmenting"))
             job["result"] = (tuned, pred)
         except _Stopped:
             job["error"] = "stopped before the end; the model is unchanged"
@@ -259,10 +260,10 @@ def finetune_section(name: str, image: np.ndarray, mask: np.ndarray, w: dict) ->
         model = state.model_or_error()
         if model is None:
             return
-        if model.in_channels != 3:
-            st.error("Fine-tuning here needs an RGB model; choose one in the sidebar.")
+        ok, extra = state.xpl_channels_or_error(model, name)
+        if not ok:
             return
-        job = w["ft_job"] = start_finetune(name, model, image, mask.copy(), iterations, lr)
+        job = w["ft_job"] = start_finetune(name, model, image, mask.copy(), iterations, lr, extra)
         w["ft_message"] = None
     if job is not None:
         finetune_progress(job)

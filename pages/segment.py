@@ -11,20 +11,9 @@ from ui import state, widgets
 
 
 def run_model(model, name: str, image: np.ndarray) -> dict | None:
-    extra = None
-    if model.in_channels > 3:
-        from core.registration import extra_from_aligned
-
-        xpl = state.bucket("xpl").get(name)
-        if not xpl or not xpl.get("aligned"):
-            st.error(f"Model {model.name} needs aligned XPL images for this image: align them on the "
-                     "Register XPL page first, or choose an RGB model in the sidebar.")
-            return None
-        try:
-            extra = extra_from_aligned(model.config, xpl["aligned"])
-        except ValueError as e:
-            st.error(f"XPL channels do not fit model {model.name}: {e}")
-            return None
+    ok, extra = state.xpl_channels_or_error(model, name)
+    if not ok:
+        return None
     bar = st.progress(0.0, text="Segmenting…")
     try:
         pred = cio_predict(model, image, extra, lambda f, msg: bar.progress(f, text=f"Segmenting: {msg}"))

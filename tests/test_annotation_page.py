@@ -107,3 +107,41 @@ def test_annotate_page_outlines_uncertain_regions_with_each_score():
         assert abs(regions.fraction - 0.10) < 0.01
         shown[score] = regions.mask
     assert (shown["margin"] != shown["region-entropy"]).any()
+
+
+def test_annotate_page_finetunes_a_model_with_xpl_channels(tmp_path):
+    """A PPL + XPL model is fine-tuned with the aligned series of the Register XPL page (SIMULATED shots)."""
+    import torch
+
+    from core.registration import simulate_xpl_series, warp_to_reference
+    from core.segmentation import create_model, save_model
+
+    torch.manual_seed(0)
+    net = create_model("unet", "resnet18", classes=5, in_channels=6)
+    save_model(tmp_path / "xplm", net, {"architecture": "unet", "encoder": "resnet18", "in_channels": 6,
+                                         "classes": [0, 1, 5, 6, 7], "scale": 0.25, "tile": 256,
+                                         "normalization": {"mean": [0.5] * 6, "std": [0.25] * 6},
+                                         "xpl": {"encoding": "compact"}})
+    at = _open_page()
+    at.session_state["model_dir"] = str(tmp_path / "xplm")
+    at.button(key="annotate-example").click().run()
+    at.slider(key="annotate-ft-iterations").set_value(2).run()
+    name = at.session_state["current"]
+    at.button(key="annotate-finetune").click().run()
+    assert not at.exception, at.exception
+    assert any("needs aligned XPL images" in e.value for e in at.error)
+    assert at.session_state["annotate_work"][name].get("ft_job") is None
+    # the Register XPL page leaves the series, already in the PPL frame, in the session
+    img = at.session_state["images"][name]["image"]
+    gt = at.session_state["images"][name]["gt"]
+    sim = simulate_xpl_series(img, gt, n_shots=3, max_shift=10.0, seed=1)
+    aligned = [warp_to_reference(x, A, img.shape[:2]) for x, A in zip(sim.xpl, sim.transforms)]
+    at.session_state["xpl"][name] = {"aligned": aligned}
+    at.button(key="annotate-finetune").click().run()
+    assert not at.exception, at.exception
+    job = at.session_state["annotate_work"][name]["ft_job"]
+    job["thread"].join(timeout=240)
+    assert job["done"] and job["error"] is None, job["error"]
+    at.run()
+    assert not at.exception, at.exception
+    assert at.session_state["predictions"][name]["model"] == "xplm-finetuned"

@@ -159,6 +159,28 @@ def model_or_error():
         return None
 
 
+def xpl_channels_or_error(model, name: str):
+    """The extra input channels a model needs for an image, from the Register XPL page's aligned series.
+
+    Returns ``(True, None)`` for an RGB model, ``(True, extra)`` when the series is there and fits, and
+    ``(False, None)`` after showing why it cannot be made.
+    """
+    if model.in_channels <= 3:
+        return True, None
+    from core.registration import extra_from_aligned
+
+    xpl = bucket("xpl").get(name)
+    if not xpl or not xpl.get("aligned"):
+        st.error(f"Model {model.name} needs aligned XPL images for this image: align them on the "
+                 "Register XPL page first, or choose an RGB model in the sidebar.")
+        return False, None
+    try:
+        return True, extra_from_aligned(model.config, xpl["aligned"])
+    except ValueError as e:
+        st.error(f"XPL channels do not fit model {model.name}: {e}")
+        return False, None
+
+
 def available_models() -> list[str]:
     return sorted(str(p.parent) for p in MODELS_DIR.glob("*/config.json"))
 

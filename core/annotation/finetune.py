@@ -38,6 +38,7 @@ def finetune(
     seed: int = 0,
     max_seconds: float | None = None,
     progress: ProgressFn = None,
+    extras: Sequence[np.ndarray] | None = None,
 ) -> SegmentationModel:
     """Fine-tune a copy of ``model`` on annotated images.
 
@@ -62,6 +63,10 @@ def finetune(
     max_seconds : float, optional
         Stop early after this long.
     progress : callable(fraction, message), optional
+    extras : sequence of (M, N, C) uint8 ndarray, optional
+        Extra input channels per image (the encoded, aligned XPL series of
+        :func:`core.registration.extra_from_aligned`), for models trained with
+        them; ``3 + C`` must equal the model's input channels.
 
     Returns
     -------
@@ -73,21 +78,32 @@ def finetune(
         raise ValueError("give one mask per image, and at least one image")
     if iterations < 1:
         raise ValueError(f"iterations must be at least 1, got {iterations}")
-    if model.in_channels != 3:
-        raise ValueError("fine-tuning needs an RGB model; this one expects extra XPL channels")
+    if extras is None and model.in_channels != 3:
+        raise ValueError("this model expects extra XPL channels: give the aligned XPL series of every image")
+    if extras is not None and len(extras) != len(images):
+        raise ValueError("give one set of XPL channels per image")
     classes = model.classes
     lut = np.full(256, IGNORE, np.uint8)
     for i, c in enumerate(classes):
         lut[c] = i
     s = model.scale
     work_imgs, work_masks = [], []
-    for img, msk in zip(images, masks):
+    for k, (img, msk) in enumerate(zip(images, masks)):
         img = np.asarray(img)
         msk = np.asarray(msk, np.uint8)
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
             raise ValueError(f"expected (M, N, 3) uint8 RGB images, got {img.shape} {img.dtype}")
         if msk.shape != img.shape[:2]:
             raise ValueError(f"a mask is {msk.shape} but its image is {img.shape[:2]}; they must match")
+        if extras is not None:
+            ex = np.asarray(extras[k])
+            if ex.ndim == 2:
+                ex = ex[..., None]
+            if ex.shape[:2] != img.shape[:2] or ex.dtype != np.uint8:
+                raise ValueError(f"XPL channels {ex.shape} {ex.dtype} do not match the image {img.shape[:2]}")
+            img = np.concatenate([img, ex], axis=2)
+        if img.shape[2] != model.in_channels:
+            raise ValueError(f"the model takes {model.in_channels} input channels, these images give {img.shape[2]}")
         if s != 1.0:
             size = (max(1, round(img.shape[1] * s)), max(1, round(img.shape[0] * s)))
             img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
