@@ -249,8 +249,7 @@ def finetune_progress(job: dict) -> None:
 
 def finetune_section(name: str, image: np.ndarray, mask: np.ndarray, w: dict) -> None:
     st.subheader("Fine-tune the model on these annotations")
-    collect_finetune(w)
-    job = w.get("ft_job")
+    job = w.get("ft_job")  # a finished job was collected at the top of the page
     c1, c2 = st.columns(2)
     iterations = c1.slider("Iterations", 2, 200, 30, 1, key="annotate-ft-iterations")
     lr = c2.select_slider("Learning rate", [1e-5, 3e-5, 1e-4, 3e-4, 1e-3], value=1e-4, key="annotate-ft-lr")

@@ -13,17 +13,30 @@ def _open_page():
     return at
 
 
-def _tiny_model(folder):
-    """An untrained small RGB model (any answer will do: the page's plumbing is under test)."""
+def _tiny_model(folder, in_channels: int = 3):
+    """An untrained small model (any answer will do: the page's plumbing is under test); more than 3 input
+    channels makes it a PPL + compact-XPL model."""
     import torch
 
     from core.segmentation import create_model, save_model
 
     torch.manual_seed(0)
-    net = create_model("unet", "resnet18", classes=5)
-    save_model(folder, net, {"architecture": "unet", "encoder": "resnet18", "in_channels": 3,
-                             "classes": [0, 1, 5, 6, 7], "scale": 0.25, "tile": 256,
-                             "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}})
+    net = create_model("unet", "resnet18", classes=5, in_channels=in_channels)
+    config = {"architecture": "unet", "encoder": "resnet18", "in_channels": in_channels,
+              "classes": [0, 1, 5, 6, 7], "scale": 0.25, "tile": 256,
+              "normalization": {"mean": [0.5] * in_channels, "std": [0.25] * in_channels}}
+    if in_channels > 3:
+        config["xpl"] = {"encoding": "compact"}
+    save_model(folder, net, config)
+
+
+def _page_with_strokes(model_dir, iterations: int):
+    """The Annotate page with example strokes, a chosen model folder and a fine-tuning length."""
+    at = _open_page()
+    at.session_state["model_dir"] = str(model_dir)
+    at.button(key="annotate-example").click().run()
+    at.slider(key="annotate-ft-iterations").set_value(iterations).run()
+    return at
 
 
 def test_annotate_page_propagates_example_strokes():
@@ -46,10 +59,7 @@ def test_annotate_page_propagates_example_strokes():
 
 def test_annotate_page_finetune(tmp_path):
     _tiny_model(tmp_path / "tiny")
-    at = _open_page()
-    at.session_state["model_dir"] = str(tmp_path / "missing")
-    at.button(key="annotate-example").click().run()
-    at.slider(key="annotate-ft-iterations").set_value(2).run()
+    at = _page_with_strokes(tmp_path / "missing", 2)
     at.button(key="annotate-finetune").click().run()
     assert not at.exception
     assert any("Model could not be loaded" in e.value for e in at.error)
@@ -72,10 +82,7 @@ def test_annotate_page_finetune(tmp_path):
 
 def test_annotate_page_finetune_can_be_stopped(tmp_path):
     _tiny_model(tmp_path / "tiny")
-    at = _open_page()
-    at.session_state["model_dir"] = str(tmp_path / "tiny")
-    at.button(key="annotate-example").click().run()
-    at.slider(key="annotate-ft-iterations").set_value(200).run()
+    at = _page_with_strokes(tmp_path / "tiny", 200)
     at.button(key="annotate-finetune").click().run()
     name = at.session_state["current"]
     job = at.session_state["annotate_work"][name]["ft_job"]
@@ -111,21 +118,10 @@ def test_annotate_page_outlines_uncertain_regions_with_each_score():
 
 def test_annotate_page_finetunes_a_model_with_xpl_channels(tmp_path):
     """A PPL + XPL model is fine-tuned with the aligned series of the Register XPL page (SIMULATED shots)."""
-    import torch
-
     from core.registration import simulate_xpl_series, warp_to_reference
-    from core.segmentation import create_model, save_model
 
-    torch.manual_seed(0)
-    net = create_model("unet", "resnet18", classes=5, in_channels=6)
-    save_model(tmp_path / "xplm", net, {"architecture": "unet", "encoder": "resnet18", "in_channels": 6,
-                                         "classes": [0, 1, 5, 6, 7], "scale": 0.25, "tile": 256,
-                                         "normalization": {"mean": [0.5] * 6, "std": [0.25] * 6},
-                                         "xpl": {"encoding": "compact"}})
-    at = _open_page()
-    at.session_state["model_dir"] = str(tmp_path / "xplm")
-    at.button(key="annotate-example").click().run()
-    at.slider(key="annotate-ft-iterations").set_value(2).run()
+    _tiny_model(tmp_path / "xplm", in_channels=6)
+    at = _page_with_strokes(tmp_path / "xplm", 2)
     name = at.session_state["current"]
     at.button(key="annotate-finetune").click().run()
     assert not at.exception, at.exception

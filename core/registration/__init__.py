@@ -13,13 +13,13 @@
 from .align import (FEATURES, MODELS, Prepared, Registration, prepare, register, register_series,
                     structure_image, transform_error, warp_to_reference)
 from .anisotropy import ENCODINGS, AnisotropyMaps, anisotropy_maps, colour_angle, encode_xpl
-from .pipeline import extra_from_aligned, xpl_extra, xpl_spec
+from .pipeline import align_and_encode, extra_from_aligned, xpl_extra, xpl_spec
 from .simulate import SIMULATED_LABEL, SimulatedSeries, simulate_xpl_series, stage_transform
 
 __all__ = [
     "FEATURES", "MODELS", "Prepared", "Registration", "prepare", "register", "register_series",
     "structure_image", "transform_error", "warp_to_reference",
     "ENCODINGS", "AnisotropyMaps", "anisotropy_maps", "colour_angle", "encode_xpl",
-    "xpl_spec", "xpl_extra", "extra_from_aligned",
+    "xpl_spec", "xpl_extra", "extra_from_aligned", "align_and_encode",
     "SIMULATED_LABEL", "SimulatedSeries", "simulate_xpl_series", "stage_transform",
 ]

@@ -17,7 +17,7 @@ import numpy as np
 from .align import ProgressFn, register_series
 from .anisotropy import encode_xpl
 
-__all__ = ["xpl_spec", "xpl_extra", "extra_from_aligned"]
+__all__ = ["xpl_spec", "xpl_extra", "extra_from_aligned", "align_and_encode"]
 
 
 def xpl_spec(config: dict) -> dict | None:
@@ -57,6 +57,22 @@ def extra_from_aligned(config: dict, aligned: list) -> np.ndarray:
     return encode_xpl(aligned, encoding=spec["encoding"], n_shots=spec.get("n_shots"))
 
 
+def align_and_encode(ppl: np.ndarray, xpl: list, *, encoding: str, n_shots: int | None = None,
+                     names: list[str] | None = None, features: str = "sift", model: str = "similarity",
+                     progress: ProgressFn = None) -> tuple[np.ndarray, list]:
+    """Align XPL shots to the PPL image and encode them; the one path for training and inference.
+
+    Raises ``ValueError`` naming every shot that cannot be aligned (``names``, default "shot 1", "shot 2", ...).
+    Returns the extra channels and the registrations.
+    """
+    results, aligned = register_series(ppl, xpl, features=features, model=model, progress=progress)
+    names = names or [f"shot {i + 1}" for i in range(len(xpl))]
+    bad = [f"{n} ({r.message})" for n, r in zip(names, results) if not r.ok]
+    if bad:
+        raise ValueError("could not align " + "; ".join(bad))
+    return encode_xpl(aligned, encoding=encoding, n_shots=n_shots), results
+
+
 def xpl_extra(config: dict, ppl: np.ndarray, xpl: list, *, features: str = "sift", model: str = "similarity",
               progress: ProgressFn = None) -> tuple[np.ndarray, list]:
     """Align XPL shots to the PPL image and encode them for a model.
@@ -87,8 +103,5 @@ def xpl_extra(config: dict, ppl: np.ndarray, xpl: list, *, features: str = "sift
         raise ValueError("this model was trained on RGB images only; it takes no XPL images (drop --xpl)")
     if spec["encoding"] == "raw" and spec.get("n_shots") and len(xpl) != spec["n_shots"]:
         raise ValueError(f"this model was trained with {spec['n_shots']} XPL images, got {len(xpl)}")
-    results, aligned = register_series(ppl, xpl, features=features, model=model, progress=progress)
-    bad = [f"shot {i + 1} ({r.message})" for i, r in enumerate(results) if not r.ok]
-    if bad:
-        raise ValueError("could not align " + "; ".join(bad))
-    return extra_from_aligned(config, aligned), results
+    return align_and_encode(ppl, xpl, encoding=spec["encoding"], n_shots=spec.get("n_shots"), features=features,
+                            model=model, progress=progress)

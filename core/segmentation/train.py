@@ -76,18 +76,19 @@ def xpl_folder(item: DatasetItem) -> Path:
 def _xpl_channels(item: DatasetItem, img: np.ndarray, encoding: str) -> np.ndarray:
     """Align an image's XPL shots to it and encode them (as ``segment --xpl`` does at inference)."""
     from ..io import IMAGE_SUFFIXES
-    from ..registration import encode_xpl, register_series
+    from ..registration import align_and_encode
 
     folder = xpl_folder(item)
     shots = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
     if len(shots) < 2:
         raise ValueError(f"{item.image.name}: training with XPL channels needs at least 2 crossed-polar shots in "
                          f"{folder} (found {len(shots)})")
-    results, aligned = register_series(img, [read_image(f) for f in shots])
-    bad = [f"{f.name} ({r.message})" for f, r in zip(shots, results) if not r.ok]
-    if bad:
-        raise ValueError(f"{item.image.name}: could not align " + "; ".join(bad))
-    return encode_xpl(aligned, encoding=encoding)
+    try:
+        extra, _ = align_and_encode(img, [read_image(f) for f in shots], encoding=encoding,
+                                    names=[f.name for f in shots])
+    except ValueError as e:
+        raise ValueError(f"{item.image.name}: {e}") from None
+    return extra
 
 
 def _load(item: DatasetItem, scale: float, xpl: str | None = None) -> LoadedImage:
@@ -325,6 +326,8 @@ def train(
     loader = DataLoader(stream, batch_size=cfg.batch_size, num_workers=cfg.workers,
                         persistent_workers=cfg.workers > 0, pin_memory=device.type == "cuda")
     model = SegmentationModel(net=ema if ema is not None else net, config=config, device=device)
+    # state_dict() tensors share storage with the modules: pair them once for the per-step update
+    ema_pairs = list(zip(ema.state_dict().values(), net.state_dict().values())) if ema is not None else []
     crit = torch.nn.CrossEntropyLoss(ignore_index=IGNORE)
     net.train()
     it = start_it
@@ -346,7 +349,7 @@ def train(
         scaler.update()
         if ema is not None:
             ema_steps += 1
-            _ema_update(ema, net, min(cfg.ema_decay, (1 + ema_steps) / (10 + ema_steps)))
+            _ema_update(ema_pairs, min(cfg.ema_decay, (1 + ema_steps) / (10 + ema_steps)))
         running.append(loss.item())
         it += 1
         bar.update(1)
@@ -362,8 +365,9 @@ def train(
 
 
 @torch.no_grad()
-def _ema_update(ema: torch.nn.Module, net: torch.nn.Module, decay: float) -> None:
-    for e, p in zip(ema.state_dict().values(), net.state_dict().values()):
+def _ema_update(pairs: list[tuple[torch.Tensor, torch.Tensor]], decay: float) -> None:
+    """Move each averaged tensor towards its trained counterpart (integer buffers are copied)."""
+    for e, p in pairs:
         if e.dtype.is_floating_point:
             e.mul_(decay).add_(p.detach(), alpha=1.0 - decay)
         else:
