@@ -229,3 +229,25 @@ def test_training_resumes_with_the_weight_average(tmp_path, demo_items):
     ck = torch.load(tmp_path / "m/checkpoint.pt", weights_only=True)
     assert ck["iteration"] == 3 and ck["ema_steps"] == 3
     assert [h["iteration"] for h in config["training"]["history"]] == [2, 3]
+
+
+def test_training_starts_from_another_models_weights(tmp_path, demo_items):
+    """--init copies a model's weights (a zero learning rate keeps them), and refuses a model of another shape."""
+    import torch
+
+    from core.segmentation.train import TrainConfig, train
+
+    _demo_dataset(tmp_path / "d", demo_items)
+    cfg = TrainConfig(iterations=1, val_every=1, batch_size=2, patch=64, scale=0.25, workers=0, tile=128,
+                      val_fraction=0.34, ema_decay=0.9)
+    train(tmp_path / "d", tmp_path / "a", cfg, log=lambda s: None, progress=False)
+    cfg.lr = 0.0
+    cfg.seed = 7  # a different random start, which the copied weights must replace
+    train(tmp_path / "d", tmp_path / "b", cfg, init=tmp_path / "a", log=lambda s: None, progress=False)
+    wa = torch.load(tmp_path / "a/weights.pt", weights_only=True)
+    wb = torch.load(tmp_path / "b/weights.pt", weights_only=True)
+    w = "encoder.conv1.weight"
+    assert torch.equal(wa[w], wb[w])
+    cfg.arch = "unet"
+    with pytest.raises(ValueError, match="architecture pspnet"):
+        train(tmp_path / "d", tmp_path / "c", cfg, init=tmp_path / "a", log=lambda s: None, progress=False)

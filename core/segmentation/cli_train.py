@@ -30,6 +30,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="train with crossed-polar channels: every image needs its XPL shots (any stage angles) in "
                         "<data>/xpl/<split>/<stem>/; they are aligned to the image and encoded as ENCODING "
                         "('compact': mean, range and standard deviation over the shots; 'raw': every shot)")
+    p.add_argument("--init", metavar="MODEL_DIR", default=None,
+                   help="start from this model's weights (same architecture, encoder, channels and classes)")
     p.add_argument("--resume", action="store_true", help="continue from MODEL_DIR/checkpoint.pt")
 
 
@@ -54,7 +56,7 @@ def run(args) -> int:
                       val_fraction=args.val_fraction, lr=args.lr, workers=args.workers, device=args.device,
                       max_minutes=args.max_minutes, seed=args.seed, ema_decay=args.ema,
                       xpl=xpl)
-    config = train(args.data, args.out, cfg, val=args.val, resume=args.resume)
+    config = train(args.data, args.out, cfg, val=args.val, resume=args.resume, init=args.init)
     v = config.get("validation", {})
     print(f"best validation mIoU {v.get('miou', float('nan')):.4f}, pixel accuracy "
           f"{v.get('pixel_accuracy', float('nan')):.4f}; model written to {args.out}")

@@ -221,10 +221,14 @@ def train(
     *,
     val: str | Path | None = None,
     resume: bool = False,
+    init: str | Path | None = None,
     log: Callable[[str], None] = print,
     progress: bool = True,
 ) -> dict:
     """Train a model and write the best checkpoint to ``out`` (a model folder).
+
+    ``init`` names a model folder whose weights the new model starts from (same architecture, encoder, input
+    channels and classes); ``resume`` continues ``out``'s own checkpoint and takes precedence.
 
     Returns the final config written to ``out/config.json``.
     """
@@ -268,7 +272,11 @@ def train(
     pixel_share = {str(c): counts[c] / sum(counts.values()) for c in sorted(counts)}
 
     net = create_model(cfg.arch, cfg.encoder, classes=len(classes), in_channels=in_channels)
+    if init is not None and not (resume and (out / "checkpoint.pt").exists()):
+        _load_init(net, init, cfg, in_channels, classes, log)
     net = net.to(device).to(memory_format=torch.channels_last)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=cfg.plateau_factor,
                                                        patience=cfg.plateau_patience)
@@ -362,6 +370,22 @@ def train(
                            batch_counts, classes, t0, out, ckpt_path, log)
     bar.close()
     return json.loads((out / "config.json").read_text())
+
+
+def _load_init(net: torch.nn.Module, init: str | Path, cfg: TrainConfig, in_channels: int, classes: list[int],
+               log: Callable[[str], None]) -> None:
+    """Copy the weights of the model folder ``init`` into ``net``, refusing a model of another shape."""
+    from .model import load_model
+
+    src = load_model(init, device="cpu")
+    mine = {"architecture": cfg.arch, "encoder": cfg.encoder, "input channels": in_channels, "classes": classes}
+    theirs = {"architecture": src.config["architecture"], "encoder": src.config["encoder"],
+              "input channels": src.in_channels, "classes": src.classes}
+    diff = [f"{k} {theirs[k]} (this run: {mine[k]})" for k in mine if mine[k] != theirs[k]]
+    if diff:
+        raise ValueError(f"cannot start from {init}: its " + "; ".join(diff))
+    net.load_state_dict(src.net.state_dict())
+    log(f"starting from the weights of {init}")
 
 
 @torch.no_grad()
