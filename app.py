@@ -80,6 +80,7 @@ def sidebar() -> None:
             idx = models.index(cur) if cur in models else 0
             st.session_state["model_dir"] = st.selectbox(
                 "Model", models, index=idx, format_func=lambda p: p.rsplit("/", 1)[-1])
+            st.caption(state.model_summary(st.session_state["model_dir"]), help="Scores on images the model never trained on")
         else:
             st.warning("No model found in models/.")
         st.caption(f"Device: {state.device_label()}")

@@ -51,3 +51,21 @@ def test_new_session_starts_on_the_demo_sample():
     at.switch_page("pages/segment.py").run()
     assert not at.exception
     os.environ["ORELENS_AUTOLOAD_DEMO"] = "0"
+
+
+def test_sidebar_states_the_models_held_out_scores(tmp_path):
+    """The sidebar caption is read from the chosen model's config, and an unreadable config is said so."""
+    import json
+
+    from ui.state import model_summary
+
+    at = _app()
+    cfg = json.loads((APP.parent / "models/default/config.json").read_text())
+    v = cfg["validation_full_resolution"]
+    expected = f"held-out mIoU {v['miou']:.3f}, pixel accuracy {v['pixel_accuracy']:.3f}"
+    assert any(expected in c.value for c in at.sidebar.caption)
+    (tmp_path / "config.json").write_text("{not json")
+    assert model_summary(str(tmp_path)) == "config unreadable (JSONDecodeError)"
+    (tmp_path / "config.json").write_text(json.dumps({"architecture": "unet", "encoder": "resnet34",
+                                                      "classes": [0, 1], "in_channels": 6}))
+    assert model_summary(str(tmp_path)) == "unet / resnet34, 2 classes, 6 input channels (needs XPL)"

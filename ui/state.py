@@ -181,6 +181,25 @@ def xpl_channels_or_error(model, name: str):
         return False, None
 
 
+def model_summary(model_dir: str) -> str:
+    """One line on a model folder for the sidebar: architecture, classes, held-out scores (read from its config)."""
+    import json
+
+    try:
+        cfg = json.loads((Path(model_dir) / "config.json").read_text())
+        text = f"{cfg['architecture']} / {cfg['encoder']}, {len(cfg['classes'])} classes"
+        if cfg.get("in_channels", 3) > 3:
+            text += f", {cfg['in_channels']} input channels (needs XPL)"
+        v = cfg.get("validation_full_resolution") or cfg.get("validation")
+        if v:
+            where = "full resolution" if "validation_full_resolution" in cfg else "working scale"
+            text += (f" · held-out mIoU {v['miou']:.3f}, pixel accuracy {v['pixel_accuracy']:.3f} "
+                     f"({v.get('n_images', '?')} images, {where})")
+        return text
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"config unreadable ({type(e).__name__})"
+
+
 def available_models() -> list[str]:
     return sorted(str(p.parent) for p in MODELS_DIR.glob("*/config.json"))
 
