@@ -77,9 +77,10 @@ def bench_uncertainty(args):
 
     torch.set_num_threads(args.threads)
     model = load_model(args.model, device=args.device)
+    model.config["tta"] = args.tta
     scores = SCORES.names()
     smooths = [float(v) for v in args.smooth.split(",")]
-    print(f"model {args.model} ({model.name}), fraction {args.fraction}")
+    print(f"model {args.model} ({model.name}), fraction {args.fraction}, mirror TTA {'on' if args.tta else 'off'}")
     print("| image | pixel acc | " + " | ".join(f"{s} σ={g:g}" for s in scores for g in smooths) + " |")
     print("|---|---|" + "---|" * (len(scores) * len(smooths)))
     cap = {(s, g): [] for s in scores for g in smooths}
@@ -129,6 +130,7 @@ def main():
     b.add_argument("--fraction", type=float, default=0.10)
     b.add_argument("--device", default="cpu")
     b.add_argument("--threads", type=int, default=1)
+    b.add_argument("--tta", action="store_true", help="average the probabilities over mirror images")
     b.add_argument("--smooth", default="0,4", help="Gaussian smoothing widths (px) to compare, comma-separated")
     args = p.parse_args()
     (bench_propagation if args.what == "propagation" else bench_uncertainty)(args)

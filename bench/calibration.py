@@ -138,7 +138,7 @@ def main() -> int:
             times.append((stem, meth, im.shape, time.perf_counter() - w0, time.process_time() - c0))
 
     lines = ["# Colour calibration benchmark", "",
-             f"Command: `nice -n 19 .venv/bin/python bench/calibration.py {' '.join(sys.argv[1:])}`", "",
+             f"Command: `.venv/bin/python bench/calibration.py {' '.join(sys.argv[1:])}`", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, shared with other jobs "
              f"(load average {os.getloadavg()[0]:.1f} at the end); Python {platform.python_version()}.", "",
              f"Images: held-out {', '.join(args.images)} (subsampled by {args.step}); "
