@@ -233,8 +233,10 @@ def test_training_resumes_with_the_weight_average(tmp_path, demo_items):
 
 def test_training_starts_from_another_models_weights(tmp_path, demo_items):
     """--init copies a model's weights (a zero learning rate keeps them), and refuses a model of another shape."""
+    import cv2
     import torch
 
+    from core.io import read_mask
     from core.segmentation.train import TrainConfig, train
 
     _demo_dataset(tmp_path / "d", demo_items)
@@ -248,6 +250,20 @@ def test_training_starts_from_another_models_weights(tmp_path, demo_items):
     wb = torch.load(tmp_path / "b/weights.pt", weights_only=True)
     w = "encoder.conv1.weight"
     assert torch.equal(wa[w], wb[w])
+    # a dataset showing fewer minerals keeps the starting model's classes
+    cfg_a = json.loads((tmp_path / "a/config.json").read_text())
+    for mask in (tmp_path / "d/masks/train").iterdir():  # background only; everything else unlabelled
+        codes = read_mask(mask)
+        cv2.imwrite(str(mask), np.where(codes == 0, 0, 255).astype(np.uint8))
+    config = train(tmp_path / "d", tmp_path / "e", cfg, init=tmp_path / "a", log=lambda s: None, progress=False)
+    assert config["classes"] == cfg_a["classes"]
+    for mask in (tmp_path / "d/masks/train").iterdir():  # a mineral the starting model never learnt
+        codes = read_mask(mask).copy()
+        codes[:8, :8] = 13
+        cv2.imwrite(str(mask), codes)
+    with pytest.raises(ValueError, match=r"class codes \[13\] that it does not know"):
+        train(tmp_path / "d", tmp_path / "f", cfg, init=tmp_path / "a", log=lambda s: None, progress=False)
+    _demo_dataset(tmp_path / "d2", demo_items)
     cfg.arch = "unet"
     with pytest.raises(ValueError, match="architecture pspnet"):
-        train(tmp_path / "d", tmp_path / "c", cfg, init=tmp_path / "a", log=lambda s: None, progress=False)
+        train(tmp_path / "d2", tmp_path / "c", cfg, init=tmp_path / "a", log=lambda s: None, progress=False)

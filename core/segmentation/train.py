@@ -253,7 +253,17 @@ def train(
     log(f"train images: {len(train_set)}, validation images: {len(val_set)} ({', '.join(v.stem for v in val_set)})")
 
     present = sorted(set(np.unique(np.concatenate([np.unique(t.mask) for t in train_set])).tolist()) - {IGNORE})
-    classes = sorted(cfg.classes) if cfg.classes else present
+    if cfg.classes:
+        classes = sorted(cfg.classes)
+    elif init is not None:
+        # a lab's own images need not show every mineral the starting model knows: keep its classes
+        classes = sorted(json.loads((Path(init) / "config.json").read_text())["classes"])
+        unknown = sorted(set(present) - set(classes))
+        if unknown:
+            raise ValueError(f"cannot start from {init}: the masks hold class codes {unknown} that it does not know "
+                             f"(it knows {classes}); start without --init")
+    else:
+        classes = present
     lut = _index_lut(classes)
     index_masks = [lut[t.mask] for t in train_set]
     images = [t.image for t in train_set]
