@@ -22,8 +22,29 @@ def run_model(model, name: str, image: np.ndarray) -> dict | None:
         st.error(f"Segmentation failed: {e}")
         return None
     bar.empty()
+    from core.calibration import colour_drift
+
+    drift, _ = colour_drift(image, pred.labels, model.reference_colors())
     return {"labels": pred.labels, "probs": pred.probs, "classes": pred.classes, "scale": pred.scale,
-            "model": model.name}
+            "model": model.name, "drift": drift}
+
+
+def colour_check(res: dict, calibrated: bool) -> None:
+    """Say whether the image's mineral colours match the training images' (a hint to calibrate first)."""
+    from core.calibration import DRIFT_WARNING
+
+    d = res.get("drift", float("nan"))
+    if not np.isfinite(d):
+        return
+    if d > DRIFT_WARNING:
+        st.warning(f"Colour check: the minerals' colours differ from the model's training images by ΔE00 {d:.1f} "
+                   f"(area-weighted; photographs taken like the training set give about 3–5). The result may "
+                   + ("suffer even after calibration: check the marks and the method on the Upload & calibrate page."
+                      if calibrated else "improve after colour calibration: mark a few minerals on the "
+                      "Upload & calibrate page, then segment again."), icon="🎨")
+    else:
+        st.caption(f"Colour check: ΔE00 {d:.1f} from the model's training colours (area-weighted; "
+                   f"up to {DRIFT_WARNING:g} is normal).")
 
 
 def cio_predict(model, image, extra, progress):
@@ -100,6 +121,7 @@ def main() -> None:
     ov = cio.overlay(image, labels, alpha)
     widgets.show_image(ov, f"{name}: segmentation ({res['model']})", key="segment-overlay")
     widgets.legend(np.unique(labels))
+    colour_check(res, calibrated)
     table = area_table(labels)
     st.dataframe(table, hide_index=True, width="stretch",
                  column_config={"area %": st.column_config.NumberColumn(format="%.2f"),

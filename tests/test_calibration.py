@@ -302,3 +302,26 @@ def test_tone_balance_undoes_a_tone_curve_gains_and_cross_talk():
     # white balance alone cannot undo the tone curve as well
     wb = fit_correction(class_means(changed, mask), ref, method="white-balance")
     assert wb.de_after.mean() > 1.5 * corr.de_after.mean()
+
+
+def test_colour_drift_is_area_weighted_and_flags_a_colour_cast(small):
+    """Zero against an image's own colours; a blue filter lifts it past the warning level; weights are areas."""
+    from core.calibration import DRIFT_WARNING, colour_drift
+
+    ref = _reference(small)
+    im, m = small[0]
+    d, per = colour_drift(im, m, _reference([small[0]]))
+    assert d == pytest.approx(0.0, abs=1e-6) and set(per) == set(np.unique(m).tolist()) - {255}
+    d_cast, _ = colour_drift(simulate_optics(im, "blue-filter"), m, ref)
+    assert d_cast > DRIFT_WARNING
+    # two flat patches, one three times the other's area: the drift is the area-weighted mean of their ΔE00
+    img = np.zeros((10, 40, 3), np.uint8)
+    img[:, :30] = (150, 120, 100)
+    img[:, 30:] = (60, 60, 60)
+    labels = np.zeros((10, 40), np.uint8)
+    labels[:, 30:] = 1
+    reference = {0: np.array([140.0, 120, 100]), 1: np.array([60.0, 60, 70]), 7: np.array([1.0, 2, 3])}
+    d, per = colour_drift(img, labels, reference)
+    assert set(per) == {0, 1}
+    assert d == pytest.approx(0.75 * per[0] + 0.25 * per[1])
+    assert np.isnan(colour_drift(img, np.full((10, 40), 255, np.uint8), reference)[0])

@@ -22,7 +22,9 @@ def tiny_model(tmp_path_factory):
     net = create_model("pspnet", classes=4).eval()
     save_model(d, net, {"architecture": "pspnet", "encoder": "resnet18", "in_channels": 3, "classes": [0, 1, 5, 6],
                         "scale": 0.25, "tile": 256, "overlap": 64,
-                        "normalization": {"mean": [0.4] * 3, "std": [0.2] * 3}})
+                        "normalization": {"mean": [0.4] * 3, "std": [0.2] * 3},
+                        "reference_colors": {"0": [47, 45, 42], "1": [188, 171, 126], "5": [175, 158, 141],
+                                             "6": [179, 165, 145]}})
     return d
 
 
@@ -42,6 +44,13 @@ def test_segment_page_runs_model_and_offers_downloads(tiny_model):
     assert set(np.unique(pred["labels"])) <= {0, 1, 5, 6}
     assert any("Error map" in s.value for s in at.subheader)  # the demo image has an expert mask
     assert len(at.dataframe) == 1
+    from core.calibration import colour_drift
+    from core.segmentation import load_model
+
+    drift, _ = colour_drift(img, pred["labels"], load_model(tiny_model, device="cpu").reference_colors())
+    assert pred["drift"] == pytest.approx(drift)
+    shown = [x.value for x in list(at.warning) + list(at.caption) if "Colour check" in x.value]
+    assert len(shown) == 1 and f"ΔE00 {drift:.1f}" in shown[0]
     os.environ["ORELENS_AUTOLOAD_DEMO"] = "0"
 
 
