@@ -31,7 +31,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "<data>/xpl/<split>/<stem>/; they are aligned to the image and encoded as ENCODING "
                         "('compact': mean, range and standard deviation over the shots; 'raw': every shot)")
     p.add_argument("--init", metavar="MODEL_DIR", default=None,
-                   help="start from this model's weights (same architecture, encoder, channels and classes)")
+                   help="start from this model's weights (same architecture, encoder and input channels; its classes "
+                        "are kept, so the masks may show fewer minerals)")
     p.add_argument("--resume", action="store_true", help="continue from MODEL_DIR/checkpoint.pt")
 
 

@@ -230,8 +230,9 @@ def train(
 ) -> dict:
     """Train a model and write the best checkpoint to ``out`` (a model folder).
 
-    ``init`` names a model folder whose weights the new model starts from (same architecture, encoder, input
-    channels and classes); ``resume`` continues ``out``'s own checkpoint and takes precedence.
+    ``init`` names a model folder whose weights the new model starts from (same architecture, encoder and input
+    channels; its classes are kept unless ``cfg.classes`` names them); ``resume`` continues ``out``'s own
+    checkpoint and takes precedence.
 
     Returns the final config written to ``out/config.json``.
     """
