@@ -183,9 +183,6 @@ class PatchStream(IterableDataset):
         return ClassBalancedSampler(self.masks, self.n_classes, self.cfg.patch, rng=rng)
 
     def __iter__(self):
-        if get_worker_info() is not None:
-            # one patch per worker at a time: OpenCV's own thread pool in every worker only oversubscribes the cores
-            cv2.setNumThreads(1)
         sampler = self._make_sampler()
         self.sampler = sampler
         cfg = self.cfg
