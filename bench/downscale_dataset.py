@@ -2,8 +2,8 @@
 
     python bench/downscale_dataset.py --data ../shared/data/lumenstone --out data_half/lumenstone --scale 0.5
 
-Images are resized with INTER_AREA and saved as JPEG, masks with nearest neighbour as PNG, exactly as
-``python -m core train --scale`` resizes them in memory. Training on the copy with ``--scale 1.0`` is then
+Images (area averaging, saved as JPEG) and masks (nearest code, saved as PNG) are resized by the same function
+that ``python -m core train --scale`` uses in memory. Training on the copy with ``--scale 1.0`` is then
 equivalent to ``--scale 0.5`` on the originals (up to JPEG re-compression), with a quarter of the bytes to move
 to a training machine.
 """
@@ -19,6 +19,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from core.io import list_dataset, read_image, read_mask  # noqa: E402
+from core.segmentation.train import rescale_pair  # noqa: E402
 
 
 def main() -> None:
@@ -36,13 +37,12 @@ def main() -> None:
         split = it.image.parent.name
         img = read_image(it.image)
         mask = read_mask(it.mask, shape=img.shape[:2])
-        size = (round(img.shape[1] * a.scale), round(img.shape[0] * a.scale))
+        small, small_mask = rescale_pair(img, mask, a.scale)
         (out / "imgs" / split).mkdir(parents=True, exist_ok=True)
         (out / "masks" / split).mkdir(parents=True, exist_ok=True)
-        small = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
         cv2.imwrite(str(out / "imgs" / split / f"{it.stem}.jpg"), np.ascontiguousarray(small[..., ::-1]),
                     [cv2.IMWRITE_JPEG_QUALITY, a.quality])
-        cv2.imwrite(str(out / "masks" / split / f"{it.stem}.png"), cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST))
+        cv2.imwrite(str(out / "masks" / split / f"{it.stem}.png"), small_mask)
     print(f"{len(items)} images written to {out} at scale {a.scale}")
 
 

@@ -26,7 +26,7 @@ from ..io import DatasetItem, list_dataset, read_image, read_mask
 from ..minerals import IGNORE
 from .infer import predict_scaled
 from .metrics import ConfusionMatrix
-from .model import SegmentationModel, create_model, resolve_device, save_model
+from .model import SegmentationModel, create_model, load_model, resolve_device, save_model
 from .sampler import ClassBalancedSampler
 
 __all__ = ["TrainConfig", "train", "load_split", "LoadedImage", "augment_patch", "PatchStream"]
@@ -96,11 +96,17 @@ def _load(item: DatasetItem, scale: float, xpl: str | None = None) -> LoadedImag
     mask = read_mask(item.mask, shape=img.shape[:2])
     if xpl:
         img = np.concatenate([img, _xpl_channels(item, img, xpl)], axis=2)
-    if scale != 1.0:
-        size = (round(img.shape[1] * scale), round(img.shape[0] * scale))
-        img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
-        mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
+    img, mask = rescale_pair(img, mask, scale)
     return LoadedImage(item.stem, img, mask)
+
+
+def rescale_pair(image: np.ndarray, mask: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """An image and its mask at the working scale (area averaging for the image, nearest code for the mask)."""
+    if scale == 1.0:
+        return image, mask
+    size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
+    return (cv2.resize(image, size, interpolation=cv2.INTER_AREA),
+            cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST))
 
 
 def load_split(data: str | Path, val: str | Path | None, val_fraction: float, scale: float,
@@ -238,6 +244,8 @@ def train(
     t0 = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    # the starting model is checked before the images are loaded, and before seeding (building it draws numbers)
+    init_model = load_model(init, device="cpu") if init is not None else None
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     train_set, val_set = load_split(data, val, cfg.val_fraction, cfg.scale, xpl=cfg.xpl)
@@ -253,9 +261,9 @@ def train(
     present = sorted(set(np.unique(np.concatenate([np.unique(t.mask) for t in train_set])).tolist()) - {IGNORE})
     if cfg.classes:
         classes = sorted(cfg.classes)
-    elif init is not None:
+    elif init_model is not None:
         # a lab's own images need not show every mineral the starting model knows: keep its classes
-        classes = sorted(json.loads((Path(init) / "config.json").read_text())["classes"])
+        classes = sorted(init_model.classes)
         unknown = sorted(set(present) - set(classes))
         if unknown:
             raise ValueError(f"cannot start from {init}: the masks hold class codes {unknown} that it does not know "
@@ -283,8 +291,8 @@ def train(
     pixel_share = {str(c): counts[c] / sum(counts.values()) for c in sorted(counts)}
 
     net = create_model(cfg.arch, cfg.encoder, classes=len(classes), in_channels=in_channels)
-    if init is not None and not (resume and (out / "checkpoint.pt").exists()):
-        _load_init(net, init, cfg, in_channels, classes, log)
+    if init_model is not None and not (resume and (out / "checkpoint.pt").exists()):
+        _load_init(net, init_model, init, cfg, in_channels, classes, log)
     net = net.to(device).to(memory_format=torch.channels_last)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -383,12 +391,9 @@ def train(
     return json.loads((out / "config.json").read_text())
 
 
-def _load_init(net: torch.nn.Module, init: str | Path, cfg: TrainConfig, in_channels: int, classes: list[int],
-               log: Callable[[str], None]) -> None:
-    """Copy the weights of the model folder ``init`` into ``net``, refusing a model of another shape."""
-    from .model import load_model
-
-    src = load_model(init, device="cpu")
+def _load_init(net: torch.nn.Module, src: SegmentationModel, init: str | Path, cfg: TrainConfig, in_channels: int,
+               classes: list[int], log: Callable[[str], None]) -> None:
+    """Copy the weights of ``src`` (the model folder ``init``) into ``net``, refusing a model of another shape."""
     mine = {"architecture": cfg.arch, "encoder": cfg.encoder, "input channels": in_channels, "classes": classes}
     theirs = {"architecture": src.config["architecture"], "encoder": src.config["encoder"],
               "input channels": src.in_channels, "classes": src.classes}
