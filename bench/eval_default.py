@@ -1,11 +1,18 @@
-"""Full-resolution evaluation of a model on its held-out validation images, with the inference
-options that the model config can switch on (mirror TTA, class-prior correction).
+"""Full-resolution evaluation of a model on its held-out validation images, with and without the
+inference steps that the model config can switch on.
 
     python bench/eval_default.py --model models/default --data ../shared/data/lumenstone
 
+Variants (``--variants``, comma-separated):
+
+- ``plain``: the network's blended probabilities only (no refinement, no colour balance);
+- ``refine``: plus the guided-filter edge refinement;
+- ``shipped``: what ``python -m core segment`` does with this model's config (refinement and automatic
+  white balance where the config has them);
+- ``shipped-tta``: the same with mirror test-time augmentation.
+
 The validation stems are read from the model's config (training.val_images), so the figures are
-always on images the model did not train on. Prior correction multiplies the softmax by
-(dataset share / sampled share) ** tau, undoing the class-balanced sampler's shift of the class prior.
+always on images the model did not train on.
 """
 from __future__ import annotations
 
@@ -22,7 +29,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from core.io import read_image, read_mask  # noqa: E402
 from core.segmentation import ConfusionMatrix, load_model  # noqa: E402
-from core.segmentation.infer import prepare_input, predict_scaled, upsample_argmax  # noqa: E402
+from core.segmentation.infer import predict_balanced, prepare_input, upsample_argmax  # noqa: E402
+
+VARIANTS = {
+    "plain": dict(refine=False, balance=False, tta=False),
+    "refine": dict(refine=True, balance=False, tta=False),
+    "shipped": dict(refine=None, balance=None, tta=None),
+    "shipped-tta": dict(refine=None, balance=None, tta=True),
+}
 
 
 def main() -> None:
@@ -30,41 +44,42 @@ def main() -> None:
     ap.add_argument("--model", default=str(ROOT / "models/default"))
     ap.add_argument("--data", default=str(ROOT.parent / "shared/data/lumenstone"))
     ap.add_argument("--split", default="train")
-    ap.add_argument("--taus", default="0,0.5,1")
+    ap.add_argument("--variants", default="plain,refine,shipped")
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(a.threads)
     model = load_model(a.model, device="cpu")
-    cfg = model.config
-    cfg.pop("class_prior_correction", None)  # measured here explicitly
-    cfg["tta"] = False
-    stems = cfg["training"]["val_images"]
-    share = cfg["training"].get("pixel_share", {})
-    sampled = cfg["training"].get("sampled_pixel_share", {})
-    prior = np.array([share.get(str(c), 0) / max(sampled.get(str(c), 0), 1e-9) for c in model.classes])
-    taus = [float(t) for t in a.taus.split(",")]
-    variants = {(tta, tau): ConfusionMatrix() for tta in (False, True) for tau in taus}
-    t_total = 0.0
+    names = [v.strip() for v in a.variants.split(",") if v.strip()]
+    unknown = [v for v in names if v not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variants {unknown}; choose from {sorted(VARIANTS)}")
+    stems = model.config["training"]["val_images"]
+    cms = {v: ConfusionMatrix() for v in names}
+    per_image: dict[str, dict] = {v: {} for v in names}
+    seconds = {v: 0.0 for v in names}
     for stem in stems:
         img = read_image(Path(a.data) / "imgs" / a.split / f"{stem}.jpg")
         gt = read_mask(Path(a.data) / "masks" / a.split / f"{stem}.png", shape=img.shape[:2])
-        arr = prepare_input(model, img)
-        for tta in (False, True):
+        valid = gt != 255
+        line = [stem]
+        for v in names:
             t = time.perf_counter()
-            probs = predict_scaled(model, arr, tta=tta)
-            t_total += time.perf_counter() - t if not tta else 0
-            for tau in taus:
-                adj = probs * (prior ** tau)[:, None, None] if tau else probs
-                variants[(tta, tau)].update(gt, upsample_argmax(adj, img.shape[:2], model.classes))
-        print(f"{stem} done", flush=True)
+            probs, _, colour = predict_balanced(model, prepare_input(model, img), **VARIANTS[v])
+            labels = upsample_argmax(probs, img.shape[:2], model.classes)
+            seconds[v] += time.perf_counter() - t
+            cms[v].update(gt, labels)
+            pa = float((labels[valid] == gt[valid]).mean())
+            per_image[v][stem] = {"pixel_accuracy": pa, "colour": colour.as_dict() if colour else None}
+            line.append(f"{v} {pa:.3f}" + (" (balanced)" if colour is not None and colour.applied else ""))
+        print("  ".join(line), flush=True)
     results = {}
-    for (tta, tau), cm in variants.items():
+    for v, cm in cms.items():
         s = cm.scores()
-        key = f"tta={int(tta)} tau={tau:g}"
-        results[key] = s.as_dict()
-        print(f"{key:>16}: mIoU {s.miou:.4f}  PA {s.pixel_accuracy:.4f}  " +
-              " ".join(f"{c}:{v:.2f}" for c, v in sorted(s.iou.items())))
-    print(f"inference without TTA: {t_total / len(stems):.2f} s per image (working scale {model.scale})")
+        results[v] = {**s.as_dict(), "seconds_per_image": seconds[v] / len(stems), "per_image": per_image[v]}
+        print(f"{v:>12}: mIoU {s.miou:.4f}  PA {s.pixel_accuracy:.4f}  " +
+              " ".join(f"{c}:{x:.2f}" for c, x in sorted(s.iou.items())) +
+              f"  ({seconds[v] / len(stems):.2f} s per image)")
     if a.json:
         Path(a.json).write_text(json.dumps({"model": a.model, "images": stems, "results": results}, indent=2))
 

@@ -5,6 +5,11 @@ that are run in batches, and each tile's softmax is added with a weight that
 ramps down towards the tile edges, so seams vanish. Probabilities stay at the
 working scale (float16); labels are produced at full resolution strip by strip,
 so a 12000x8000 panorama needs well under 4 GB.
+
+Two steps follow the network when the model's config asks for them: the probabilities' edges are moved onto
+the photograph's colour edges (``"refine"``, :mod:`.refine`), and a photograph whose mineral colours are far
+from the training images' is white-balanced from its surest pixels and segmented again
+(``"auto_white_balance"``, :mod:`.balance`).
 """
 from __future__ import annotations
 
@@ -16,7 +21,9 @@ import cv2
 import numpy as np
 import torch
 
+from .balance import ColourBalance, auto_balance, balance_settings
 from .model import SegmentationModel
+from .refine import DEFAULT_REFINE, guided_refine, refine_settings
 
 __all__ = ["Prediction", "predict", "prepare_input"]
 
@@ -37,12 +44,15 @@ class Prediction:
         Class code of each probability channel.
     scale : float
         Working scale (``m ~ M * scale``).
+    colour : ColourBalance or None
+        The colour check and automatic white balance, for models that use it.
     """
 
     labels: np.ndarray
     probs: np.ndarray
     classes: list[int]
     scale: float
+    colour: ColourBalance | None = None
 
 
 def _ramp(n: int, overlap: int) -> np.ndarray:
@@ -115,11 +125,13 @@ def predict_scaled(
     batch_size: int = 4,
     progress: ProgressFn = None,
     tta: bool | None = None,
+    refine: bool | None = None,
 ) -> np.ndarray:
     """Blended softmax (K, m, n) float32 of an image already at the working scale.
 
     With ``tta`` (default: the config's ``"tta"``), each tile's softmax is averaged with that of
-    its mirror image.
+    its mirror image. With ``refine`` (default: whether the config has ``"refine"`` settings), the
+    probabilities are edge-refined with the guided filter.
     """
     tta = bool(model.config.get("tta", False)) if tta is None else tta
     tile = int(tile or model.config.get("tile", 512))
@@ -167,7 +179,12 @@ def predict_scaled(
         # undo the shift of the class prior caused by class-balanced sampling during training
         acc *= np.asarray(prior, np.float32)[:, None, None]
         acc /= acc.sum(0, keepdims=True)
-    return acc[:, :h, :w]
+    acc = acc[:, :h, :w]
+    settings = refine_settings(model.config) if refine is None else (
+        (refine_settings(model.config) or dict(DEFAULT_REFINE)) if refine else None)
+    if settings:
+        acc = guided_refine(np.ascontiguousarray(acc), arr[:h, :w], **settings)
+    return acc
 
 
 def upsample_argmax(probs: np.ndarray, out_shape: tuple[int, int], classes: list[int], *, strip: int = 512) -> np.ndarray:
@@ -207,6 +224,7 @@ def predict(
     batch_size: int = 4,
     progress: ProgressFn = None,
     tta: bool | None = None,
+    balance: bool | None = None,
 ) -> Prediction:
     """Segment one image.
 
@@ -222,12 +240,37 @@ def predict(
     batch_size : int
         Tiles per forward pass.
     progress : callable(fraction, message), optional
+    balance : bool, optional
+        Automatic white balance when the colours are off (default: the config's ``"auto_white_balance"``).
 
     Returns
     -------
     Prediction
     """
     arr = prepare_input(model, image, extra)
-    probs = predict_scaled(model, arr, tile=tile, overlap=overlap, batch_size=batch_size, progress=progress, tta=tta)
+    probs, _, colour = predict_balanced(model, arr, tile=tile, overlap=overlap, batch_size=batch_size,
+                                        progress=progress, tta=tta, balance=balance)
     labels = upsample_argmax(probs, image.shape[:2], model.classes)
-    return Prediction(labels=labels, probs=probs.astype(np.float16), classes=model.classes, scale=model.scale)
+    return Prediction(labels=labels, probs=probs.astype(np.float16), classes=model.classes, scale=model.scale,
+                      colour=colour)
+
+
+def predict_balanced(model: SegmentationModel, arr: np.ndarray, *, balance: bool | None = None,
+                     progress: ProgressFn = None, **kw) -> tuple[np.ndarray, np.ndarray, ColourBalance | None]:
+    """:func:`predict_scaled`, then the colour check and, when the colours are off, the automatic white balance.
+
+    Returns the probabilities, the input they came from (balanced or not) and the colour report (None when
+    the model has no reference colours or the balance is off).
+    """
+    probs = predict_scaled(model, arr, progress=progress, **kw)
+    settings = balance_settings(model.config) if balance is None else (
+        (balance_settings(model.config) or balance_settings({**model.config, "auto_white_balance": True}))
+        if balance else None)
+    if not settings:
+        return probs, arr, None
+
+    def again(balanced: np.ndarray) -> np.ndarray:
+        step = (lambda f, msg: progress(f, f"colours balanced, again: {msg}")) if progress else None
+        return predict_scaled(model, balanced, progress=step, **kw)
+
+    return auto_balance(arr, probs, model.classes, model.reference_colors(), again, **settings)

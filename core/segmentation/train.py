@@ -24,7 +24,9 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..io import DatasetItem, list_dataset, read_image, read_mask
 from ..minerals import IGNORE
+from .balance import DEFAULT_BALANCE
 from .infer import predict_scaled
+from .refine import DEFAULT_REFINE
 from .metrics import ConfusionMatrix
 from .model import SegmentationModel, create_model, load_model, resolve_device, save_model
 from .sampler import ClassBalancedSampler
@@ -312,6 +314,8 @@ def train(
         "normalization": {"mean": mean.round(5).tolist(), "std": std.round(5).tolist(),
                           "range": "0-1 sRGB" + (" + XPL encoding channels, 0-255 scaled to 0-1" if cfg.xpl else "")},
         "reference_colors": reference_colors,
+        "refine": dict(DEFAULT_REFINE),
+        "auto_white_balance": dict(DEFAULT_BALANCE),
         "training": {
             "data": str(Path(data).name),
             "train_images": [t.stem for t in train_set],

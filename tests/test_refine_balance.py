@@ -1,0 +1,137 @@
+"""Post-network inference steps: guided-filter edge refinement and automatic white balance."""
+import numpy as np
+import pytest
+import torch
+
+from core.calibration.methods import from_linear, to_linear
+from core.segmentation import SegmentationModel, predict
+from core.segmentation.balance import auto_balance, balance_settings
+from core.segmentation.infer import predict_scaled
+from core.segmentation.refine import guided_refine, refine_settings
+
+torch.set_num_threads(2)
+
+
+def _edge_case(h=96, w=128, edge=50, blur_centre=54):
+    """A dark/bright photograph split at column ``edge`` and probabilities whose soft step sits at ``blur_centre``."""
+    img = np.full((h, w, 3), 40, np.uint8)
+    img[:, edge:] = (200, 180, 150)
+    x = np.arange(w, dtype=np.float32)
+    p1 = 1 / (1 + np.exp(-(x - blur_centre) / 6))
+    probs = np.stack([np.broadcast_to(1 - p1, (h, w)), np.broadcast_to(p1, (h, w))]).astype(np.float32).copy()
+    return img, probs
+
+
+def test_refinement_moves_a_blurred_boundary_onto_the_colour_edge():
+    img, probs = _edge_case()
+    first = lambda labels: labels.argmax(1)  # first column of class 1 in each row
+    assert (first(probs.argmax(0)) == 55).all()           # the network's boundary is 5 px off the edge at 50
+    out = guided_refine(probs.copy(), img, radius=8, eps=1e-3, subsample=2)
+    assert np.isin(first(out.argmax(0)), [50, 51]).all()
+    assert np.allclose(out.sum(0), 1, atol=1e-5) and out.min() >= 0 and out.max() <= 1
+
+
+def test_refinement_keeps_flat_regions_and_is_the_same_in_strips():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (120, 90, 3), dtype=np.uint8)
+    probs = rng.random((4, 120, 90)).astype(np.float32)
+    probs /= probs.sum(0)
+    whole = guided_refine(probs.copy(), img, radius=4, eps=1e-2, subsample=2, strip=10_000)
+    strips = guided_refine(probs.copy(), img, radius=4, eps=1e-2, subsample=2, strip=16)
+    assert np.allclose(whole, strips, atol=1e-4)
+    # a uniform probability map stays what it is, whatever the image
+    flat = np.full((3, 120, 90), 1 / 3, np.float32)
+    assert np.allclose(guided_refine(flat, img), 1 / 3, atol=1e-4)
+
+
+def test_refinement_settings_and_bad_input():
+    assert refine_settings({}) is None
+    assert refine_settings({"refine": {"radius": 4}}) == {"radius": 4, "eps": 1e-3, "subsample": 2}
+    with pytest.raises(ValueError, match="radius"):
+        refine_settings({"refine": {"radius": 0}})
+    with pytest.raises(ValueError, match="guide"):
+        guided_refine(np.zeros((2, 10, 10), np.float32), np.zeros((9, 10, 3), np.uint8))
+
+
+# ---------------------------------------------------------------------------------------------- balance
+
+REF = {0: np.array([45.0, 45, 42]), 1: np.array([178.0, 160, 127]), 6: np.array([179.0, 165, 145]),
+       8: np.array([106.0, 103, 98])}
+
+
+def _cast(rgb, gains):
+    lin = to_linear(np.asarray(rgb, np.float64) / 255) * np.asarray(gains)
+    return np.round(from_linear(np.clip(lin, 0, 1)) * 255)
+
+
+def _scene(gains):
+    """Four mineral blocks in their reference colours seen through linear-light ``gains``, and sure probabilities."""
+    codes = [0, 1, 6, 8]
+    img = np.zeros((40, 160, 3), np.uint8)
+    probs = np.full((4, 40, 160), 0.02, np.float32)
+    for i, c in enumerate(codes):
+        img[:, 40 * i: 40 * (i + 1)] = _cast(REF[c], gains)
+        probs[i, :, 40 * i: 40 * (i + 1)] = 0.94
+    return img, probs, codes
+
+
+def test_auto_balance_undoes_a_colour_cast_and_segments_again():
+    cast = np.array([1.0, 0.85, 0.55])                     # a yellow filter
+    img, probs, codes = _scene(cast)
+    seen = []
+
+    def run(balanced):
+        seen.append(balanced)
+        return probs
+
+    out, arr, rep = auto_balance(img, probs, codes, REF, run, threshold=6.0, min_confidence=0.8)
+    assert rep.drift > 6 and rep.applied and len(seen) == 1
+    assert np.allclose(rep.gains * cast, 1.0, atol=0.03)   # the fitted gains invert the cast
+    assert rep.drift_after < 1.0 and arr is seen[0]
+    assert np.abs(arr[0, 50].astype(float) - REF[1]).max() <= 3
+
+
+def test_auto_balance_leaves_well_exposed_images_alone():
+    img, probs, codes = _scene([1.0, 1.0, 1.0])
+    out, arr, rep = auto_balance(img, probs, codes, REF, lambda a: pytest.fail("must not run again"))
+    assert not rep.applied and rep.drift < 1 and out is probs and arr is img
+
+
+def test_auto_balance_says_why_it_cannot_balance():
+    img, probs, codes = _scene([1.0, 0.85, 0.55])
+    probs[:] = 0.25                                         # nothing is predicted surely
+    out, arr, rep = auto_balance(img, probs, codes, REF, lambda a: pytest.fail("must not run again"))
+    assert not rep.applied and "not balanced" in rep.note and out is probs
+
+
+class _Pointwise(torch.nn.Module):
+    def __init__(self, k):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, k, 1)
+
+    def forward(self, x):
+        return self.conv(x) * 4
+
+
+def _model(**kw):
+    cfg = {"architecture": "pspnet", "encoder": "resnet18", "in_channels": 3, "classes": [0, 6], "scale": 1.0,
+           "tile": 64, "overlap": 16, "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}, **kw}
+    return SegmentationModel(net=_Pointwise(2).eval(), config=cfg, device=torch.device("cpu"))
+
+
+def test_predict_follows_the_config():
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (70, 90, 3), dtype=np.uint8)
+    plain = _model()
+    assert predict(plain, img).colour is None
+    assert balance_settings(_model(auto_white_balance=True).config) is None   # no reference colours: off
+    ref = {"0": [45.0, 45, 42], "6": [179.0, 165, 145]}
+    m = _model(reference_colors=ref, auto_white_balance={"threshold": 1e9}, refine={"radius": 4})
+    pred = predict(m, img)
+    assert pred.colour is not None and not pred.colour.applied and np.isfinite(pred.colour.drift)
+    assert predict(m, img, balance=False).colour is None
+    # refinement changes the probabilities, and switching it off gives the network's own
+    raw = predict_scaled(m, img, refine=False)
+    assert np.allclose(raw, predict_scaled(plain, img), atol=1e-6)
+    assert not np.allclose(predict_scaled(m, img), raw, atol=1e-3)
