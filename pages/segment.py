@@ -10,23 +10,26 @@ from core.minerals import IGNORE, by_code
 from ui import state, widgets
 
 
-def run_model(model, name: str, image: np.ndarray) -> dict | None:
+def run_model(model, name: str, image: np.ndarray, balance: bool = True) -> dict | None:
     ok, extra = state.xpl_channels_or_error(model, name)
     if not ok:
         return None
     bar = st.progress(0.0, text="Segmenting…")
     try:
-        pred = cio_predict(model, image, extra, lambda f, msg: bar.progress(f, text=f"Segmenting: {msg}"))
+        pred = cio_predict(model, image, extra, lambda f, msg: bar.progress(f, text=f"Segmenting: {msg}"), balance)
     except (ValueError, MemoryError) as e:
         bar.empty()
         st.error(f"Segmentation failed: {e}")
         return None
     bar.empty()
-    from core.calibration import colour_drift
+    colour = pred.colour.as_dict() if pred.colour is not None else None
+    if colour is None:
+        from core.calibration import colour_drift
 
-    drift, _ = colour_drift(image, pred.labels, model.reference_colors())
+        drift, _ = colour_drift(image, pred.labels, model.reference_colors())
+        colour = {"drift": drift, "applied": False}
     return {"labels": pred.labels, "probs": pred.probs, "classes": pred.classes, "scale": pred.scale,
-            "model": model.name, "drift": drift}
+            "model": model.name, "drift": colour["drift"], "colour": colour}
 
 
 def colour_check(res: dict, calibrated: bool) -> None:
@@ -34,11 +37,23 @@ def colour_check(res: dict, calibrated: bool) -> None:
     from core.calibration import DRIFT_WARNING
 
     d = res.get("drift", float("nan"))
-    if not np.isfinite(d):
+    if d is None or not np.isfinite(d):
+        return
+    colour = res.get("colour") or {}
+    if colour.get("applied"):
+        g = colour.get("gains") or [float("nan")] * 3
+        after = colour.get("drift_after")
+        st.info(f"Colour check: the minerals' colours differed from the model's training images by ΔE00 {d:.1f} "
+                f"(area-weighted; photographs taken like the training set give about 3–5), so the image was "
+                f"white-balanced from its surest pixels (linear gains R ×{g[0]:.2f}, G ×{g[1]:.2f}, B ×{g[2]:.2f}) "
+                f"and segmented again" + (f" (ΔE00 {after:.1f} afterwards)" if after is not None else "")
+                + ". This result comes from the balanced image. Calibrating from marks on the Upload & calibrate "
+                "page is more reliable than this automatic balance.", icon="🎨")
         return
     if d > DRIFT_WARNING:
+        note = f" ({colour['note']})" if colour.get("note") else ""
         st.warning(f"Colour check: the minerals' colours differ from the model's training images by ΔE00 {d:.1f} "
-                   f"(area-weighted; photographs taken like the training set give about 3–5). The result may "
+                   f"(area-weighted; photographs taken like the training set give about 3–5){note}. The result may "
                    + ("suffer even after calibration: check the marks and the method on the Upload & calibrate page."
                       if calibrated else "improve after colour calibration: mark a few minerals on the "
                       "Upload & calibrate page, then segment again."), icon="🎨")
@@ -47,10 +62,10 @@ def colour_check(res: dict, calibrated: bool) -> None:
                    f"up to {DRIFT_WARNING:g} is normal).")
 
 
-def cio_predict(model, image, extra, progress):
+def cio_predict(model, image, extra, progress, balance: bool = True):
     from core.segmentation import predict
 
-    return predict(model, image, extra=extra, progress=progress)
+    return predict(model, image, extra=extra, progress=progress, balance=None if balance else False)
 
 
 def area_table(labels: np.ndarray) -> pd.DataFrame:
@@ -95,9 +110,14 @@ def main() -> None:
     c2.write(f"Model **{model.name}** ({model.config['architecture']}/{model.config['encoder']}, "
              f"working scale {model.scale:g})")
     preds = state.bucket("predictions")
+    balance = st.checkbox("Automatic white balance when the colours are off", value=True, key="segment-balance",
+                          disabled="auto_white_balance" not in model.config,
+                          help="If the minerals' colours differ clearly from the training images' (ΔE00 above "
+                               "6), white-balance the image from the model's surest pixels and segment it again. "
+                               "Photographs taken like the training set are not changed.")
     b1, b2 = st.columns(2)
     if b1.button("Segment this image", type="primary", key="segment-run"):
-        res = run_model(model, name, image)
+        res = run_model(model, name, image, balance)
         if res is not None:
             preds[name] = res
     others = [n for n in state.bucket("images") if n not in preds]
@@ -105,7 +125,7 @@ def main() -> None:
                                                       key="segment-all", disabled=not others):
         for n in others:
             img = state.bucket("calibrated").get(n, state.bucket("images")[n]["image"])
-            res = run_model(model, n, img)
+            res = run_model(model, n, img, balance)
             if res is not None:
                 preds[n] = res
     if name not in preds:

@@ -54,6 +54,41 @@ def test_segment_page_runs_model_and_offers_downloads(tiny_model):
     os.environ["ORELENS_AUTOLOAD_DEMO"] = "0"
 
 
+@pytest.fixture(scope="module")
+def balancing_model(tiny_model, tmp_path_factory):
+    """The tiny model told to white-balance every image from all its pixels."""
+    import shutil
+
+    d = tmp_path_factory.mktemp("models") / "balancing"
+    shutil.copytree(tiny_model, d)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["auto_white_balance"] = {"threshold": 0.0, "min_confidence": 0.01}
+    (d / "config.json").write_text(json.dumps(cfg))
+    return d
+
+
+def test_segment_page_reports_the_automatic_white_balance(balancing_model):
+    os.environ["ORELENS_AUTOLOAD_DEMO"] = "1"
+    try:
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+        at.session_state["model_dir"] = str(balancing_model)
+        at.run()
+        at.switch_page("pages/segment.py").run()
+        at.button(key="segment-run").click().run()
+        assert not at.exception, at.exception
+        pred = at.session_state["predictions"][at.session_state["current"]]
+        assert pred["colour"]["applied"] and len(pred["colour"]["gains"]) == 3
+        assert any("white-balanced from its surest pixels" in x.value for x in at.info)
+        # switched off on the page: the network sees the photograph as it is
+        at.checkbox(key="segment-balance").uncheck().run()
+        at.button(key="segment-run").click().run()
+        pred = at.session_state["predictions"][at.session_state["current"]]
+        assert not pred["colour"]["applied"]
+        assert not any("white-balanced" in x.value for x in at.info)
+    finally:
+        os.environ["ORELENS_AUTOLOAD_DEMO"] = "0"
+
+
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "core", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
 
@@ -69,12 +104,26 @@ def test_segment_and_evaluate_commands(tiny_model, tmp_path, demo_items):
         m = read_mask(tmp_path / "out" / f"{it.stem}.png")
         assert m.shape == read_image(it.image).shape[:2]
     assert set(json.loads((tmp_path / "seg.json").read_text())["images"]) == {it.stem for it in demo_items[:2]}
+    assert all(v["colour"] is None for v in json.loads((tmp_path / "seg.json").read_text())["images"].values())
     r = _cli("evaluate", "--images", str(ROOT / "samples/imgs/demo"), "--masks", str(ROOT / "samples/masks/demo"),
              "--model", str(tiny_model), "--json", str(tmp_path / "ev.json"))
     assert r.returncode == 0, r.stderr
     ev = json.loads((tmp_path / "ev.json").read_text())
     assert ev["n_images"] == 3 and 0 <= ev["miou"] <= 1 and 0 <= ev["pixel_accuracy"] <= 1
     assert set(ev["iou"]) >= {"0"}
+
+
+def test_segment_command_balances_unless_told_not_to(balancing_model, tmp_path, demo_items):
+    image = str(demo_items[0].image)
+    for flag, applied in (([], True), (["--no-auto-balance"], None)):
+        r = _cli("segment", image, "--out", str(tmp_path / "o"), "--model", str(balancing_model), "--device", "cpu",
+                 "--json", str(tmp_path / "s.json"), *flag)
+        assert r.returncode == 0, r.stderr
+        colour = json.loads((tmp_path / "s.json").read_text())["images"][demo_items[0].stem]["colour"]
+        if applied:
+            assert colour["applied"] and "white-balanced automatically" in r.stdout
+        else:
+            assert colour is None and "white-balanced" not in r.stdout
 
 
 def test_cli_errors_are_one_sentence(tmp_path):

@@ -16,7 +16,11 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="crossed-polar shots of the single IMAGE (aligned to it automatically) for models trained with XPL channels")
     p.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.jpg")
     p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default 4)")
-    p.add_argument("--json", metavar="FILE", default=None, help="write per-image class areas and timing")
+    p.add_argument("--json", metavar="FILE", default=None,
+                   help="write per-image class areas, timing and the colour check")
+    p.add_argument("--no-auto-balance", action="store_true",
+                   help="never white-balance automatically (by default an image whose mineral colours are far from "
+                        "the training images' is balanced from its surest pixels and segmented again)")
 
 
 def run(args) -> int:
@@ -44,7 +48,8 @@ def run(args) -> int:
             extra, _ = xpl_extra(model.config, image, stack)
         elif model.in_channels > 3:
             raise ValueError(f"model {model.name} was trained with XPL channels: give the crossed-polar shots with --xpl")
-        pred = predict(model, image, extra=extra, batch_size=args.batch_size)
+        pred = predict(model, image, extra=extra, batch_size=args.batch_size,
+                       balance=False if args.no_auto_balance else None)
         stem = Path(path).stem
         cio.write_mask(out / f"{stem}.png", pred.labels)
         if args.overlay:
@@ -54,8 +59,15 @@ def run(args) -> int:
             "seconds": round(time.time() - t0, 3),
             "size": [image.shape[1], image.shape[0]],
             "area_fraction": {str(c): float(counts[c] / pred.labels.size) for c in np.flatnonzero(counts)},
+            "colour": pred.colour.as_dict() if pred.colour is not None else None,
         }
-        print(f"{stem}: {out / (stem + '.png')} ({report['images'][stem]['seconds']:.1f} s)")
+        note = ""
+        if pred.colour is not None and pred.colour.applied:
+            note = (f"; colours off by dE00 {pred.colour.drift:.1f}, white-balanced automatically (gains "
+                    + " ".join(f"{g:.2f}" for g in pred.colour.gains) + ")")
+        elif pred.colour is not None and pred.colour.note:
+            note = f"; colours off by dE00 {pred.colour.drift:.1f}, {pred.colour.note}"
+        print(f"{stem}: {out / (stem + '.png')} ({report['images'][stem]['seconds']:.1f} s{note})")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     return 0
