@@ -46,7 +46,7 @@ def test_refinement_keeps_flat_regions_and_is_the_same_in_strips():
 
 def test_refinement_settings_and_bad_input():
     assert refine_settings({}) is None
-    assert refine_settings({"refine": {"radius": 4}}) == {"radius": 4, "eps": 1e-3, "subsample": 2}
+    assert refine_settings({"refine": {"radius": 4}}) == {"radius": 4, "eps": 1e-3, "subsample": 4}
     with pytest.raises(ValueError, match="radius"):
         refine_settings({"refine": {"radius": 0}})
     with pytest.raises(ValueError, match="guide"):

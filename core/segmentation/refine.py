@@ -16,7 +16,7 @@ import numpy as np
 
 __all__ = ["DEFAULT_REFINE", "guided_refine", "refine_settings"]
 
-DEFAULT_REFINE = {"radius": 8, "eps": 1e-3, "subsample": 2}
+DEFAULT_REFINE = {"radius": 8, "eps": 1e-3, "subsample": 4}
 
 
 def refine_settings(config: dict) -> dict | None:
@@ -76,7 +76,7 @@ def _filter_block(probs: np.ndarray, guide: np.ndarray, radius: int, eps: float,
     return out
 
 
-def guided_refine(probs: np.ndarray, guide: np.ndarray, *, radius: int = 8, eps: float = 1e-3, subsample: int = 2,
+def guided_refine(probs: np.ndarray, guide: np.ndarray, *, radius: int = 8, eps: float = 1e-3, subsample: int = 4,
                   strip: int = 1024) -> np.ndarray:
     """Refine class probabilities in place so that their edges follow the photograph's colour edges.
 
