@@ -8,6 +8,7 @@ from core.segmentation import SegmentationModel, predict
 from core.segmentation.balance import auto_balance, balance_settings
 from core.segmentation.infer import predict_scaled
 from core.segmentation.refine import guided_refine, refine_settings
+from test_segmentation import _config, _Pointwise
 
 torch.set_num_threads(2)
 
@@ -104,20 +105,8 @@ def test_auto_balance_says_why_it_cannot_balance():
     assert not rep.applied and "not balanced" in rep.note and out is probs
 
 
-class _Pointwise(torch.nn.Module):
-    def __init__(self, k):
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv = torch.nn.Conv2d(3, k, 1)
-
-    def forward(self, x):
-        return self.conv(x) * 4
-
-
 def _model(**kw):
-    cfg = {"architecture": "pspnet", "encoder": "resnet18", "in_channels": 3, "classes": [0, 6], "scale": 1.0,
-           "tile": 64, "overlap": 16, "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}, **kw}
-    return SegmentationModel(net=_Pointwise(2).eval(), config=cfg, device=torch.device("cpu"))
+    return SegmentationModel(net=_Pointwise(2).eval(), config=_config([0, 6], **kw), device=torch.device("cpu"))
 
 
 def test_predict_follows_the_config():
