@@ -120,6 +120,9 @@ def test_predict_follows_the_config():
     pred = predict(m, img)
     assert pred.colour is not None and not pred.colour.applied and np.isfinite(pred.colour.drift)
     assert predict(m, img, balance=False).colour is None
+    # a saturated photograph has no usable colours: the report says so without a NaN (it goes into JSON)
+    white = predict(m, np.full((40, 50, 3), 255, np.uint8)).colour
+    assert white.as_dict()["drift"] is None and not white.applied
     # refinement changes the probabilities, and switching it off gives the network's own
     raw = predict_scaled(m, img, refine=False)
     assert np.allclose(raw, predict_scaled(plain, img), atol=1e-6)

@@ -49,7 +49,8 @@ class ColourBalance:
     note: str = ""
 
     def as_dict(self) -> dict:
-        return {"drift": round(self.drift, 3), "threshold": self.threshold, "applied": self.applied,
+        return {"drift": round(self.drift, 3) if np.isfinite(self.drift) else None, "threshold": self.threshold,
+                "applied": self.applied,
                 "gains": None if self.gains is None else [round(float(g), 4) for g in self.gains],
                 "drift_after": None if not np.isfinite(self.drift_after) else round(self.drift_after, 3),
                 "note": self.note}
