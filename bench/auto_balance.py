@@ -5,7 +5,8 @@
 Each held-out photograph is segmented as it is and through simulated optics (the blue and yellow filters and
 the other camera of ``core.calibration.simulate``, and exposures x1.4 and x0.7 in linear light), with the
 automatic white balance off and on (refinement on in both). Scores are at full resolution against the expert
-masks; the table gives mIoU / pixel accuracy per condition, and how many images the colour check balanced.
+masks; the table gives mIoU / pixel accuracy per condition, and how many images the colour checks corrected
+(cast correction before the first pass, or balance after it).
 """
 from __future__ import annotations
 
@@ -67,15 +68,17 @@ def main() -> int:
         for cond, change in CONDITIONS.items():
             arr = prepare_input(model, change(original))
             off = predict_scaled(model, arr)
-            on, _, rep = auto_balance(arr, off, model.classes, ref, lambda x: predict_scaled(model, x), **settings)
-            balanced[cond] += rep.applied
-            line = [f"{stem:>4} {cond:<16} dE00 {rep.drift:4.1f}"]
+            on, _, rep = auto_balance(arr, model.classes, ref, lambda x: predict_scaled(model, x), first=off,
+                                      **settings)
+            balanced[cond] += rep.applied or rep.cast is not None
+            line = [f"{stem:>4} {cond:<16} dE00 {rep.drift:4.1f}" + (" cast" if rep.cast is not None else "")
+                    + (" balanced" if rep.applied else "")]
             for v, probs in (("off", off), ("on", on)):
                 labels = upsample_argmax(probs, gt.shape, model.classes)
                 cms[cond, v].update(gt, labels)
                 line.append(f"{v} {float((labels[valid] == gt[valid]).mean()):.3f}")
             print("  ".join(line), flush=True)
-    rows = ["| condition | balanced images | off: mIoU / PA | on: mIoU / PA |", "|---|---|---|---|"]
+    rows = ["| condition | corrected images | off: mIoU / PA | on: mIoU / PA |", "|---|---|---|---|"]
     for cond in CONDITIONS:
         s_off, s_on = cms[cond, "off"].scores(), cms[cond, "on"].scores()
         rows.append(f"| {cond} | {balanced[cond]} of {len(stems)} | {s_off.miou:.3f} / {s_off.pixel_accuracy:.3f} | "
@@ -87,8 +90,11 @@ def main() -> int:
         Path(a.out).write_text(
             "# Automatic white balance under simulated optics\n\n"
             f"`python bench/auto_balance.py --model {a.model}`; model `{model.name}`, its {len(stems)} held-out images "
-            f"({' '.join(stems)}), full resolution, refinement on. Balance threshold: colour check ΔE00 > "
-            f"{settings['threshold']:g}; fit from pixels with probability > {settings['min_confidence']:g}.\n\n"
+            f"({' '.join(stems)}), full resolution, refinement on. Cast check: bright chromaticity beyond "
+            f"{settings['max_z']:g} standard deviations of the training photographs'"
+            + ("" if settings["chromaticity"] else " (no statistics in this model: skipped)")
+            + f". Balance threshold: colour check ΔE00 > {settings['threshold']:g}; fit from pixels with "
+            f"probability > {settings['min_confidence']:g}.\n\n"
             + table + "\n")
     return 0
 

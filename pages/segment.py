@@ -40,15 +40,24 @@ def colour_check(res: dict, calibrated: bool) -> None:
     if d is None or not np.isfinite(d):
         return
     colour = res.get("colour") or {}
-    if colour.get("applied"):
-        g = colour.get("gains") or [float("nan")] * 3
-        after = colour.get("drift_after")
-        st.info(f"Colour check: the minerals' colours differed from the model's training images by ΔE00 {d:.1f} "
-                f"(area-weighted; photographs taken like the training set give about 3–5), so the image was "
-                f"white-balanced from its surest pixels (linear gains R ×{g[0]:.2f}, G ×{g[1]:.2f}, B ×{g[2]:.2f}) "
-                f"and segmented again" + (f" (ΔE00 {after:.1f} afterwards)" if after is not None else "")
-                + ". This result comes from the balanced image. Calibrating from marks on the Upload & calibrate "
-                "page is more reliable than this automatic balance.", icon="🎨")
+    if colour.get("applied") or colour.get("cast"):
+        steps = []
+        if colour.get("cast"):
+            c = colour["cast"]
+            steps.append(f"its bright minerals' tint was far from the training photographs', so it was first "
+                         f"given linear gains R ×{c[0]:.2f}, G ×{c[1]:.2f}, B ×{c[2]:.2f}")
+        if colour.get("applied"):
+            g = colour.get("gains") or [float("nan")] * 3
+            after = colour.get("drift_after")
+            steps.append(f"the minerals' colours differed from the model's training images by ΔE00 {d:.1f} "
+                         f"(area-weighted; photographs taken like the training set give about 3–5), so it was "
+                         f"white-balanced from its surest pixels (R ×{g[0]:.2f}, G ×{g[1]:.2f}, B ×{g[2]:.2f}) and "
+                         f"segmented again" + (f" (ΔE00 {after:.1f} afterwards)" if after is not None else ""))
+        else:
+            steps.append(f"afterwards its minerals' colours were ΔE00 {d:.1f} from the training colours")
+        st.info("Colour check: " + "; ".join(steps) + ". This result comes from the corrected image. "
+                "Calibrating from marks on the Upload & calibrate page is more reliable than these automatic "
+                "corrections.", icon="🎨")
         return
     if d > DRIFT_WARNING:
         note = f" ({colour['note']})" if colour.get("note") else ""
@@ -110,11 +119,13 @@ def main() -> None:
     c2.write(f"Model **{model.name}** ({model.config['architecture']}/{model.config['encoder']}, "
              f"working scale {model.scale:g})")
     preds = state.bucket("predictions")
-    balance = st.checkbox("Automatic white balance when the colours are off", value=True, key="segment-balance",
+    balance = st.checkbox("Automatic colour correction when the colours are off", value=True, key="segment-balance",
                           disabled="auto_white_balance" not in model.config,
-                          help="If the minerals' colours differ clearly from the training images' (ΔE00 above "
-                               "6), white-balance the image from the model's surest pixels and segment it again. "
-                               "Photographs taken like the training set are not changed.")
+                          help="A strong colour cast (the bright minerals' tint far from the training "
+                               "photographs') is corrected before segmenting; if the predicted minerals' colours "
+                               "then differ clearly from the training images' (ΔE00 above 6), the image is "
+                               "white-balanced from the model's surest pixels and segmented again. Photographs "
+                               "taken like the training set are not changed.")
     b1, b2 = st.columns(2)
     if b1.button("Segment this image", type="primary", key="segment-run"):
         res = run_model(model, name, image, balance)

@@ -5,7 +5,8 @@ import torch
 
 from core.calibration.methods import from_linear, to_linear
 from core.segmentation import SegmentationModel, predict
-from core.segmentation.balance import auto_balance, balance_settings
+from core.segmentation.balance import (auto_balance, balance_settings, bright_chromaticity, cast_gains,
+                                      chromaticity_statistics)
 from core.segmentation.infer import predict_scaled
 from core.segmentation.refine import guided_refine, refine_settings
 from test_segmentation import _config, _Pointwise
@@ -85,7 +86,7 @@ def test_auto_balance_undoes_a_colour_cast_and_segments_again():
         seen.append(balanced)
         return probs
 
-    out, arr, rep = auto_balance(img, probs, codes, REF, run, threshold=6.0, min_confidence=0.8)
+    out, arr, rep = auto_balance(img, codes, REF, run, first=probs, threshold=6.0, min_confidence=0.8)
     assert rep.drift > 6 and rep.applied and len(seen) == 1
     assert np.allclose(rep.gains * cast, 1.0, atol=0.03)   # the fitted gains invert the cast
     assert rep.drift_after < 1.0 and arr is seen[0]
@@ -94,15 +95,37 @@ def test_auto_balance_undoes_a_colour_cast_and_segments_again():
 
 def test_auto_balance_leaves_well_exposed_images_alone():
     img, probs, codes = _scene([1.0, 1.0, 1.0])
-    out, arr, rep = auto_balance(img, probs, codes, REF, lambda a: pytest.fail("must not run again"))
-    assert not rep.applied and rep.drift < 1 and out is probs and arr is img
+    out, arr, rep = auto_balance(img, codes, REF, lambda a: pytest.fail("must not run again"), first=probs)
+    assert not rep.applied and rep.drift < 1 and out is probs and arr is img and rep.cast is None
 
 
 def test_auto_balance_says_why_it_cannot_balance():
     img, probs, codes = _scene([1.0, 0.85, 0.55])
     probs[:] = 0.25                                         # nothing is predicted surely
-    out, arr, rep = auto_balance(img, probs, codes, REF, lambda a: pytest.fail("must not run again"))
+    out, arr, rep = auto_balance(img, codes, REF, lambda a: pytest.fail("must not run again"), first=probs)
     assert not rep.applied and "not balanced" in rep.note and out is probs
+
+
+def test_cast_check_needs_no_labels():
+    """A cast that the labels would explain away is caught from the bright pixels' chromaticity alone."""
+    rng = np.random.default_rng(5)
+    shots = [np.clip(_cast(np.array([178.0, 160, 127]) * rng.uniform(0.97, 1.03, 3), [1, 1, 1]) + rng.normal(0, 2, (30, 30, 3)),
+                     0, 255).astype(np.uint8) for _ in range(12)]
+    stats = chromaticity_statistics(shots)
+    normal = shots[0]
+    assert cast_gains(normal, stats, 3.0)[0] is None
+    yellow = _cast(normal.astype(float), [1.0, 0.9, 0.5]).astype(np.uint8)
+    gains, chroma = cast_gains(yellow, stats, 3.0)
+    assert gains is not None and gains[2] > 1.6 and gains[1] == 1.0
+    # the cast is corrected before the first pass: run sees the corrected photograph, and the report says so
+    img, probs, codes = _scene([1.0, 0.9, 0.5])
+    stats_scene = {"mean": bright_chromaticity(_scene([1, 1, 1])[0]).tolist(), "std": [0.02, 0.02]}
+    seen = []
+    out, arr, rep = auto_balance(img, codes, REF, lambda a: seen.append(a) or probs, chromaticity=stats_scene,
+                                 threshold=50.0)
+    assert rep.cast is not None and len(seen) == 1 and arr is seen[0] and not rep.applied
+    assert np.allclose(bright_chromaticity(arr), stats_scene["mean"], atol=0.02)
+    assert rep.as_dict()["cast"] == [round(float(g), 4) for g in rep.cast]
 
 
 def _model(**kw):

@@ -16,9 +16,50 @@ import numpy as np
 from ..calibration.methods import DRIFT_WARNING
 from ..minerals import IGNORE
 
-__all__ = ["ColourBalance", "DEFAULT_BALANCE", "auto_balance", "balance_settings"]
+__all__ = ["ColourBalance", "DEFAULT_BALANCE", "auto_balance", "balance_settings", "bright_chromaticity",
+           "chromaticity_statistics", "cast_gains"]
 
-DEFAULT_BALANCE = {"threshold": DRIFT_WARNING, "min_confidence": 0.8}
+DEFAULT_BALANCE = {"threshold": DRIFT_WARNING, "min_confidence": 0.8, "max_z": 3.0}
+BRIGHT_SHARE = 0.4  # the brightest 40 % of a photograph's pixels stand for its ore minerals
+
+
+def bright_chromaticity(rgb: np.ndarray) -> np.ndarray:
+    """Linear-light (R/G, B/G) of the mean of the brightest 40 % of an sRGB uint8 photograph's pixels.
+
+    Computed on a thumbnail at most 512 px wide, so it costs a few milliseconds.
+    """
+    import cv2
+
+    from ..calibration.methods import to_linear
+
+    rgb = np.ascontiguousarray(rgb[..., :3])
+    h, w = rgb.shape[:2]
+    f = min(1.0, 512 / max(w, 1))
+    if f < 1:
+        rgb = cv2.resize(rgb, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    lin = to_linear(rgb.reshape(-1, 3) / 255.0)
+    y = lin.sum(1)
+    m = lin[y >= np.quantile(y, 1 - BRIGHT_SHARE)].mean(0)
+    g = max(float(m[1]), 1e-6)
+    return np.array([m[0] / g, m[2] / g])
+
+
+def chromaticity_statistics(images) -> dict:
+    """Mean and standard deviation of :func:`bright_chromaticity` over training photographs (sRGB uint8)."""
+    c = np.array([bright_chromaticity(im) for im in images])
+    return {"mean": c.mean(0).round(4).tolist(), "std": (c.std(0) + 1e-3).round(4).tolist(), "n_images": len(c)}
+
+
+def cast_gains(rgb: np.ndarray, statistics: dict | None, max_z: float) -> tuple[np.ndarray | None, np.ndarray]:
+    """Linear gains that bring a photograph's bright chromaticity to the training mean, when it is beyond
+    ``max_z`` standard deviations from it (else None), and the chromaticity itself."""
+    chroma = bright_chromaticity(rgb)
+    if not statistics:
+        return None, chroma
+    mean, std = np.asarray(statistics["mean"], float), np.asarray(statistics["std"], float)
+    if not (np.abs(chroma - mean) / std > max_z).any():
+        return None, chroma
+    return np.array([mean[0] / chroma[0], 1.0, mean[1] / max(chroma[1], 1e-6)]), chroma
 
 
 @dataclass
@@ -39,6 +80,9 @@ class ColourBalance:
         The same measure after balancing (nan when not applied).
     note : str
         Why nothing was done, or empty.
+    cast : (3,) ndarray or None
+        Linear gains given before the first pass because the bright pixels' chromaticity was far from the
+        training photographs' (None when it was not).
     """
 
     drift: float
@@ -47,13 +91,22 @@ class ColourBalance:
     gains: np.ndarray | None = None
     drift_after: float = float("nan")
     note: str = ""
+    cast: np.ndarray | None = None
 
     def as_dict(self) -> dict:
         return {"drift": round(self.drift, 3) if np.isfinite(self.drift) else None, "threshold": self.threshold,
                 "applied": self.applied,
                 "gains": None if self.gains is None else [round(float(g), 4) for g in self.gains],
                 "drift_after": None if not np.isfinite(self.drift_after) else round(self.drift_after, 3),
-                "note": self.note}
+                "note": self.note, "cast": None if self.cast is None else [round(float(g), 4) for g in self.cast]}
+
+    @property
+    def total_gains(self) -> np.ndarray | None:
+        """All linear gains given to the photograph (the cast correction times the balance), or None."""
+        if self.cast is None and not self.applied:
+            return None
+        g = np.ones(3) if self.cast is None else np.asarray(self.cast, float)
+        return g * (self.gains if self.applied and self.gains is not None else 1.0)
 
 
 def balance_settings(config: dict) -> dict | None:
@@ -62,44 +115,66 @@ def balance_settings(config: dict) -> dict | None:
     if not b or not config.get("reference_colors"):
         return None
     s = {**DEFAULT_BALANCE, **(b if isinstance(b, dict) else {})}
-    if not 0 < float(s["min_confidence"]) < 1 or float(s["threshold"]) < 0:
-        raise ValueError(f"auto_white_balance needs 0 < min_confidence < 1 and threshold >= 0, got {b}")
-    return {"threshold": float(s["threshold"]), "min_confidence": float(s["min_confidence"])}
+    if not 0 < float(s["min_confidence"]) < 1 or float(s["threshold"]) < 0 or float(s["max_z"]) <= 0:
+        raise ValueError(f"auto_white_balance needs 0 < min_confidence < 1, threshold >= 0 and max_z > 0, got {b}")
+    return {"threshold": float(s["threshold"]), "min_confidence": float(s["min_confidence"]),
+            "max_z": float(s["max_z"]), "chromaticity": config.get("bright_chromaticity")}
+
+
+def apply_gains(arr: np.ndarray, gains: np.ndarray) -> np.ndarray:
+    """A copy of ``arr`` with its RGB channels multiplied by linear-light ``gains``."""
+    from ..calibration.methods import apply_correction
+
+    out = arr.copy()
+    out[..., :3] = apply_correction(np.ascontiguousarray(arr[..., :3]), np.vstack([np.diag(gains), np.zeros((1, 3))]))
+    return out
 
 
 def _labels(probs: np.ndarray, classes: list[int]) -> np.ndarray:
     return np.asarray(classes, np.uint8)[np.argmax(probs, axis=0)]
 
 
-def auto_balance(arr: np.ndarray, probs: np.ndarray, classes: list[int], reference: dict[int, np.ndarray],
-                 run: Callable[[np.ndarray], np.ndarray], *, threshold: float = DRIFT_WARNING,
-                 min_confidence: float = 0.8) -> tuple[np.ndarray, np.ndarray, ColourBalance]:
-    """Check the colours of a first pass and, when they are off, balance the image and run again.
+def auto_balance(arr: np.ndarray, classes: list[int], reference: dict[int, np.ndarray],
+                 run: Callable[[np.ndarray], np.ndarray], *, first: np.ndarray | None = None,
+                 threshold: float = DRIFT_WARNING, min_confidence: float = 0.8, max_z: float = 3.0,
+                 chromaticity: dict | None = None) -> tuple[np.ndarray, np.ndarray, ColourBalance]:
+    """Segment with the colour checks: correct a strong cast first, balance after the first pass if needed.
 
     Parameters
     ----------
     arr : (h, w, C) uint8 ndarray
         The network's input at the working scale (RGB first).
-    probs : (K, h, w) float32 ndarray
-        The first pass's probabilities.
     classes : list of int
         Class code of each probability channel.
     reference : dict of int to (3,) array
         The model's reference colours (sRGB 0-255).
     run : callable
-        Maps an input like ``arr`` to probabilities like ``probs`` (the second pass).
+        Maps an input like ``arr`` to (K, h, w) probabilities (a pass of the network).
+    first : (K, h, w) ndarray, optional
+        ``run(arr)`` when the caller has it already; used only if no cast correction is needed.
+    threshold, min_confidence
+        Colour-check level above which to balance, and the probability that makes a pixel "sure".
+    max_z, chromaticity
+        The cast check: the training photographs' bright chromaticity (``{"mean", "std"}``; None skips the
+        check) and how many standard deviations away counts as a cast.
 
     Returns
     -------
     probs, arr, ColourBalance
-        The probabilities and input to use (the balanced ones when applied), and the report.
+        The probabilities and the input they came from (corrected where the checks asked for it), and the report.
     """
-    from ..calibration.methods import apply_correction, class_means, colour_drift, fit_correction
+    from ..calibration.methods import class_means, colour_drift, fit_correction
 
+    cast, _ = cast_gains(arr, chromaticity, max_z)
+    if cast is not None:
+        arr = apply_gains(arr, cast)
+        probs = run(arr)
+    else:
+        probs = first if first is not None else run(arr)
     rgb = np.ascontiguousarray(arr[..., :3])
     labels = _labels(probs, classes)
     drift, _ = colour_drift(rgb, labels, reference)
-    report = ColourBalance(drift=float(drift), threshold=float(threshold))
+    report = ColourBalance(drift=float(drift), threshold=float(threshold), cast=cast)
     if not np.isfinite(drift) or drift <= threshold:
         return probs, arr, report
     sure = np.where(probs.max(axis=0) > min_confidence, labels, np.uint8(IGNORE)).astype(np.uint8)
@@ -108,10 +183,10 @@ def auto_balance(arr: np.ndarray, probs: np.ndarray, classes: list[int], referen
     except ValueError as e:
         report.note = f"not balanced: {e}"
         return probs, arr, report
-    balanced = arr.copy()
-    balanced[..., :3] = apply_correction(rgb, corr)
+    gains = np.diag(corr.matrix[:3]).copy()
+    balanced = apply_gains(arr, gains)
     probs2 = run(balanced)
     report.applied = True
-    report.gains = np.diag(corr.matrix[:3]).copy()
+    report.gains = gains
     report.drift_after = float(colour_drift(balanced[..., :3], _labels(probs2, classes), reference)[0])
     return probs2, balanced, report

@@ -19,8 +19,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="FILE", default=None,
                    help="write per-image class areas, timing and the colour check")
     p.add_argument("--no-auto-balance", action="store_true",
-                   help="never white-balance automatically (by default an image whose mineral colours are far from "
-                        "the training images' is balanced from its surest pixels and segmented again)")
+                   help="never correct colours automatically (by default a strong colour cast is corrected before "
+                        "segmenting, and an image whose mineral colours are far from the training images' is "
+                        "balanced from its surest pixels and segmented again)")
 
 
 def run(args) -> int:
@@ -62,11 +63,13 @@ def run(args) -> int:
             "colour": pred.colour.as_dict() if pred.colour is not None else None,
         }
         note = ""
+        if pred.colour is not None and pred.colour.cast is not None:
+            note += "; strong colour cast corrected first (gains " + " ".join(f"{g:.2f}" for g in pred.colour.cast) + ")"
         if pred.colour is not None and pred.colour.applied:
-            note = (f"; colours off by dE00 {pred.colour.drift:.1f}, white-balanced automatically (gains "
+            note += (f"; colours off by dE00 {pred.colour.drift:.1f}, white-balanced automatically (gains "
                     + " ".join(f"{g:.2f}" for g in pred.colour.gains) + ")")
         elif pred.colour is not None and pred.colour.note:
-            note = f"; colours off by dE00 {pred.colour.drift:.1f}, {pred.colour.note}"
+            note += f"; colours off by dE00 {pred.colour.drift:.1f}, {pred.colour.note}"
         print(f"{stem}: {out / (stem + '.png')} ({report['images'][stem]['seconds']:.1f} s{note})")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))

@@ -257,20 +257,23 @@ def predict(
 
 def predict_balanced(model: SegmentationModel, arr: np.ndarray, *, balance: bool | None = None,
                      progress: ProgressFn = None, **kw) -> tuple[np.ndarray, np.ndarray, ColourBalance | None]:
-    """:func:`predict_scaled`, then the colour check and, when the colours are off, the automatic white balance.
+    """:func:`predict_scaled` with the colour checks of :func:`.balance.auto_balance`: a strong cast is corrected
+    before the pass, and when the predicted minerals' colours are off the image is balanced and run again.
 
-    Returns the probabilities, the input they came from (balanced or not) and the colour report (None when
+    Returns the probabilities, the input they came from (corrected or not) and the colour report (None when
     the model has no reference colours or the balance is off).
     """
-    probs = predict_scaled(model, arr, progress=progress, **kw)
     settings = balance_settings(model.config) if balance is None else (
         (balance_settings(model.config) or balance_settings({**model.config, "auto_white_balance": True}))
         if balance else None)
     if not settings:
-        return probs, arr, None
+        return predict_scaled(model, arr, progress=progress, **kw), arr, None
+    passes = []
 
-    def again(balanced: np.ndarray) -> np.ndarray:
-        step = (lambda f, msg: progress(f, f"colours balanced, again: {msg}")) if progress else None
-        return predict_scaled(model, balanced, progress=step, **kw)
+    def run(x: np.ndarray) -> np.ndarray:
+        note = "" if not passes else "colours corrected, again: "
+        passes.append(1)
+        step = (lambda f, msg: progress(f, note + msg)) if progress else None
+        return predict_scaled(model, x, progress=step, **kw)
 
-    return auto_balance(arr, probs, model.classes, model.reference_colors(), again, **settings)
+    return auto_balance(arr, model.classes, model.reference_colors(), run, **settings)

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..io import DatasetItem, list_dataset, read_image, read_mask
 from ..minerals import IGNORE
-from .balance import DEFAULT_BALANCE
+from .balance import DEFAULT_BALANCE, chromaticity_statistics
 from .infer import predict_scaled
 from .refine import DEFAULT_REFINE
 from .metrics import ConfusionMatrix
@@ -314,6 +314,7 @@ def train(
         "normalization": {"mean": mean.round(5).tolist(), "std": std.round(5).tolist(),
                           "range": "0-1 sRGB" + (" + XPL encoding channels, 0-255 scaled to 0-1" if cfg.xpl else "")},
         "reference_colors": reference_colors,
+        "bright_chromaticity": chromaticity_statistics(np.ascontiguousarray(im[..., :3]) for im in images),
         "refine": dict(DEFAULT_REFINE),
         "auto_white_balance": dict(DEFAULT_BALANCE),
         "training": {
