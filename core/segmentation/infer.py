@@ -135,7 +135,7 @@ def predict_scaled(
     """
     tta = bool(model.config.get("tta", False)) if tta is None else tta
     tile = int(tile or model.config.get("tile", 512))
-    overlap = int(overlap if overlap is not None else model.config.get("overlap", tile // 4))
+    overlap = int(overlap if overlap is not None else model.config.get("overlap", tile // 8))
     h, w = arr.shape[:2]
     mult = 32
     th = min(tile, int(math.ceil(h / mult) * mult))

@@ -310,7 +310,7 @@ def train(
         "classes": classes,
         "scale": cfg.scale,
         "tile": cfg.tile,
-        "overlap": cfg.tile // 4,
+        "overlap": cfg.tile // 8,
         "normalization": {"mean": mean.round(5).tolist(), "std": std.round(5).tolist(),
                           "range": "0-1 sRGB" + (" + XPL encoding channels, 0-255 scaled to 0-1" if cfg.xpl else "")},
         "reference_colors": reference_colors,
