@@ -56,10 +56,12 @@ def pixel_de(a: np.ndarray, b: np.ndarray) -> float:
     return float(delta_e2000(linear_to_lab(to_linear(a)), linear_to_lab(to_linear(b))).mean())
 
 
-def accuracy(model, image, gt) -> float:
+def accuracy(model, image, gt, *, calibrated: bool = False) -> float:
+    """Pixel accuracy of the model's labels; a calibrated image is segmented without the automatic colour
+    correction, as the Segment page does."""
     from core.segmentation import predict
 
-    lab = predict(model, image).labels
+    lab = predict(model, image, balance=False if calibrated else None).labels
     keep = gt != 255
     return float((lab[keep] == gt[keep]).mean())
 
@@ -115,7 +117,7 @@ def main() -> int:
                     base[meth] = out
                 de_b, _ = mean_delta_e(ch, ann, reference)
                 de_a, _ = mean_delta_e(out, ann, reference)
-                acc_c = accuracy(model, out, gt) if model else None
+                acc_c = accuracy(model, out, gt, calibrated=True) if model else None
                 rows.setdefault((optics, meth), []).append(
                     (de_b, de_a, pixel_de(out, base[meth]) if meth in base else np.nan, acc_orig, acc_ch, acc_c))
                 per_image.setdefault((optics, meth), {})[stem] = (acc_orig, acc_ch, acc_c)

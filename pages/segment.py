@@ -125,10 +125,14 @@ def main() -> None:
                                "photographs') is corrected before segmenting; if the predicted minerals' colours "
                                "then differ clearly from the training images' (ΔE00 above 6), the image is "
                                "white-balanced from the model's surest pixels and segmented again. Photographs "
-                               "taken like the training set are not changed.")
+                               "taken like the training set are not changed, and images colour-calibrated from "
+                               "marks on the Upload & calibrate page never are: marks beat the automatic guess.")
+    if calibrated and balance:
+        st.caption("This image is colour-calibrated from marks, so it is segmented as calibrated, without "
+                   "automatic colour correction.")
     b1, b2 = st.columns(2)
     if b1.button("Segment this image", type="primary", key="segment-run"):
-        res = run_model(model, name, image, balance)
+        res = run_model(model, name, image, balance and not calibrated)
         if res is not None:
             preds[name] = res
     others = [n for n in state.bucket("images") if n not in preds]
@@ -136,7 +140,7 @@ def main() -> None:
                                                       key="segment-all", disabled=not others):
         for n in others:
             img = state.bucket("calibrated").get(n, state.bucket("images")[n]["image"])
-            res = run_model(model, n, img, balance)
+            res = run_model(model, n, img, balance and n not in state.bucket("calibrated"))
             if res is not None:
                 preds[n] = res
     if name not in preds:

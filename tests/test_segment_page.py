@@ -85,6 +85,15 @@ def test_segment_page_reports_the_automatic_white_balance(balancing_model):
         pred = at.session_state["predictions"][at.session_state["current"]]
         assert not pred["colour"]["applied"]
         assert not any("white-balanced" in x.value for x in at.info)
+        # an image calibrated from marks is never corrected automatically, even with the box ticked
+        at.checkbox(key="segment-balance").check().run()
+        name = at.session_state["current"]
+        at.session_state["calibrated"][name] = at.session_state["images"][name]["image"].copy()
+        at.run()
+        assert any("calibrated from marks" in c.value for c in at.caption)
+        at.button(key="segment-run").click().run()
+        pred = at.session_state["predictions"][name]
+        assert not pred["colour"]["applied"]
     finally:
         os.environ["ORELENS_AUTOLOAD_DEMO"] = "0"
 

@@ -21,7 +21,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-auto-balance", action="store_true",
                    help="never correct colours automatically (by default a strong colour cast is corrected before "
                         "segmenting, and an image whose mineral colours are far from the training images' is "
-                        "balanced from its surest pixels and segmented again)")
+                        "balanced from its surest pixels and segmented again); use it for images already "
+                        "colour-calibrated from marks")
 
 
 def run(args) -> int:
