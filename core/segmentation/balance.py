@@ -1,10 +1,16 @@
-"""Automatic white balance for photographs whose colours are far from the training images'.
+"""Automatic colour correction for photographs whose colours are far from the training images'.
 
 After a first pass, the predicted minerals' mean colours are compared with the model's reference colours
 (area-weighted CIEDE2000, as the Segment page's colour check). Above the threshold (the colour check's warning
 level) the image is white-balanced from its own confidently predicted pixels, i.e. the marks of colour
 calibration are replaced by the model's surest answers, and segmented again. Below it nothing changes, so
 photographs taken like the training set are segmented exactly as before.
+
+A strong colour cast can fool that check: the model may call the minerals whatever matches their cast colours,
+and then their colours match the references. So, before the first pass, a check that needs no labels compares
+the chromaticity of the photograph's bright pixels (the ore minerals; linear R/G and B/G) with that of the
+training photographs. Beyond ``max_z`` of their standard deviations, the photograph is first given the gains
+that bring it to the training mean.
 """
 from __future__ import annotations
 
