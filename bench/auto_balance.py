@@ -53,7 +53,7 @@ def main() -> int:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     model = load_model(a.model, device="cpu")
-    settings = balance_settings({**model.config, "auto_white_balance": model.config.get("auto_white_balance") or True})
+    settings = balance_settings(model.config, force=True)
     if settings is None:
         ap.error("the model has no reference colours")
     stems = model.config["training"]["val_images"]

@@ -106,18 +106,14 @@ class ColourBalance:
                 "drift_after": None if not np.isfinite(self.drift_after) else round(self.drift_after, 3),
                 "note": self.note, "cast": None if self.cast is None else [round(float(g), 4) for g in self.cast]}
 
-    @property
-    def total_gains(self) -> np.ndarray | None:
-        """All linear gains given to the photograph (the cast correction times the balance), or None."""
-        if self.cast is None and not self.applied:
-            return None
-        g = np.ones(3) if self.cast is None else np.asarray(self.cast, float)
-        return g * (self.gains if self.applied and self.gains is not None else 1.0)
 
+def balance_settings(config: dict, *, force: bool = False) -> dict | None:
+    """The automatic colour-correction settings of a model config (``"auto_white_balance"``), or None when off.
 
-def balance_settings(config: dict) -> dict | None:
-    """The automatic white-balance settings of a model config (``"auto_white_balance"``), or None when off."""
-    b = config.get("auto_white_balance")
+    With ``force``, a config without the entry gets the defaults. Either way a model without reference colours
+    gets None.
+    """
+    b = config.get("auto_white_balance") or force
     if not b or not config.get("reference_colors"):
         return None
     s = {**DEFAULT_BALANCE, **(b if isinstance(b, dict) else {})}

@@ -23,7 +23,7 @@ import torch
 
 from .balance import ColourBalance, auto_balance, balance_settings
 from .model import SegmentationModel
-from .refine import DEFAULT_REFINE, guided_refine, refine_settings
+from .refine import guided_refine, refine_settings
 
 __all__ = ["Prediction", "predict", "prepare_input"]
 
@@ -180,8 +180,7 @@ def predict_scaled(
         acc *= np.asarray(prior, np.float32)[:, None, None]
         acc /= acc.sum(0, keepdims=True)
     acc = acc[:, :h, :w]
-    settings = refine_settings(model.config) if refine is None else (
-        (refine_settings(model.config) or dict(DEFAULT_REFINE)) if refine else None)
+    settings = refine_settings(model.config, force=bool(refine)) if refine is not False else None
     if settings:
         acc = guided_refine(np.ascontiguousarray(acc), arr[:h, :w], **settings)
     return acc
@@ -263,9 +262,7 @@ def predict_balanced(model: SegmentationModel, arr: np.ndarray, *, balance: bool
     Returns the probabilities, the input they came from (corrected or not) and the colour report (None when
     the model has no reference colours or the balance is off).
     """
-    settings = balance_settings(model.config) if balance is None else (
-        (balance_settings(model.config) or balance_settings({**model.config, "auto_white_balance": True}))
-        if balance else None)
+    settings = balance_settings(model.config, force=bool(balance)) if balance is not False else None
     if not settings:
         return predict_scaled(model, arr, progress=progress, **kw), arr, None
     passes = []

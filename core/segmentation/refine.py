@@ -19,10 +19,11 @@ __all__ = ["DEFAULT_REFINE", "guided_refine", "refine_settings"]
 DEFAULT_REFINE = {"radius": 8, "eps": 1e-3, "subsample": 4}
 
 
-def refine_settings(config: dict) -> dict | None:
-    """The refinement settings of a model config (``"refine"``), or None when it is off."""
-    r = config.get("refine")
-    if not r:
+def refine_settings(config: dict, *, force: bool = False) -> dict | None:
+    """The refinement settings of a model config (``"refine"``), or None when it is off; with ``force``, a config
+    without them gets the defaults."""
+    r = config.get("refine") or ({} if force else None)
+    if r is None:
         return None
     s = {**DEFAULT_REFINE, **r}
     if int(s["radius"]) < 1 or float(s["eps"]) <= 0 or int(s["subsample"]) < 1:
