@@ -7,8 +7,9 @@ Variants (``--variants``, comma-separated):
 
 - ``plain``: the network's blended probabilities only (no refinement, no colour balance);
 - ``refine``: plus the guided-filter edge refinement;
-- ``shipped``: what ``python -m core segment`` does with this model's config (refinement and automatic
-  white balance where the config has them);
+- ``no-assemblage``: refinement and automatic white balance, without the mineral assemblage step;
+- ``shipped``: what ``python -m core segment`` does with this model's config (refinement, automatic
+  white balance and the mineral assemblage step where the config has them);
 - ``shipped-tta``: the same with mirror test-time augmentation.
 
 The validation stems are read from the model's config (training.val_images), so the figures are
@@ -32,8 +33,9 @@ from core.segmentation import ConfusionMatrix, load_model  # noqa: E402
 from core.segmentation.infer import predict_balanced, prepare_input, upsample_argmax  # noqa: E402
 
 VARIANTS = {
-    "plain": dict(refine=False, balance=False, tta=False),
-    "refine": dict(refine=True, balance=False, tta=False),
+    "plain": dict(refine=False, balance=False, tta=False, assemblage=False),
+    "refine": dict(refine=True, balance=False, tta=False, assemblage=False),
+    "no-assemblage": dict(refine=None, balance=None, tta=None, assemblage=False),
     "shipped": dict(refine=None, balance=None, tta=None),
     "shipped-tta": dict(refine=None, balance=None, tta=True),
 }
@@ -65,13 +67,15 @@ def main() -> None:
         line = [stem]
         for v in names:
             t = time.perf_counter()
-            probs, _, colour = predict_balanced(model, prepare_input(model, img), **VARIANTS[v])
+            probs, _, colour, kept = predict_balanced(model, prepare_input(model, img), **VARIANTS[v])
             labels = upsample_argmax(probs, img.shape[:2], model.classes)
             seconds[v] += time.perf_counter() - t
             cms[v].update(gt, labels)
             pa = float((labels[valid] == gt[valid]).mean())
-            per_image[v][stem] = {"pixel_accuracy": pa, "colour": colour.as_dict() if colour else None}
-            line.append(f"{v} {pa:.3f}" + (" (balanced)" if colour is not None and colour.applied else ""))
+            per_image[v][stem] = {"pixel_accuracy": pa, "colour": colour.as_dict() if colour else None,
+                                  "assemblage": kept.as_dict() if kept else None}
+            line.append(f"{v} {pa:.3f}" + (" (balanced)" if colour is not None and colour.applied else "")
+                        + (f" (left out {kept.removed})" if kept is not None and kept.changed else ""))
         print("  ".join(line), flush=True)
     results = {}
     for v, cm in cms.items():

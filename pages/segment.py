@@ -10,13 +10,15 @@ from core.minerals import IGNORE, by_code
 from ui import state, widgets
 
 
-def run_model(model, name: str, image: np.ndarray, balance: bool = True) -> dict | None:
+def run_model(model, name: str, image: np.ndarray, balance: bool = True, minerals: list[int] | None = None,
+              assemblage: bool = True) -> dict | None:
     ok, extra = state.xpl_channels_or_error(model, name)
     if not ok:
         return None
     bar = st.progress(0.0, text="Segmenting…")
     try:
-        pred = cio_predict(model, image, extra, lambda f, msg: bar.progress(f, text=f"Segmenting: {msg}"), balance)
+        pred = cio_predict(model, image, extra, lambda f, msg: bar.progress(f, text=f"Segmenting: {msg}"), balance,
+                           minerals, assemblage)
     except (ValueError, MemoryError) as e:
         bar.empty()
         st.error(f"Segmentation failed: {e}")
@@ -29,7 +31,8 @@ def run_model(model, name: str, image: np.ndarray, balance: bool = True) -> dict
         drift, _ = colour_drift(image, pred.labels, model.reference_colors())
         colour = {"drift": drift, "applied": False}
     return {"labels": pred.labels, "probs": pred.probs, "classes": pred.classes, "scale": pred.scale,
-            "model": model.name, "drift": colour["drift"], "colour": colour}
+            "model": model.name, "drift": colour["drift"], "colour": colour,
+            "minerals": pred.assemblage.describe() if pred.assemblage is not None else ""}
 
 
 def colour_check(res: dict, calibrated: bool) -> None:
@@ -71,10 +74,35 @@ def colour_check(res: dict, calibrated: bool) -> None:
                    f"up to {DRIFT_WARNING:g} is normal).")
 
 
-def cio_predict(model, image, extra, progress, balance: bool = True):
+def cio_predict(model, image, extra, progress, balance: bool = True, minerals: list[int] | None = None,
+                assemblage: bool = True):
     from core.segmentation import predict
 
-    return predict(model, image, extra=extra, progress=progress, balance=None if balance else False)
+    return predict(model, image, extra=extra, progress=progress, balance=None if balance else False,
+                   minerals=minerals or None, assemblage=None if assemblage else False)
+
+
+def mineral_choice(model) -> tuple[list[int] | None, bool]:
+    """The Segment page's choice of minerals: the user's list (None: the model decides) and whether minerals
+    never seen together in training are kept apart."""
+    from core.segmentation.assemblage import parse_minerals
+
+    with st.expander("Minerals in this sample"):
+        options = [c for c in model.classes if c != 0]
+        chosen = st.multiselect(
+            "Only these minerals can occur (leave empty to let the model decide)", options,
+            format_func=lambda c: f"{by_code(c).name} ({by_code(c).label})", key="segment-minerals",
+            help="If you know the ore type, name its minerals: no other mineral will be predicted. "
+                 "Non-metallic minerals are always included.")
+        has = "assemblage" in model.config
+        apart = st.checkbox("Keep apart minerals never seen in one training photograph", value=True,
+                            key="segment-assemblage", disabled=bool(chosen) or not has,
+                            help="The model's training photographs show which minerals occur together (for the "
+                                 "default model: pyrrhotite, pentlandite and magnetite never with pyrite, "
+                                 "galena, sphalerite, bornite or tennantite). The set of minerals that "
+                                 "takes most of the photograph is kept; the others are not predicted."
+                                 + ("" if has else " This model's config has no assemblage record."))
+    return (parse_minerals(chosen, model.classes) if chosen else None), apart
 
 
 def area_table(labels: np.ndarray) -> pd.DataFrame:
@@ -130,9 +158,10 @@ def main() -> None:
     if calibrated and balance:
         st.caption("This image is colour-calibrated from marks, so it is segmented as calibrated, without "
                    "automatic colour correction.")
+    minerals, apart = mineral_choice(model)
     b1, b2 = st.columns(2)
     if b1.button("Segment this image", type="primary", key="segment-run"):
-        res = run_model(model, name, image, balance and not calibrated)
+        res = run_model(model, name, image, balance and not calibrated, minerals, apart)
         if res is not None:
             preds[name] = res
     others = [n for n in state.bucket("images") if n not in preds]
@@ -140,7 +169,7 @@ def main() -> None:
                                                       key="segment-all", disabled=not others):
         for n in others:
             img = state.bucket("calibrated").get(n, state.bucket("images")[n]["image"])
-            res = run_model(model, n, img, balance and n not in state.bucket("calibrated"))
+            res = run_model(model, n, img, balance and n not in state.bucket("calibrated"), minerals, apart)
             if res is not None:
                 preds[n] = res
     if name not in preds:
@@ -157,6 +186,8 @@ def main() -> None:
     widgets.show_image(ov, f"{name}: segmentation ({res['model']})", key="segment-overlay")
     widgets.legend(np.unique(labels))
     colour_check(res, calibrated)
+    if res.get("minerals"):
+        st.caption("Minerals: " + res["minerals"] + ".")
     table = area_table(labels)
     st.dataframe(table, hide_index=True, width="stretch",
                  column_config={"area %": st.column_config.NumberColumn(format="%.2f"),

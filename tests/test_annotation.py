@@ -165,10 +165,12 @@ def test_finetune_learns_annotation(tmp_path):
     model = _tiny_model(tmp_path)
     before = [p.detach().clone() for p in model.net.parameters()]
     acc0 = (predict(model, img).labels == truth).mean()
+    model.config["assemblage"] = {"exclusive": [[2, 6]], "n_images": 1}  # the annotation shows them together
     tuned = finetune(model, [img], [truth], iterations=40, batch_size=4, patch=96, lr=3e-3, seed=1)
     acc1 = (predict(tuned, img).labels == truth).mean()
     assert all(torch.equal(a, b) for a, b in zip(before, model.net.parameters()))  # original untouched
     assert tuned.config["finetune"]["iterations"] == 40 and tuned.name == "tiny-finetuned"
+    assert tuned.config["assemblage"]["exclusive"] == [] and model.config["assemblage"]["exclusive"] == [[2, 6]]
     assert acc1 > max(acc0, 0.8)
     with pytest.raises(ValueError):
         finetune(model, [img], [np.full(truth.shape, 255, np.uint8)])

@@ -143,3 +143,58 @@ def test_cli_errors_are_one_sentence(tmp_path):
     r = _cli("--help")
     for cmd in ("segment", "evaluate", "train", "calibrate", "stitch", "register", "annotate", "uncertainty", "stats"):
         assert cmd in r.stdout
+
+
+@pytest.fixture(scope="module")
+def assemblage_model(tiny_model, tmp_path_factory):
+    """The tiny model with a training record saying pyrrhotite (5) and pyrite (6) never share a photograph."""
+    import shutil
+
+    d = tmp_path_factory.mktemp("models") / "assemblage"
+    shutil.copytree(tiny_model, d)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["assemblage"] = {"exclusive": [[5, 6]], "min_share": 1e-4, "n_images": 2}
+    (d / "config.json").write_text(json.dumps(cfg))
+    return d
+
+
+def test_segment_command_keeps_minerals_apart_or_as_named(assemblage_model, tmp_path, demo_items):
+    from core.io import read_mask
+
+    image = str(demo_items[0].image)
+    runs = {"auto": [], "named": ["--minerals", "po"], "free": ["--no-assemblage"]}
+    found = {}
+    for key, flag in runs.items():
+        r = _cli("segment", image, "--out", str(tmp_path / key), "--model", str(assemblage_model), "--device", "cpu",
+                 "--json", str(tmp_path / f"{key}.json"), *flag)
+        assert r.returncode == 0, r.stderr
+        codes = set(np.unique(read_mask(tmp_path / key / f"{demo_items[0].stem}.png")).tolist())
+        found[key] = (codes, json.loads((tmp_path / f"{key}.json").read_text())["images"][demo_items[0].stem])
+    codes, rep = found["auto"]
+    assert rep["minerals"]["mode"] == "auto" and len(rep["minerals"]["removed"]) == 1
+    assert not {5, 6} <= codes and not codes & set(rep["minerals"]["removed"])
+    codes, rep = found["named"]
+    assert codes <= {0, 5} and rep["minerals"] == {"mode": "user", "kept": [0, 5], "removed": [1, 6],
+                                                   "removed_share": rep["minerals"]["removed_share"]}
+    assert found["free"][1]["minerals"] is None
+    r = _cli("segment", image, "--out", str(tmp_path / "x"), "--model", str(assemblage_model), "--minerals", "gl")
+    assert r.returncode == 2 and "does not know galena" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_segment_page_segments_with_the_users_minerals(assemblage_model):
+    os.environ["ORELENS_AUTOLOAD_DEMO"] = "1"
+    try:
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+        at.session_state["model_dir"] = str(assemblage_model)
+        at.run()
+        at.switch_page("pages/segment.py").run()
+        assert not at.checkbox(key="segment-assemblage").disabled
+        at.multiselect(key="segment-minerals").set_value([6]).run()
+        assert at.checkbox(key="segment-assemblage").disabled
+        at.button(key="segment-run").click().run()
+        assert not at.exception, at.exception
+        pred = at.session_state["predictions"][at.session_state["current"]]
+        assert set(np.unique(pred["labels"])) <= {0, 6}
+        assert pred["probs"].shape[0] == 4 and float(pred["probs"][[1, 2]].max()) == 0
+    finally:
+        os.environ["ORELENS_AUTOLOAD_DEMO"] = "0"

@@ -206,6 +206,12 @@ def test_train_command_end_to_end(tmp_path, demo_items):
     config = train(tmp_path / "d", tmp_path / "m", cfg, log=lambda s: None, progress=False)
     assert config["validation"]["n_images"] == 1
     assert set(config["reference_colors"]) <= {str(c) for c in config["classes"]}
+    from core.io import read_mask
+    from core.segmentation.assemblage import assemblage_from_masks
+
+    train_masks = [read_mask(tmp_path / "d/masks/train" / f"{s}.png") for s in config["training"]["train_images"]]
+    assert config["assemblage"] == assemblage_from_masks(train_masks, config["classes"])
+    assert config["assemblage"]["n_images"] == 2 and config["assemblage"]["exclusive"]
     m = load_model(tmp_path / "m", device="cpu")
     assert m.scale == 0.25
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..minerals import IGNORE
+from ..segmentation.assemblage import widen_assemblage
 from ..segmentation.model import SegmentationModel
 from ..segmentation.train import PatchStream, TrainConfig
 
@@ -151,6 +152,9 @@ def finetune(
     net.eval()
     config = copy.deepcopy(model.config)
     config["name"] = f"{model.name}-finetuned"
+    if "assemblage" in config:
+        # the user's labels may show minerals together that the training photographs never did
+        config["assemblage"] = widen_assemblage(config["assemblage"], masks, classes)
     config["finetune"] = {"from": model.name, "iterations": done, "batch_size": batch_size, "patch": patch,
                           "lr": lr, "images": len(work_imgs), "loss_first": losses[0] if losses else None,
                           "loss_last": float(np.mean(losses[-5:])) if losses else None,

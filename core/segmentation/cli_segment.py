@@ -23,6 +23,12 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "segmenting, and an image whose mineral colours are far from the training images' is "
                         "balanced from its surest pixels and segmented again); use it for images already "
                         "colour-calibrated from marks")
+    p.add_argument("--minerals", metavar="LIST", default=None,
+                   help="the minerals the sample can hold, as labels or codes (e.g. 'po,pn,ccp,mag'); no other "
+                        "mineral is predicted. Non-metallic (0) is always kept")
+    p.add_argument("--no-assemblage", action="store_true",
+                   help="allow any minerals together (by default minerals never seen in one training photograph, "
+                        "e.g. pyrite with pyrrhotite for the default model, are not predicted together)")
 
 
 def run(args) -> int:
@@ -37,6 +43,11 @@ def run(args) -> int:
     model = load_model(args.model, device=args.device)
     if args.xpl and len(args.images) != 1:
         raise ValueError("--xpl needs exactly one plane-polarised IMAGE")
+    minerals = None
+    if args.minerals is not None:
+        from .assemblage import parse_minerals
+
+        minerals = parse_minerals(args.minerals, model.classes)
     out.mkdir(parents=True, exist_ok=True)
     report = {"model": model.name, "images": {}}
     for path in tqdm(args.images, desc="segment", unit="image", disable=len(args.images) < 2):
@@ -51,7 +62,8 @@ def run(args) -> int:
         elif model.in_channels > 3:
             raise ValueError(f"model {model.name} was trained with XPL channels: give the crossed-polar shots with --xpl")
         pred = predict(model, image, extra=extra, batch_size=args.batch_size,
-                       balance=False if args.no_auto_balance else None)
+                       balance=False if args.no_auto_balance else None, minerals=minerals,
+                       assemblage=False if args.no_assemblage else None)
         stem = Path(path).stem
         cio.write_mask(out / f"{stem}.png", pred.labels)
         if args.overlay:
@@ -62,6 +74,7 @@ def run(args) -> int:
             "size": [image.shape[1], image.shape[0]],
             "area_fraction": {str(c): float(counts[c] / pred.labels.size) for c in np.flatnonzero(counts)},
             "colour": pred.colour.as_dict() if pred.colour is not None else None,
+            "minerals": pred.assemblage.as_dict() if pred.assemblage is not None else None,
         }
         note = ""
         if pred.colour is not None and pred.colour.cast is not None:
@@ -71,6 +84,8 @@ def run(args) -> int:
                     + " ".join(f"{g:.2f}" for g in pred.colour.gains) + ")")
         elif pred.colour is not None and pred.colour.note:
             note += f"; colours off by dE00 {pred.colour.drift:.1f}, {pred.colour.note}"
+        if pred.assemblage is not None and pred.assemblage.describe():
+            note += "; " + pred.assemblage.describe()
         print(f"{stem}: {out / (stem + '.png')} ({report['images'][stem]['seconds']:.1f} s{note})")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))

@@ -9,18 +9,20 @@ so a 12000x8000 panorama needs well under 4 GB.
 Two steps follow the network when the model's config asks for them: the probabilities' edges are moved onto
 the photograph's colour edges (``"refine"``, :mod:`.refine`), and a photograph whose mineral colours are far
 from the training images' is white-balanced from its surest pixels and segmented again
-(``"auto_white_balance"``, :mod:`.balance`).
+(``"auto_white_balance"``, :mod:`.balance`). Last, minerals never seen together in one training photograph are
+not predicted together, or only the minerals a user names are (``"assemblage"``, :mod:`.assemblage`).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 import cv2
 import numpy as np
 import torch
 
+from .assemblage import Assemblage, assemblage_settings, choose_minerals, probability_mass, restrict
 from .balance import ColourBalance, auto_balance, balance_settings
 from .model import SegmentationModel
 from .refine import guided_refine, refine_settings
@@ -46,6 +48,8 @@ class Prediction:
         Working scale (``m ~ M * scale``).
     colour : ColourBalance or None
         The colour check and automatic white balance, for models that use it.
+    assemblage : Assemblage or None
+        The minerals kept (by the training assemblages or the user's choice), for models that use it.
     """
 
     labels: np.ndarray
@@ -53,6 +57,7 @@ class Prediction:
     classes: list[int]
     scale: float
     colour: ColourBalance | None = None
+    assemblage: Assemblage | None = None
 
 
 def _ramp(n: int, overlap: int) -> np.ndarray:
@@ -224,6 +229,8 @@ def predict(
     progress: ProgressFn = None,
     tta: bool | None = None,
     balance: bool | None = None,
+    minerals: Iterable[int] | None = None,
+    assemblage: bool | None = None,
 ) -> Prediction:
     """Segment one image.
 
@@ -241,36 +248,66 @@ def predict(
     progress : callable(fraction, message), optional
     balance : bool, optional
         Automatic white balance when the colours are off (default: the config's ``"auto_white_balance"``).
+    minerals : iterable of int, optional
+        Class codes the sample can hold; the others are never predicted.
+    assemblage : bool, optional
+        Without ``minerals``: keep only minerals seen together in training (default: whether the config has an
+        ``"assemblage"`` entry).
 
     Returns
     -------
     Prediction
     """
     arr = prepare_input(model, image, extra)
-    probs, _, colour = predict_balanced(model, arr, tile=tile, overlap=overlap, batch_size=batch_size,
-                                        progress=progress, tta=tta, balance=balance)
+    probs, _, colour, kept = predict_balanced(model, arr, tile=tile, overlap=overlap, batch_size=batch_size,
+                                              progress=progress, tta=tta, balance=balance, minerals=minerals,
+                                              assemblage=assemblage)
     labels = upsample_argmax(probs, image.shape[:2], model.classes)
     return Prediction(labels=labels, probs=probs.astype(np.float16), classes=model.classes, scale=model.scale,
-                      colour=colour)
+                      colour=colour, assemblage=kept)
 
 
 def predict_balanced(model: SegmentationModel, arr: np.ndarray, *, balance: bool | None = None,
-                     progress: ProgressFn = None, **kw) -> tuple[np.ndarray, np.ndarray, ColourBalance | None]:
-    """:func:`predict_scaled` with the colour checks of :func:`.balance.auto_balance`: a strong cast is corrected
-    before the pass, and when the predicted minerals' colours are off the image is balanced and run again.
+                     minerals: Iterable[int] | None = None, assemblage: bool | None = None,
+                     progress: ProgressFn = None, **kw
+                     ) -> tuple[np.ndarray, np.ndarray, ColourBalance | None, Assemblage | None]:
+    """:func:`predict_scaled` with the colour checks of :func:`.balance.auto_balance` (a strong cast is corrected
+    before the pass, and when the predicted minerals' colours are off the image is balanced and run again) and
+    the mineral assemblage of :mod:`.assemblage` applied to every pass.
 
-    Returns the probabilities, the input they came from (corrected or not) and the colour report (None when
-    the model has no reference colours or the balance is off).
+    ``minerals`` (class codes) restricts the prediction to the minerals a user names; otherwise, with
+    ``assemblage`` (default: whether the config has an ``"assemblage"`` entry), minerals never seen together in
+    training are not predicted together.
+
+    Returns the probabilities, the input they came from (corrected or not), the colour report (None when the
+    model has no reference colours or the balance is off) and the assemblage report (None when neither applies).
     """
+    exclusive = assemblage_settings(model.config) if minerals is None and assemblage is not False else None
+    chosen: list[Assemblage | None] = [None]
+
+    def finish(p: np.ndarray) -> np.ndarray:
+        if minerals is not None:
+            keep = sorted(set(int(c) for c in minerals) & set(model.classes))
+            if not keep:
+                raise ValueError("none of the chosen minerals is one this model knows")
+            chosen[0] = Assemblage("user", kept=keep, removed=[c for c in model.classes if c not in keep],
+                                   mass=probability_mass(p, model.classes))
+        elif exclusive:
+            chosen[0] = choose_minerals(p, model.classes, exclusive)
+        else:
+            return p
+        return restrict(p, model.classes, chosen[0].kept, inplace=True)
+
     settings = balance_settings(model.config, force=bool(balance)) if balance is not False else None
     if not settings:
-        return predict_scaled(model, arr, progress=progress, **kw), arr, None
+        return finish(predict_scaled(model, arr, progress=progress, **kw)), arr, None, chosen[0]
     passes = []
 
     def run(x: np.ndarray) -> np.ndarray:
         note = "" if not passes else "colours corrected, again: "
         passes.append(1)
         step = (lambda f, msg: progress(f, note + msg)) if progress else None
-        return predict_scaled(model, x, progress=step, **kw)
+        return finish(predict_scaled(model, x, progress=step, **kw))
 
-    return auto_balance(arr, model.classes, model.reference_colors(), run, **settings)
+    probs, used, colour = auto_balance(arr, model.classes, model.reference_colors(), run, **settings)
+    return probs, used, colour, chosen[0]

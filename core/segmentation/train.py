@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..io import DatasetItem, list_dataset, read_image, read_mask
 from ..minerals import IGNORE
+from .assemblage import assemblage_from_masks
 from .balance import DEFAULT_BALANCE, chromaticity_statistics
 from .infer import predict_scaled
 from .refine import DEFAULT_REFINE
@@ -317,6 +318,7 @@ def train(
         "bright_chromaticity": chromaticity_statistics(np.ascontiguousarray(im[..., :3]) for im in images),
         "refine": dict(DEFAULT_REFINE),
         "auto_white_balance": dict(DEFAULT_BALANCE),
+        "assemblage": assemblage_from_masks((t.mask for t in train_set), classes),
         "training": {
             "data": str(Path(data).name),
             "train_images": [t.stem for t in train_set],
