@@ -28,12 +28,28 @@ def tiny_model(tmp_path_factory):
     return d
 
 
+def _variant(tiny_model, tmp_path_factory, name, **config):
+    """A copy of the tiny model with ``config`` entries added."""
+    import shutil
+
+    d = tmp_path_factory.mktemp("models") / name
+    shutil.copytree(tiny_model, d)
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**cfg, **config}))
+    return d
+
+
+def _segment_page(model_dir):
+    """The app on the Segment page with the demo sample loaded and ``model_dir`` as the model."""
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    at.session_state["model_dir"] = str(model_dir)
+    at.run()
+    return at.switch_page("pages/segment.py").run()
+
+
 def test_segment_page_runs_model_and_offers_downloads(tiny_model):
     os.environ["ORELENS_AUTOLOAD_DEMO"] = "1"
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
-    at.session_state["model_dir"] = str(tiny_model)
-    at.run()
-    at.switch_page("pages/segment.py").run()
+    at = _segment_page(tiny_model)
     assert not at.exception
     at.button(key="segment-run").click().run()
     assert not at.exception, at.exception
@@ -57,23 +73,14 @@ def test_segment_page_runs_model_and_offers_downloads(tiny_model):
 @pytest.fixture(scope="module")
 def balancing_model(tiny_model, tmp_path_factory):
     """The tiny model told to white-balance every image from all its pixels."""
-    import shutil
-
-    d = tmp_path_factory.mktemp("models") / "balancing"
-    shutil.copytree(tiny_model, d)
-    cfg = json.loads((d / "config.json").read_text())
-    cfg["auto_white_balance"] = {"threshold": 0.0, "min_confidence": 0.01}
-    (d / "config.json").write_text(json.dumps(cfg))
-    return d
+    return _variant(tiny_model, tmp_path_factory, "balancing",
+                    auto_white_balance={"threshold": 0.0, "min_confidence": 0.01})
 
 
 def test_segment_page_reports_the_automatic_white_balance(balancing_model):
     os.environ["ORELENS_AUTOLOAD_DEMO"] = "1"
     try:
-        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
-        at.session_state["model_dir"] = str(balancing_model)
-        at.run()
-        at.switch_page("pages/segment.py").run()
+        at = _segment_page(balancing_model)
         at.button(key="segment-run").click().run()
         assert not at.exception, at.exception
         pred = at.session_state["predictions"][at.session_state["current"]]
@@ -148,14 +155,8 @@ def test_cli_errors_are_one_sentence(tmp_path):
 @pytest.fixture(scope="module")
 def assemblage_model(tiny_model, tmp_path_factory):
     """The tiny model with a training record saying pyrrhotite (5) and pyrite (6) never share a photograph."""
-    import shutil
-
-    d = tmp_path_factory.mktemp("models") / "assemblage"
-    shutil.copytree(tiny_model, d)
-    cfg = json.loads((d / "config.json").read_text())
-    cfg["assemblage"] = {"exclusive": [[5, 6]], "min_share": 1e-4, "n_images": 2}
-    (d / "config.json").write_text(json.dumps(cfg))
-    return d
+    return _variant(tiny_model, tmp_path_factory, "assemblage",
+                    assemblage={"exclusive": [[5, 6]], "min_share": 1e-4, "n_images": 2})
 
 
 def test_segment_command_keeps_minerals_apart_or_as_named(assemblage_model, tmp_path, demo_items):
@@ -184,10 +185,7 @@ def test_segment_command_keeps_minerals_apart_or_as_named(assemblage_model, tmp_
 def test_segment_page_segments_with_the_users_minerals(assemblage_model):
     os.environ["ORELENS_AUTOLOAD_DEMO"] = "1"
     try:
-        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
-        at.session_state["model_dir"] = str(assemblage_model)
-        at.run()
-        at.switch_page("pages/segment.py").run()
+        at = _segment_page(assemblage_model)
         assert not at.checkbox(key="segment-assemblage").disabled
         at.multiselect(key="segment-minerals").set_value([6]).run()
         assert at.checkbox(key="segment-assemblage").disabled
