@@ -108,6 +108,9 @@ def test_prediction_keeps_the_photographs_assemblage_or_the_users_choice():
     mine = predict(model, img, minerals=[0, 6])
     assert mine.assemblage.mode == "user" and mine.assemblage.removed == [5]
     assert set(np.unique(mine.labels[:, :72])) == {6}
+    assert np.array_equal(predict(model, img, minerals=(c for c in (0, 6))).labels, mine.labels)
+    with pytest.raises(ValueError, match="none of the chosen minerals"):
+        predict(model, img, minerals=[9])
     # without an assemblage record the model predicts freely
     del model.config["assemblage"]
     assert predict(model, img).assemblage is None

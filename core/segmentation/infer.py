@@ -283,13 +283,13 @@ def predict_balanced(model: SegmentationModel, arr: np.ndarray, *, balance: bool
     model has no reference colours or the balance is off) and the assemblage report (None when neither applies).
     """
     exclusive = assemblage_settings(model.config) if minerals is None and assemblage is not False else None
+    keep = None if minerals is None else sorted(set(int(c) for c in minerals) & set(model.classes))
+    if keep is not None and not keep:
+        raise ValueError("none of the chosen minerals is one this model knows")
     chosen: list[Assemblage | None] = [None]
 
     def finish(p: np.ndarray) -> np.ndarray:
-        if minerals is not None:
-            keep = sorted(set(int(c) for c in minerals) & set(model.classes))
-            if not keep:
-                raise ValueError("none of the chosen minerals is one this model knows")
+        if keep is not None:
             chosen[0] = Assemblage("user", kept=keep, removed=[c for c in model.classes if c not in keep],
                                    mass=probability_mass(p, model.classes))
         elif exclusive:
