@@ -18,8 +18,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from core.io import list_dataset, read_image, read_mask  # noqa: E402
-from core.segmentation.train import rescale_pair  # noqa: E402
+from core.io import list_dataset, read_image, read_mask, rescale_pair  # noqa: E402
 
 
 def main() -> None:

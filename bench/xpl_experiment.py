@@ -54,9 +54,7 @@ TEST = ["05", "13", "21"]
 def _load(stem: str, scale: float):
     img = cio.read_image(DATA / "imgs" / "train" / f"{stem}.jpg")
     mask = cio.read_mask(DATA / "masks" / "train" / f"{stem}.png", shape=img.shape[:2])
-    size = (round(img.shape[1] * scale), round(img.shape[0] * scale))
-    return (cv2.resize(img, size, interpolation=cv2.INTER_AREA),
-            cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST))
+    return cio.rescale_pair(img, mask, scale)
 
 
 def _series(img, mask, seed: int, n_shots: int):

@@ -34,6 +34,7 @@ __all__ = [
     "list_dataset",
     "safe_name",
     "display_copy",
+    "rescale_pair",
 ]
 
 # A 5x5 panorama of 3396x2547 frames is ~12000x8000 = 96 Mpx; allow twice that.
@@ -389,6 +390,18 @@ def safe_name(name: str, default: str = "image") -> str:
     stem = Path(str(name).replace("\\", "/")).stem
     stem = _SAFE.sub("_", stem).strip("._")[:80]
     return stem or default
+
+
+def rescale_pair(image: np.ndarray, mask: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """An image and its mask at ``scale`` (area averaging for the image, nearest code for the mask); both
+    unchanged at scale 1."""
+    import cv2
+
+    if scale == 1.0:
+        return image, mask
+    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+    return (cv2.resize(image, size, interpolation=cv2.INTER_AREA),
+            cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST))
 
 
 def display_copy(image: np.ndarray, max_side: int = 1400) -> np.ndarray:

@@ -13,10 +13,10 @@ import copy
 import time
 from typing import Callable, Optional, Sequence
 
-import cv2
 import numpy as np
 import torch
 
+from ..io import rescale_pair
 from ..minerals import IGNORE
 from ..segmentation.assemblage import widen_assemblage
 from ..segmentation.model import SegmentationModel
@@ -105,10 +105,7 @@ def finetune(
             img = np.concatenate([img, ex], axis=2)
         if img.shape[2] != model.in_channels:
             raise ValueError(f"the model takes {model.in_channels} input channels, these images give {img.shape[2]}")
-        if s != 1.0:
-            size = (max(1, round(img.shape[1] * s)), max(1, round(img.shape[0] * s)))
-            img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
-            msk = cv2.resize(msk, size, interpolation=cv2.INTER_NEAREST)
+        img, msk = rescale_pair(img, msk, s)
         idx = lut[msk]
         if (idx != IGNORE).any():
             work_imgs.append(img)

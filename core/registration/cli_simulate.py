@@ -36,7 +36,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import cv2
     from tqdm import tqdm
 
     from .. import io as cio
@@ -54,10 +53,7 @@ def run(args: argparse.Namespace) -> int:
         rel = it.image.parent.relative_to(src / "imgs")
         img = cio.read_image(it.image)
         mask = cio.read_mask(it.mask, shape=img.shape[:2])
-        if args.scale != 1.0:
-            size = (round(img.shape[1] * args.scale), round(img.shape[0] * args.scale))
-            img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
-            mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
+        img, mask = cio.rescale_pair(img, mask, args.scale)
         sim = simulate_xpl_series(img, mask, n_shots=args.shots, step_deg=args.step, max_shift=args.max_shift,
                                   seed=args.seed * 100_003 + k)
         (out / "imgs" / rel).mkdir(parents=True, exist_ok=True)

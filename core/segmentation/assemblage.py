@@ -28,7 +28,8 @@ import numpy as np
 from ..minerals import IGNORE, by_code, by_label
 
 __all__ = ["Assemblage", "DEFAULT_MIN_SHARE", "assemblage_from_masks", "assemblage_settings", "choose_minerals",
-           "compatible_sets", "parse_minerals", "probability_mass", "restrict", "widen_assemblage"]
+           "compatible_sets", "parse_minerals", "probability_mass", "restrict", "user_minerals",
+           "widen_assemblage"]
 
 DEFAULT_MIN_SHARE = 1e-4  # a mineral counts as present in a photograph from 0.01 % of its labelled pixels
 NOTABLE_SHARE = 1e-3  # removals below this share of the probability mass are not worth a message
@@ -176,14 +177,19 @@ def choose_minerals(probs: np.ndarray, classes: list[int], exclusive: list[tuple
     return Assemblage("auto", kept=best, removed=[c for c in classes if c not in best], mass=mass)
 
 
+def user_minerals(probs: np.ndarray, classes: list[int], keep: list[int]) -> Assemblage:
+    """The report for minerals named by the user (``keep``, class codes the model knows)."""
+    return Assemblage("user", kept=keep, removed=[c for c in classes if c not in keep],
+                      mass=probability_mass(probs, classes))
+
+
 def parse_minerals(spec: str | Iterable, classes: list[int]) -> list[int]:
     """Class codes from a user's list of minerals: codes or labels (``"5,7,ccp"`` or ``["po", 7]``).
 
     Every mineral must be one the model knows. The non-metallic class is added when the model has it.
     """
-    items = [s for s in (spec.split(",") if isinstance(spec, str) else spec)]
     codes = []
-    for item in items:
+    for item in spec.split(",") if isinstance(spec, str) else spec:
         text = str(item).strip()
         if not text:
             continue

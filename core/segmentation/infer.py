@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import torch
 
-from .assemblage import Assemblage, assemblage_settings, choose_minerals, probability_mass, restrict
+from .assemblage import Assemblage, assemblage_settings, choose_minerals, restrict, user_minerals
 from .balance import ColourBalance, auto_balance, balance_settings
 from .model import SegmentationModel
 from .refine import guided_refine, refine_settings
@@ -290,8 +290,7 @@ def predict_balanced(model: SegmentationModel, arr: np.ndarray, *, balance: bool
 
     def finish(p: np.ndarray) -> np.ndarray:
         if keep is not None:
-            chosen[0] = Assemblage("user", kept=keep, removed=[c for c in model.classes if c not in keep],
-                                   mass=probability_mass(p, model.classes))
+            chosen[0] = user_minerals(p, model.classes, keep)
         elif exclusive:
             chosen[0] = choose_minerals(p, model.classes, exclusive)
         else:

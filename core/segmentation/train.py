@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from ..io import DatasetItem, list_dataset, read_image, read_mask
+from ..io import DatasetItem, list_dataset, read_image, read_mask, rescale_pair
 from ..minerals import IGNORE
 from .assemblage import assemblage_from_masks
 from .balance import DEFAULT_BALANCE, chromaticity_statistics
@@ -101,15 +101,6 @@ def _load(item: DatasetItem, scale: float, xpl: str | None = None) -> LoadedImag
         img = np.concatenate([img, _xpl_channels(item, img, xpl)], axis=2)
     img, mask = rescale_pair(img, mask, scale)
     return LoadedImage(item.stem, img, mask)
-
-
-def rescale_pair(image: np.ndarray, mask: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """An image and its mask at the working scale (area averaging for the image, nearest code for the mask)."""
-    if scale == 1.0:
-        return image, mask
-    size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
-    return (cv2.resize(image, size, interpolation=cv2.INTER_AREA),
-            cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST))
 
 
 def load_split(data: str | Path, val: str | Path | None, val_fraction: float, scale: float,
