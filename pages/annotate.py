@@ -171,17 +171,33 @@ class _Stopped(Exception):
     """Raised inside the fine-tuning thread when the user stops it."""
 
 
+def resegment_options(options: dict | None, mask: np.ndarray) -> dict:
+    """``predict`` keywords for re-segmenting after fine-tuning with the Segment page's settings (``options`` of
+    the image's prediction; None: the defaults). A list of the sample's minerals is widened by every mineral the
+    annotation shows, since the user has just marked it."""
+    opts = options or {}
+    minerals = opts.get("minerals")
+    if minerals:
+        marked = {int(c) for c in np.unique(mask) if c != IGNORE}
+        minerals = sorted(set(int(c) for c in minerals) | marked)
+    return {"balance": None if opts.get("balance", True) else False, "minerals": minerals or None,
+            "assemblage": None if opts.get("assemblage", True) else False}
+
+
 def start_finetune(name: str, model, image: np.ndarray, mask: np.ndarray, iterations: int, lr: float,
-                   extra: np.ndarray | None = None) -> dict:
+                   extra: np.ndarray | None = None, options: dict | None = None) -> dict:
     """Fine-tune and re-segment in a background thread, so the page stays usable meanwhile.
 
-    The returned job dict is updated by the thread: ``progress`` (0-1), ``message``, ``done``, and then
-    either ``result`` (tuned model, prediction) or ``error`` (text). Setting ``job["stop"]`` stops it.
+    ``options`` are the Segment page's settings for this image (automatic colour correction, the sample's
+    minerals, keeping minerals apart); the re-segmentation uses them too. The returned job dict is updated by the
+    thread: ``progress`` (0-1), ``message``, ``done``, and then either ``result`` (tuned model, prediction) or
+    ``error`` (text). Setting ``job["stop"]`` stops it.
     """
     import threading
 
     job = {"name": name, "progress": 0.0, "message": "starting…", "done": False, "result": None, "error": None,
-           "stop": threading.Event(), "iterations": iterations}
+           "stop": threading.Event(), "iterations": iterations, "options": options}
+    settings = resegment_options(options, mask)
 
     def report(base: float, span: float, prefix: str):
         def f(frac: float, msg: str) -> None:
@@ -200,7 +216,7 @@ def start_finetune(name: str, model, image: np.ndarray, mask: np.ndarray, iterat
             torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
             tuned = finetune(model, [image], [mask], iterations=iterations, lr=lr,
                              progress=report(0.0, 0.7, "Fine-tuning"), extras=None if extra is None else [extra])
-            pred = predict(tuned, image, extra=extra, progress=report(0.7, 0.3, "Re-segmenting"))
+            pred = predict(tuned, image, extra=extra, progress=report(0.7, 0.3, "Re-segmenting"), **settings)
             job["result"] = (tuned, pred)
         except _Stopped:
             job["error"] = "stopped before the end; the model is unchanged"
@@ -228,7 +244,8 @@ def collect_finetune(w: dict) -> None:
     before = state.bucket("predictions").get(name)
     old = before["labels"] if before is not None else None
     state.bucket("predictions")[name] = {"labels": pred.labels, "probs": pred.probs, "classes": pred.classes,
-                                          "scale": pred.scale, "model": tuned.name}
+                                          "scale": pred.scale, "model": tuned.name, "options": job["options"],
+                                          "minerals": pred.assemblage.describe() if pred.assemblage else ""}
     w["finetune"] = {"model": tuned, "old": old, "new": pred.labels}
     w["ft_message"] = None
 
@@ -254,7 +271,8 @@ def finetune_section(name: str, image: np.ndarray, mask: np.ndarray, w: dict) ->
     iterations = c1.slider("Iterations", 2, 200, 30, 1, key="annotate-ft-iterations")
     lr = c2.select_slider("Learning rate", [1e-5, 3e-5, 1e-4, 3e-4, 1e-3], value=1e-4, key="annotate-ft-lr")
     st.caption("Runs in the background: keep drawing meanwhile; the new prediction replaces the old one when "
-               "it is done.")
+               "it is done. The image is segmented again with the settings it had on the Segment page (colour "
+               "correction, the sample's minerals, plus any mineral you marked).")
     if job is None and st.button("Fine-tune on these annotations", key="annotate-finetune"):
         model = state.model_or_error()
         if model is None:
@@ -262,7 +280,9 @@ def finetune_section(name: str, image: np.ndarray, mask: np.ndarray, w: dict) ->
         ok, extra = state.xpl_channels_or_error(model, name)
         if not ok:
             return
-        job = w["ft_job"] = start_finetune(name, model, image, mask.copy(), iterations, lr, extra)
+        before = state.bucket("predictions").get(name) or {}
+        job = w["ft_job"] = start_finetune(name, model, image, mask.copy(), iterations, lr, extra,
+                                           before.get("options"))
         w["ft_message"] = None
     if job is not None:
         finetune_progress(job)

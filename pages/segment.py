@@ -32,7 +32,10 @@ def run_model(model, name: str, image: np.ndarray, balance: bool = True, mineral
         colour = {"drift": drift, "applied": False}
     return {"labels": pred.labels, "probs": pred.probs, "classes": pred.classes, "scale": pred.scale,
             "model": model.name, "drift": colour["drift"], "colour": colour,
-            "minerals": pred.assemblage.describe() if pred.assemblage is not None else ""}
+            "minerals": pred.assemblage.describe() if pred.assemblage is not None else "",
+            # the settings, so that a re-segmentation elsewhere (Annotate, after fine-tuning) uses the same
+            "options": {"balance": bool(balance), "minerals": list(minerals) if minerals else None,
+                        "assemblage": bool(assemblage)}}
 
 
 def colour_check(res: dict, calibrated: bool) -> None:

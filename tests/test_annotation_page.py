@@ -80,6 +80,43 @@ def test_annotate_page_finetune(tmp_path):
     assert any(b.key == "annotate-dl-model" for b in at.get("download_button"))
 
 
+def test_annotate_page_finetune_resegments_with_the_segment_page_settings(tmp_path):
+    import json
+
+    _tiny_model(tmp_path / "tiny")
+    cfg_path = tmp_path / "tiny" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    # colour checks on, so that switching them off on the Segment page has something to switch off
+    cfg["reference_colors"] = {"0": [60, 60, 60], "1": [190, 170, 70], "5": [170, 150, 120], "6": [200, 195, 160],
+                               "7": [185, 175, 135]}
+    cfg["auto_white_balance"] = {}
+    cfg_path.write_text(json.dumps(cfg))
+    at = _page_with_strokes(tmp_path / "tiny", 2)
+    name = at.session_state["current"]
+    marked = {int(c) for c in np.unique(at.session_state["annotations"][name]) if c != 255}
+    at.switch_page("pages/segment.py").run()
+    at.checkbox(key="segment-balance").uncheck().run()
+    at.multiselect(key="segment-minerals").set_value([6]).run()
+    at.button(key="segment-run").click().run()
+    assert not at.exception, at.exception
+    assert at.session_state["predictions"][name]["options"] == {"balance": False, "minerals": [0, 6],
+                                                               "assemblage": True}
+    at.switch_page("pages/annotate.py").run()
+    at.button(key="annotate-finetune").click().run()
+    job = at.session_state["annotate_work"][name]["ft_job"]
+    job["thread"].join(timeout=240)
+    assert job["done"] and job["error"] is None, job["error"]
+    tuned, pred = job["result"]
+    # the user's minerals, widened by the ones just marked; no automatic colour correction
+    assert pred.assemblage.mode == "user"
+    assert set(pred.assemblage.kept) == ({0, 6} | marked) & set(tuned.classes)
+    assert pred.colour is None
+    assert set(np.unique(pred.labels)) <= set(pred.assemblage.kept)
+    at.run()
+    assert not at.exception, at.exception
+    assert at.session_state["predictions"][name]["options"]["minerals"] == [0, 6]
+
+
 def test_annotate_page_finetune_can_be_stopped(tmp_path):
     _tiny_model(tmp_path / "tiny")
     at = _page_with_strokes(tmp_path / "tiny", 200)
