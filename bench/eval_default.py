@@ -12,6 +12,10 @@ Variants (``--variants``, comma-separated):
   white balance and the mineral assemblage step where the config has them);
 - ``shipped-tta``: the same with mirror test-time augmentation.
 
+With ``--boundary PX`` each variant also reports which share of its wrong pixels lies within PX pixels of a
+class boundary of the expert mask, and the IoU per class if those pixels were right (what sharper outlines
+alone could gain).
+
 The validation stems are read from the model's config (training.val_images), so the figures are
 always on images the model did not train on.
 """
@@ -41,6 +45,19 @@ VARIANTS = {
 }
 
 
+def boundary_band(mask: np.ndarray, px: int) -> np.ndarray:
+    """Pixels within ``px`` of a change of class in ``mask`` (ignored pixels count as a class)."""
+    import cv2
+
+    edge = np.zeros(mask.shape, bool)
+    dy, dx = mask[:-1] != mask[1:], mask[:, :-1] != mask[:, 1:]
+    edge[:-1] |= dy
+    edge[1:] |= dy
+    edge[:, :-1] |= dx
+    edge[:, 1:] |= dx
+    return cv2.dilate(edge.astype(np.uint8), np.ones((2 * px + 1, 2 * px + 1), np.uint8)) > 0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=str(ROOT / "models/default"))
@@ -49,6 +66,8 @@ def main() -> None:
     ap.add_argument("--variants", default="plain,refine,shipped")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--boundary", type=int, default=0, metavar="PX",
+                    help="also split the errors by distance to the expert mask's class boundaries")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     model = load_model(a.model, device="cpu")
@@ -58,12 +77,14 @@ def main() -> None:
         ap.error(f"unknown variants {unknown}; choose from {sorted(VARIANTS)}")
     stems = model.config["training"]["val_images"]
     cms = {v: ConfusionMatrix() for v in names}
+    inner = {v: ConfusionMatrix() for v in names}  # pixels farther than --boundary from a class boundary
     per_image: dict[str, dict] = {v: {} for v in names}
     seconds = {v: 0.0 for v in names}
     for stem in stems:
         img = read_image(Path(a.data) / "imgs" / a.split / f"{stem}.jpg")
         gt = read_mask(Path(a.data) / "masks" / a.split / f"{stem}.png", shape=img.shape[:2])
         valid = gt != 255
+        band = boundary_band(gt, a.boundary) if a.boundary > 0 else None
         line = [stem]
         for v in names:
             t = time.perf_counter()
@@ -71,6 +92,11 @@ def main() -> None:
             labels = upsample_argmax(probs, img.shape[:2], model.classes)
             seconds[v] += time.perf_counter() - t
             cms[v].update(gt, labels)
+            if band is not None:
+                far = np.where(band, 255, gt).astype(np.uint8)
+                inner[v].update(far, labels)
+                near = np.where(band, gt, 255).astype(np.uint8)
+                inner[v].update(near, near)  # near the boundary: counted as right
             pa = float((labels[valid] == gt[valid]).mean())
             per_image[v][stem] = {"pixel_accuracy": pa, "colour": colour.as_dict() if colour else None,
                                   "assemblage": kept.as_dict() if kept else None}
@@ -84,6 +110,14 @@ def main() -> None:
         print(f"{v:>12}: mIoU {s.miou:.4f}  PA {s.pixel_accuracy:.4f}  " +
               " ".join(f"{c}:{x:.2f}" for c, x in sorted(s.iou.items())) +
               f"  ({seconds[v] / len(stems):.2f} s per image)")
+        if a.boundary > 0:
+            f = inner[v].scores()
+            share = (f.pixel_accuracy - s.pixel_accuracy) / max(1e-12, 1 - s.pixel_accuracy)
+            results[v]["boundary"] = {"px": a.boundary, "error_share_near_boundary": share,
+                                      "if_right_near_boundary": f.as_dict()}
+            print(f"{'':>12}  {share:.1%} of the wrong pixels lie within {a.boundary} px of a class boundary; "
+                  f"were they right: mIoU {f.miou:.4f}  PA {f.pixel_accuracy:.4f}  " +
+                  " ".join(f"{c}:{x:.2f}" for c, x in sorted(f.iou.items())))
     if a.json:
         Path(a.json).write_text(json.dumps({"model": a.model, "images": stems, "results": results}, indent=2))
 
