@@ -171,19 +171,6 @@ class _Stopped(Exception):
     """Raised inside the fine-tuning thread when the user stops it."""
 
 
-def resegment_options(options: dict | None, mask: np.ndarray) -> dict:
-    """``predict`` keywords for re-segmenting after fine-tuning with the Segment page's settings (``options`` of
-    the image's prediction; None: the defaults). A list of the sample's minerals is widened by every mineral the
-    annotation shows, since the user has just marked it."""
-    opts = options or {}
-    minerals = opts.get("minerals")
-    if minerals:
-        marked = {int(c) for c in np.unique(mask) if c != IGNORE}
-        minerals = sorted(set(int(c) for c in minerals) | marked)
-    return {"balance": None if opts.get("balance", True) else False, "minerals": minerals or None,
-            "assemblage": None if opts.get("assemblage", True) else False}
-
-
 def start_finetune(name: str, model, image: np.ndarray, mask: np.ndarray, iterations: int, lr: float,
                    extra: np.ndarray | None = None, options: dict | None = None) -> dict:
     """Fine-tune and re-segment in a background thread, so the page stays usable meanwhile.
@@ -197,7 +184,8 @@ def start_finetune(name: str, model, image: np.ndarray, mask: np.ndarray, iterat
 
     job = {"name": name, "progress": 0.0, "message": "starting…", "done": False, "result": None, "error": None,
            "stop": threading.Event(), "iterations": iterations, "options": options}
-    settings = resegment_options(options, mask)
+    # the user has just marked the minerals in ``mask``: a list of the sample's minerals must hold them
+    settings = state.predict_options(options, mask)
 
     def report(base: float, span: float, prefix: str):
         def f(frac: float, msg: str) -> None:

@@ -15,10 +15,12 @@ def run_model(model, name: str, image: np.ndarray, balance: bool = True, mineral
     ok, extra = state.xpl_channels_or_error(model, name)
     if not ok:
         return None
+    # the settings go with the result, so that a re-segmentation elsewhere (Annotate, after fine-tuning) uses them
+    options = {"balance": bool(balance), "minerals": list(minerals) if minerals else None,
+               "assemblage": bool(assemblage)}
     bar = st.progress(0.0, text="Segmenting…")
     try:
-        pred = cio_predict(model, image, extra, lambda f, msg: bar.progress(f, text=f"Segmenting: {msg}"), balance,
-                           minerals, assemblage)
+        pred = cio_predict(model, image, extra, lambda f, msg: bar.progress(f, text=f"Segmenting: {msg}"), options)
     except (ValueError, MemoryError) as e:
         bar.empty()
         st.error(f"Segmentation failed: {e}")
@@ -32,10 +34,7 @@ def run_model(model, name: str, image: np.ndarray, balance: bool = True, mineral
         colour = {"drift": drift, "applied": False}
     return {"labels": pred.labels, "probs": pred.probs, "classes": pred.classes, "scale": pred.scale,
             "model": model.name, "drift": colour["drift"], "colour": colour,
-            "minerals": pred.assemblage.describe() if pred.assemblage is not None else "",
-            # the settings, so that a re-segmentation elsewhere (Annotate, after fine-tuning) uses the same
-            "options": {"balance": bool(balance), "minerals": list(minerals) if minerals else None,
-                        "assemblage": bool(assemblage)}}
+            "minerals": pred.assemblage.describe() if pred.assemblage is not None else "", "options": options}
 
 
 def colour_check(res: dict, calibrated: bool) -> None:
@@ -77,12 +76,10 @@ def colour_check(res: dict, calibrated: bool) -> None:
                    f"up to {DRIFT_WARNING:g} is normal).")
 
 
-def cio_predict(model, image, extra, progress, balance: bool = True, minerals: list[int] | None = None,
-                assemblage: bool = True):
+def cio_predict(model, image, extra, progress, options: dict | None = None):
     from core.segmentation import predict
 
-    return predict(model, image, extra=extra, progress=progress, balance=None if balance else False,
-                   minerals=minerals or None, assemblage=None if assemblage else False)
+    return predict(model, image, extra=extra, progress=progress, **state.predict_options(options))
 
 
 def mineral_choice(model) -> tuple[list[int] | None, bool]:

@@ -5,7 +5,8 @@ per server. Pages exchange work only through the functions here:
 
 - ``images``: name -> ``{"image": uint8 RGB, "gt": mask or None, "origin": str}``
 - ``calibrated``: name -> colour-corrected uint8 RGB
-- ``predictions``: name -> ``{"labels", "probs", "classes", "scale", "model"}``
+- ``predictions``: name -> ``{"labels", "probs", "classes", "scale", "model", "options"}``; ``options`` are the
+  Segment page's settings for the image (``{"balance", "minerals", "assemblage"}``, see :func:`predict_options`)
 - ``annotations``: name -> mask of codes (255 = unlabelled)
 - ``xpl``: name -> ``{"aligned": list of uint8 RGB, "names": [...]}``
 - ``annotate_work``: name -> the Annotate page's strokes and intermediate results
@@ -20,6 +21,7 @@ import numpy as np
 import streamlit as st
 
 from core import io as cio
+from core.minerals import IGNORE
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = ROOT / "samples"
@@ -41,6 +43,21 @@ def _init() -> None:
 def bucket(key: str) -> dict:
     _init()
     return st.session_state[key]
+
+
+def predict_options(options: dict | None, marked: np.ndarray | None = None) -> dict:
+    """``core.segmentation.predict`` keywords from a prediction's ``options`` (None: the model config's defaults).
+
+    ``options["balance"]`` / ``["assemblage"]`` switch the automatic colour correction / the assemblage step off
+    when False; ``["minerals"]`` is the sample's list of class codes (None: the model decides). With ``marked``
+    (a mask of codes the user has just annotated), that list is widened by every mineral the mask shows.
+    """
+    opts = options or {}
+    minerals = opts.get("minerals")
+    if minerals and marked is not None:
+        minerals = sorted(set(int(c) for c in minerals) | {int(c) for c in np.unique(marked) if c != IGNORE})
+    return {"balance": None if opts.get("balance", True) else False, "minerals": minerals or None,
+            "assemblage": None if opts.get("assemblage", True) else False}
 
 
 def add_image(name: str, image: np.ndarray, gt: np.ndarray | None = None, *, origin: str = "upload",
