@@ -273,3 +273,55 @@ def test_training_starts_from_another_models_weights(tmp_path, demo_items):
     cfg.arch = "unet"
     with pytest.raises(ValueError, match="architecture pspnet"):
         train(tmp_path / "d2", tmp_path / "c", cfg, init=tmp_path / "a", log=lambda s: None, progress=False)
+
+
+def test_a_new_edge_head_leaves_the_output_unchanged_and_trains_with_the_pspnet_frozen():
+    from core.segmentation.head import HeadedNet
+
+    torch.manual_seed(0)
+    base = create_model("pspnet", classes=4).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        before = base(x)
+    net = HeadedNet(base, 4, 3, width=8, freeze_base=True)
+    with torch.inference_mode():
+        assert torch.equal(net.eval()(x), before)  # the head's last layer starts at zero
+    frozen = {k: v.clone() for k, v in net.base.state_dict().items()}
+    net.train()
+    assert not net.base.training and net.head.training
+    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=1e-2)
+    y = torch.randint(0, 4, (2, 64, 64))
+    y[:, :8] = 255
+    crit = torch.nn.CrossEntropyLoss(ignore_index=255)
+    losses = []
+    for _ in range(15):
+        loss = crit(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.05
+    # the PSPNet's weights and batch-norm statistics are untouched
+    assert all(torch.equal(frozen[k], v) for k, v in net.base.state_dict().items())
+    with pytest.raises(ValueError, match="PSPNet"):
+        HeadedNet(create_model("unet", classes=4), 4)
+
+
+def test_a_model_folder_with_an_edge_head_round_trips(tmp_path):
+    from core.segmentation.head import HeadedNet
+
+    torch.manual_seed(1)
+    net = HeadedNet(create_model("pspnet", classes=3), 3, 3, width=8).eval()
+    torch.nn.init.normal_(net.head.out.weight, std=0.1)  # a head that changes the output
+    save_model(tmp_path / "h", net, _config([0, 6, 8], head={"width": 8}))
+    m = load_model(tmp_path / "h", device="cpu")
+    assert isinstance(m.net, HeadedNet)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        a, b = net.half().float()(x), m.net(x)
+        plain = net.base(x)
+    assert torch.allclose(a, b, atol=1e-3) and not torch.allclose(b, plain, atol=1e-2)
+    # a config that names a head the weights do not hold
+    save_model(tmp_path / "p", net.base, _config([0, 6, 8], head={"width": 8}))
+    with pytest.raises(ValueError, match="do not match"):
+        load_model(tmp_path / "p", device="cpu")

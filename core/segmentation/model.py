@@ -3,7 +3,8 @@
 A model directory ``models/<name>/`` holds ``weights.pt`` (fp16 state dict,
 loaded with ``weights_only=True``) and ``config.json`` (architecture, encoder,
 input channels, class codes, working scale, normalisation, per-class reference
-colours of the training images, training summary and validation scores).
+colours of the training images, training summary and validation scores; a
+``"head"`` entry when the network carries an edge head, :mod:`.head`).
 """
 from __future__ import annotations
 
@@ -161,9 +162,16 @@ def load_model(path: str | Path | None = None, *, device: str = "auto") -> Segme
     if missing:
         raise ValueError(f"{cfg_path}: missing fields {missing}")
     dev = resolve_device(device)
-    net = create_model(
-        config["architecture"], config["encoder"], classes=len(config["classes"]), in_channels=int(config["in_channels"])
-    )
+    try:
+        net = create_model(config["architecture"], config["encoder"], classes=len(config["classes"]),
+                           in_channels=int(config["in_channels"]))
+        if config.get("head"):
+            from .head import DEFAULT_HEAD_WIDTH, HeadedNet
+
+            net = HeadedNet(net, len(config["classes"]), int(config["in_channels"]),
+                            width=int(config["head"].get("width", DEFAULT_HEAD_WIDTH)))
+    except (TypeError, AttributeError) as e:
+        raise ValueError(f"{cfg_path}: invalid model description ({e})") from None
     try:
         state = torch.load(w_path, map_location="cpu", weights_only=True)
         net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
