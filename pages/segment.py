@@ -144,7 +144,9 @@ def main() -> None:
         return
     c1, c2 = st.columns([3, 2])
     c1.write(f"**{name}** — {image.shape[1]}×{image.shape[0]} px" + (" · colour-corrected" if calibrated else ""))
-    c2.write(f"Model **{model.name}** ({model.config['architecture']}/{model.config['encoder']}, "
+    from core.segmentation.model import describe_network
+
+    c2.write(f"Model **{model.name}** ({describe_network(model.config)}, "
              f"working scale {model.scale:g})")
     preds = state.bucket("predictions")
     balance = st.checkbox("Automatic colour correction when the colours are off", value=True, key="segment-balance",

@@ -256,6 +256,16 @@ def test_training_starts_from_another_models_weights(tmp_path, demo_items):
     wb = torch.load(tmp_path / "b/weights.pt", weights_only=True)
     w = "encoder.conv1.weight"
     assert torch.equal(wa[w], wb[w])
+    # a model with an edge head gives its network (the head cannot follow a network that changes)
+    from core.segmentation.head import HeadedNet
+
+    src = load_model(tmp_path / "a", device="cpu")
+    save_model(tmp_path / "h", HeadedNet(src.net, len(src.classes)), {**src.config, "head": {"width": 32}})
+    log = []
+    train(tmp_path / "d", tmp_path / "g", cfg, init=tmp_path / "h", log=log.append, progress=False)
+    assert torch.equal(wa[w], torch.load(tmp_path / "g/weights.pt", weights_only=True)[w])
+    assert any("edge head is left out" in line for line in log)
+    assert "head" not in json.loads((tmp_path / "g/config.json").read_text())
     # a dataset showing fewer minerals keeps the starting model's classes
     cfg_a = json.loads((tmp_path / "a/config.json").read_text())
     for mask in (tmp_path / "d/masks/train").iterdir():  # background only; everything else unlabelled

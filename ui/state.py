@@ -202,9 +202,11 @@ def model_summary(model_dir: str) -> str:
     """One line on a model folder for the sidebar: architecture, classes, held-out scores (read from its config)."""
     import json
 
+    from core.segmentation.model import describe_network
+
     try:
         cfg = json.loads((Path(model_dir) / "config.json").read_text())
-        text = f"{cfg['architecture']} / {cfg['encoder']}, {len(cfg['classes'])} classes"
+        text = f"{describe_network(cfg)}, {len(cfg['classes'])} classes"
         if cfg.get("in_channels", 3) > 3:
             text += f", {cfg['in_channels']} input channels (needs XPL)"
         v = cfg.get("validation_full_resolution") or cfg.get("validation")

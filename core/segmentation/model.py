@@ -27,6 +27,7 @@ __all__ = [
     "load_model",
     "resolve_device",
     "DEFAULT_MODEL_DIR",
+    "describe_network",
 ]
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "default"
@@ -78,6 +79,11 @@ def create_model(
         return factory(encoder_name=encoder_name, encoder_weights=None, in_channels=in_channels, classes=classes)
     except KeyError as e:
         raise ValueError(f"unknown encoder {encoder_name!r} for {arch}: {e}") from None
+
+
+def describe_network(config: dict[str, Any]) -> str:
+    """``"pspnet / resnet18"``, with ``" + edge head"`` when the config has one."""
+    return f"{config['architecture']} / {config['encoder']}" + (" + edge head" if config.get("head") else "")
 
 
 def resolve_device(device: str = "auto") -> torch.device:

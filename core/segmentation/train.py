@@ -398,8 +398,15 @@ def _load_init(net: torch.nn.Module, src: SegmentationModel, init: str | Path, c
     diff = [f"{k} {theirs[k]} (this run: {mine[k]})" for k in mine if mine[k] != theirs[k]]
     if diff:
         raise ValueError(f"cannot start from {init}: its " + "; ".join(diff))
-    net.load_state_dict(src.net.state_dict())
-    log(f"starting from the weights of {init}")
+    from .head import HeadedNet
+
+    if isinstance(src.net, HeadedNet):
+        # training changes the network under the head, which would no longer fit it: start from the network alone
+        net.load_state_dict(src.net.base.state_dict())
+        log(f"starting from the weights of {init} (its edge head is left out)")
+    else:
+        net.load_state_dict(src.net.state_dict())
+        log(f"starting from the weights of {init}")
 
 
 @torch.no_grad()
