@@ -28,20 +28,16 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from core.io import list_dataset  # noqa: E402
 from core.minerals import IGNORE  # noqa: E402
-from core.segmentation import ConfusionMatrix, SegmentationModel, load_model, save_model  # noqa: E402
+from core.segmentation import SegmentationModel, load_model, save_model  # noqa: E402
 from core.segmentation.head import DEFAULT_HEAD_WIDTH, HeadedNet  # noqa: E402
-from core.segmentation.infer import norm_stats, predict_scaled  # noqa: E402
-from core.segmentation.train import PatchStream, TrainConfig, _index_lut, _load  # noqa: E402
+from core.segmentation.infer import norm_stats  # noqa: E402
+from core.segmentation.train import PatchStream, TrainConfig, _index_lut, _load, _validate  # noqa: E402
 
 
 def validate(model: SegmentationModel, val, refine: bool) -> dict:
-    cm = ConfusionMatrix()
-    lut = np.asarray(model.classes, np.uint8)
-    for v in val:
-        cm.update(v.mask, lut[np.argmax(predict_scaled(model, v.image, refine=refine), 0)])
-    s = cm.scores()
-    return {"miou": round(s.miou, 4), "pixel_accuracy": round(s.pixel_accuracy, 4),
-            "iou": {str(k): round(x, 3) for k, x in s.iou.items()}}
+    s = _validate(model, val, refine=refine)
+    return {"miou": round(s["miou"], 4), "pixel_accuracy": round(s["pixel_accuracy"], 4),
+            "iou": {k: round(x, 3) for k, x in s["iou"].items()}}
 
 
 def main() -> None:

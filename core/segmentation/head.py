@@ -15,6 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .model import _smp
+
 __all__ = ["EdgeHead", "HeadedNet", "DEFAULT_HEAD_WIDTH"]
 
 DEFAULT_HEAD_WIDTH = 32
@@ -73,8 +75,6 @@ class HeadedNet(nn.Module):
     def __init__(self, base: nn.Module, classes: int, in_channels: int = 3, *, width: int = DEFAULT_HEAD_WIDTH,
                  freeze_base: bool = False):
         super().__init__()
-        from .model import _smp
-
         if not isinstance(base, _smp().PSPNet):
             raise ValueError(f"an edge head needs a PSPNet from segmentation-models-pytorch, not {type(base).__name__}")
         conv = base.segmentation_head[0]

@@ -13,9 +13,9 @@ import copy
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -26,6 +26,7 @@ from ..io import DatasetItem, list_dataset, read_image, read_mask, rescale_pair
 from ..minerals import IGNORE
 from .assemblage import assemblage_from_masks
 from .balance import DEFAULT_BALANCE, chromaticity_statistics
+from .head import HeadedNet
 from .infer import predict_scaled
 from .refine import DEFAULT_REFINE
 from .metrics import ConfusionMatrix
@@ -203,12 +204,13 @@ def _index_lut(classes: list[int]) -> np.ndarray:
     return lut
 
 
-def _validate(model: SegmentationModel, val: list[LoadedImage]) -> dict:
+def _validate(model: SegmentationModel, val: list[LoadedImage], refine: bool | None = None) -> dict:
+    """Scores of ``model`` on whole validation images at the working scale (``refine`` as in ``predict_scaled``)."""
     cm = ConfusionMatrix()
     model.net.eval()
     lut = np.asarray(model.classes, np.uint8)
     for v in val:
-        probs = predict_scaled(model, v.image)
+        probs = predict_scaled(model, v.image, refine=refine)
         cm.update(v.mask, lut[np.argmax(probs, 0)])
     model.net.train()
     return cm.scores().as_dict()
@@ -398,8 +400,6 @@ def _load_init(net: torch.nn.Module, src: SegmentationModel, init: str | Path, c
     diff = [f"{k} {theirs[k]} (this run: {mine[k]})" for k in mine if mine[k] != theirs[k]]
     if diff:
         raise ValueError(f"cannot start from {init}: its " + "; ".join(diff))
-    from .head import HeadedNet
-
     if isinstance(src.net, HeadedNet):
         # training changes the network under the head, which would no longer fit it: start from the network alone
         net.load_state_dict(src.net.base.state_dict())
