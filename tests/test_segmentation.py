@@ -335,3 +335,26 @@ def test_a_model_folder_with_an_edge_head_round_trips(tmp_path):
     save_model(tmp_path / "p", net.base, _config([0, 6, 8], head={"width": 8}))
     with pytest.raises(ValueError, match="do not match"):
         load_model(tmp_path / "p", device="cpu")
+
+
+@pytest.mark.parametrize("arch", ["pspnet", "unet"])
+def test_batchnorm_folding_gives_the_same_output(arch, tmp_path):
+    from core.segmentation.model import fuse_batchnorm
+
+    net = create_model(arch, "resnet18", classes=4).eval()
+    # non-trivial running statistics, as after training
+    for mod in net.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.uniform_(-0.5, 0.5)
+            mod.running_var.uniform_(0.5, 2.0)
+    fused = fuse_batchnorm(net, 3)
+    assert fused is not None
+    assert not any(isinstance(mod, torch.nn.BatchNorm2d) for mod in fused.modules())
+    x = torch.randn(2, 3, 96, 128)
+    with torch.inference_mode():
+        assert torch.allclose(fused(x), net(x), atol=1e-4)
+    # no convolution-and-normalisation pair to fold: no copy
+    assert fuse_batchnorm(_Pointwise(3).eval(), 3) is None
+    save_model(tmp_path / "m", net, _config([0, 1, 6, 8], architecture=arch))
+    loaded = load_model(tmp_path / "m", device="cpu")
+    assert loaded.fused is not None and loaded.inference_net is loaded.fused

@@ -19,7 +19,7 @@ import torch
 from ..io import rescale_pair
 from ..minerals import IGNORE
 from ..segmentation.assemblage import widen_assemblage
-from ..segmentation.model import SegmentationModel
+from ..segmentation.model import SegmentationModel, fuse_batchnorm
 from ..segmentation.train import PatchStream, TrainConfig
 
 __all__ = ["finetune"]
@@ -156,4 +156,5 @@ def finetune(
                           "lr": lr, "images": len(work_imgs), "loss_first": losses[0] if losses else None,
                           "loss_last": float(np.mean(losses[-5:])) if losses else None,
                           "seconds": round(time.time() - t0, 1)}
-    return SegmentationModel(net=net, config=config, device=model.device)
+    return SegmentationModel(net=net, config=config, device=model.device,
+                             fused=fuse_batchnorm(net, int(config["in_channels"])))

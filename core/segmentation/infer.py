@@ -161,17 +161,19 @@ def predict_scaled(
     coords = [(y, x) for y in ys for x in xs]
     dev = model.device
     use_amp = dev.type == "cuda"
+    net = model.inference_net
     with model.lock:
         for b in range(0, len(coords), batch_size):
             chunk = coords[b : b + batch_size]
             tiles = np.stack([arr[y : y + th, x : x + tw] for y, x in chunk])
             x_t = _normalise(tiles, mean, std).to(dev)
             with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=use_amp):
-                logits = model.net(x_t)
-                probs_t = torch.softmax(logits.float(), dim=1)
+                # softmax over channels is several times faster on a contiguous tensor than on channels-last
+                logits = net(x_t)
+                probs_t = torch.softmax(logits.float().contiguous(), dim=1)
                 if tta:
-                    flipped = model.net(torch.flip(x_t, dims=[3]))
-                    probs_t = 0.5 * (probs_t + torch.flip(torch.softmax(flipped.float(), dim=1), dims=[3]))
+                    flipped = net(torch.flip(x_t, dims=[3]))
+                    probs_t = 0.5 * (probs_t + torch.flip(torch.softmax(flipped.float().contiguous(), dim=1), dims=[3]))
             probs = probs_t.cpu().numpy()
             for (y, x), p in zip(chunk, probs):
                 acc[:, y : y + th, x : x + tw] += p * weight
@@ -263,7 +265,7 @@ def predict(
                                               progress=progress, tta=tta, balance=balance, minerals=minerals,
                                               assemblage=assemblage)
     labels = upsample_argmax(probs, image.shape[:2], model.classes)
-    return Prediction(labels=labels, probs=probs.astype(np.float16), classes=model.classes, scale=model.scale,
+    return Prediction(labels=labels, probs=torch.from_numpy(np.ascontiguousarray(probs)).half().numpy(), classes=model.classes, scale=model.scale,
                       colour=colour, assemblage=kept)
 
 

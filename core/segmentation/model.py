@@ -28,6 +28,7 @@ __all__ = [
     "resolve_device",
     "DEFAULT_MODEL_DIR",
     "describe_network",
+    "fuse_batchnorm",
 ]
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "default"
@@ -103,13 +104,23 @@ class SegmentationModel:
     """A network together with its configuration.
 
     ``lock`` serialises use of one instance from several threads (the app
-    shares one model between all sessions of a server).
+    shares one model between all sessions of a server). ``fused`` is an
+    inference copy of ``net`` with its batch normalisation folded into the
+    convolutions (:func:`fuse_batchnorm`), made by :func:`load_model`; inference
+    uses it when present. A model being trained has none, so inference sees the
+    weights as they change.
     """
 
     net: torch.nn.Module
     config: dict[str, Any]
     device: torch.device
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    fused: torch.nn.Module | None = field(default=None, repr=False)
+
+    @property
+    def inference_net(self) -> torch.nn.Module:
+        """The network inference runs: ``fused`` when there is one, else ``net``."""
+        return self.fused if self.fused is not None else self.net
 
     @property
     def classes(self) -> list[int]:
@@ -131,6 +142,45 @@ class SegmentationModel:
         """Mean sRGB colour (0-255) of each class in the training images."""
         ref = self.config.get("reference_colors", {})
         return {int(k): np.asarray(v, np.float64) for k, v in ref.items()}
+
+
+def _fold(module: torch.nn.Module) -> int:
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    n = sum(_fold(child) for child in module.children())
+    names = list(module._modules)
+    for a, b in zip(names, names[1:]):
+        conv, bn = module._modules[a], module._modules[b]
+        if (type(conv) is torch.nn.Conv2d and type(bn) is torch.nn.BatchNorm2d and bn.track_running_stats
+                and bn.num_features == conv.out_channels):
+            module._modules[a] = fuse_conv_bn_eval(conv, bn)
+            module._modules[b] = torch.nn.Identity()
+            n += 1
+    return n
+
+
+@torch.inference_mode()
+def fuse_batchnorm(net: torch.nn.Module, in_channels: int, *, tolerance: float = 1e-3) -> torch.nn.Module | None:
+    """A copy of an eval-mode ``net`` with each batch normalisation folded into the convolution before it.
+
+    A convolution followed by batch normalisation in evaluation mode is one affine map, so folding them gives
+    the same output with about a fifth less work on a CPU. Pairs are found in the order modules are registered
+    (a convolution directly followed by its normalisation, as in the ResNet encoders and the decoders'
+    convolution blocks); the copy is then checked against ``net`` on a small random input, and None is
+    returned when nothing was folded or the outputs differ by more than ``tolerance`` (some network whose
+    registration order is not its order of computation).
+    """
+    import copy
+
+    fused = copy.deepcopy(net).eval()
+    if not _fold(fused):
+        return None
+    param = next(net.parameters())
+    x = torch.randn(1, in_channels, 64, 64, generator=torch.Generator().manual_seed(0)).to(param.device)
+    ref, out = net.eval()(x), fused(x)
+    if not torch.allclose(out, ref, rtol=0, atol=tolerance * max(1.0, float(ref.abs().max()))):
+        return None
+    return fused
 
 
 def save_model(path: str | Path, net: torch.nn.Module, config: dict[str, Any]) -> Path:
@@ -185,4 +235,4 @@ def load_model(path: str | Path | None = None, *, device: str = "auto") -> Segme
         raise ValueError(f"{w_path}: weights do not match the config ({type(e).__name__}: {str(e)[:200]})") from None
     net.to(dev).eval()
     config.setdefault("name", path.name)
-    return SegmentationModel(net=net, config=config, device=dev)
+    return SegmentationModel(net=net, config=config, device=dev, fused=fuse_batchnorm(net, int(config["in_channels"])))
