@@ -8,7 +8,7 @@ from core.segmentation import SegmentationModel, predict
 from core.segmentation.balance import (auto_balance, balance_settings, bright_chromaticity, cast_gains,
                                       chromaticity_statistics)
 from core.segmentation.infer import predict_scaled
-from core.segmentation.refine import guided_refine, refine_settings
+from core.segmentation.refine import REFINE_METHODS, crf_refine, guided_refine, refine, refine_settings
 from test_segmentation import _config, _Pointwise
 
 torch.set_num_threads(2)
@@ -46,9 +46,60 @@ def test_refinement_keeps_flat_regions_and_is_the_same_in_strips():
     assert np.allclose(guided_refine(flat, img), 1 / 3, atol=1e-4)
 
 
+def test_crf_moves_a_blurred_boundary_onto_the_colour_edge_and_keeps_a_thin_rim():
+    img, probs = _edge_case()
+    first = lambda labels: labels.argmax(1)
+    out = crf_refine(probs.copy(), img)
+    assert np.isin(first(out.argmax(0)), [50]).all()
+    assert np.allclose(out.sum(0), 1, atol=1e-5) and out.min() >= 0
+    # a rim 3 px wide that the network smeared over 9 to 11 px
+    h, w = 80, 120
+    img = np.full((h, w, 3), 40, np.uint8)
+    img[:, 60:63] = (110, 105, 100)
+    x = np.arange(w, dtype=np.float32)
+    for peak, sigma in [(0.7, 6), (0.9, 5)]:
+        rim = peak * np.exp(-0.5 * ((x - 61) / sigma) ** 2)
+        probs = np.stack([np.broadcast_to(1 - rim, (h, w)), np.broadcast_to(rim, (h, w))]).astype(np.float32).copy()
+        assert (probs.argmax(0) == 1).sum(1).min() >= 9
+        lab = crf_refine(probs, img).argmax(0)
+        assert (lab[:, 60:63] == 1).all() and (lab[:, :60] == 0).all() and (lab[:, 63:] == 0).all()
+
+
+def test_crf_is_the_same_in_strips_and_leaves_ruled_out_minerals_at_zero():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (120, 90, 3), dtype=np.uint8)
+    probs = rng.random((4, 120, 90)).astype(np.float32)
+    probs[2] = 0
+    probs /= probs.sum(0)
+    whole = crf_refine(probs.copy(), img, strip=10_000)
+    strips = crf_refine(probs.copy(), img, strip=7)
+    assert np.allclose(whole, strips, atol=1e-5)
+    assert (whole[2] == 0).all() and np.allclose(whole.sum(0), 1, atol=1e-5)
+    # one class only: nothing to decide
+    one = np.zeros((3, 20, 20), np.float32)
+    one[1] = 1
+    assert (crf_refine(one.copy(), img[:20, :20]) == one).all()
+    # a uniform photograph and uniform probabilities stay uniform
+    flat = np.full((3, 30, 40), 1 / 3, np.float32)
+    assert np.allclose(crf_refine(flat, np.full((30, 40, 3), 90, np.uint8)), 1 / 3, atol=1e-5)
+
+
 def test_refinement_settings_and_bad_input():
     assert refine_settings({}) is None
-    assert refine_settings({"refine": {"radius": 4}}) == {"radius": 4, "eps": 1e-3, "subsample": 4}
+    assert refine_settings({"refine": {"radius": 4}}) == {"method": "guided", "radius": 4, "eps": 1e-3, "subsample": 4}
+    assert refine_settings({}, force=True) == {"method": "crf", **REFINE_METHODS["crf"]}
+    assert refine_settings({"refine": {"method": "crf", "iterations": 2}})["iterations"] == 2
+    with pytest.raises(ValueError, match="valid methods: guided, crf"):
+        refine_settings({"refine": {"method": "bilateral"}})
+    with pytest.raises(ValueError, match="no settings"):
+        refine_settings({"refine": {"method": "crf", "eps": 1e-3}})
+    with pytest.raises(ValueError, match="crf settings"):
+        refine_settings({"refine": {"method": "crf", "colour_sigma": 0}})
+    with pytest.raises(ValueError, match="guide"):
+        crf_refine(np.zeros((2, 10, 10), np.float32), np.zeros((9, 10, 3), np.uint8))
+    img, probs = _edge_case()
+    assert np.allclose(refine(probs.copy(), img, refine_settings({"refine": {"radius": 8, "eps": 1e-3, "subsample": 2}})),
+                       guided_refine(probs.copy(), img, radius=8, eps=1e-3, subsample=2))
     with pytest.raises(ValueError, match="radius"):
         refine_settings({"refine": {"radius": 0}})
     with pytest.raises(ValueError, match="guide"):

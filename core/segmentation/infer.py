@@ -25,7 +25,7 @@ import torch
 from .assemblage import Assemblage, assemblage_settings, choose_minerals, restrict, user_minerals
 from .balance import ColourBalance, auto_balance, balance_settings
 from .model import SegmentationModel
-from .refine import guided_refine, refine_settings
+from .refine import refine as refine_probs, refine_settings
 
 __all__ = ["Prediction", "predict", "prepare_input"]
 
@@ -189,7 +189,7 @@ def predict_scaled(
     acc = acc[:, :h, :w]
     settings = refine_settings(model.config, force=bool(refine)) if refine is not False else None
     if settings:
-        acc = guided_refine(np.ascontiguousarray(acc), arr[:h, :w], **settings)
+        acc = refine_probs(np.ascontiguousarray(acc), arr[:h, :w], settings)
     return acc
 
 
@@ -289,26 +289,31 @@ def predict_balanced(model: SegmentationModel, arr: np.ndarray, *, balance: bool
     if keep is not None and not keep:
         raise ValueError("none of the chosen minerals is one this model knows")
     chosen: list[Assemblage | None] = [None]
+    # the edge refinement comes after the minerals are chosen, so that ruled-out minerals do not pull on outlines
+    want_refine = kw.pop("refine", None)
+    refining = refine_settings(model.config, force=bool(want_refine)) if want_refine is not False else None
 
-    def finish(p: np.ndarray) -> np.ndarray:
+    def finish(p: np.ndarray, x: np.ndarray) -> np.ndarray:
         if keep is not None:
             chosen[0] = user_minerals(p, model.classes, keep)
+            p = restrict(p, model.classes, chosen[0].kept, inplace=True)
         elif exclusive:
             chosen[0] = choose_minerals(p, model.classes, exclusive)
-        else:
-            return p
-        return restrict(p, model.classes, chosen[0].kept, inplace=True)
+            p = restrict(p, model.classes, chosen[0].kept, inplace=True)
+        if refining:
+            p = refine_probs(np.ascontiguousarray(p, dtype=np.float32), x[: p.shape[1], : p.shape[2]], refining)
+        return p
 
     settings = balance_settings(model.config, force=bool(balance)) if balance is not False else None
     if not settings:
-        return finish(predict_scaled(model, arr, progress=progress, **kw)), arr, None, chosen[0]
+        return finish(predict_scaled(model, arr, progress=progress, refine=False, **kw), arr), arr, None, chosen[0]
     passes = []
 
     def run(x: np.ndarray) -> np.ndarray:
         note = "" if not passes else "colours corrected, again: "
         passes.append(1)
         step = (lambda f, msg: progress(f, note + msg)) if progress else None
-        return finish(predict_scaled(model, x, progress=step, **kw))
+        return finish(predict_scaled(model, x, progress=step, refine=False, **kw), x)
 
     probs, used, colour = auto_balance(arr, model.classes, model.reference_colors(), run, **settings)
     return probs, used, colour, chosen[0]

@@ -1,4 +1,4 @@
-"""Edge-aware refinement of class probabilities with a colour guided filter.
+"""Edge-aware refinement of class probabilities: a colour guided filter, or a locally connected CRF.
 
 PSPNet predicts at 1/8 of its input, so at working scale 0.5 its probabilities change over about 16 px of the
 photograph and grain outlines come out rounded. The guided filter (He, Sun & Tang, "Guided Image Filtering",
@@ -8,27 +8,60 @@ keep the network's answer. The filter is linear and keeps the per-pixel sum of t
 
 Memory is bounded: the image is processed in strips of rows with a margin, and each class channel is filtered
 on its own, so a panorama needs a few hundred MB on top of its probability map, whatever its size.
+
+The second method, ``"crf"``, is the mean-field inference of a conditional random field with Gaussian edge
+potentials (Krähenbühl & Koltun, "Efficient Inference in Fully Connected CRFs with Gaussian Edge Potentials",
+NeurIPS 2011) restricted to a window around each pixel, as in the convolutional CRF of Teichmann & Cipolla
+(2019): each pixel's label is pulled towards the labels of nearby pixels of similar colour (the appearance
+kernel), a few times over. Unlike the linear guided filter it can
+decide a pixel by the colour of the grain it touches, so thin rims and flames keep their width.
 """
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
-__all__ = ["DEFAULT_REFINE", "guided_refine", "refine_settings"]
+__all__ = ["DEFAULT_REFINE", "REFINE_METHODS", "crf_refine", "guided_refine", "refine", "refine_settings"]
 
-DEFAULT_REFINE = {"radius": 8, "eps": 1e-3, "subsample": 4}
+#: The settings of each refinement method, with their defaults.
+REFINE_METHODS = {
+    "guided": {"radius": 8, "eps": 1e-3, "subsample": 4},
+    "crf": {"iterations": 3, "radius": 8, "step": 4, "spatial_sigma": 8.0, "colour_sigma": 10.0, "weight": 3.0},
+}
+#: What a newly trained model's config asks for.
+DEFAULT_REFINE = {"method": "crf", **REFINE_METHODS["crf"]}
 
 
 def refine_settings(config: dict, *, force: bool = False) -> dict | None:
     """The refinement settings of a model config (``"refine"``), or None when it is off; with ``force``, a config
-    without them gets the defaults."""
-    r = config.get("refine") or ({} if force else None)
+    without them gets the defaults. A config without ``"method"`` means the guided filter (the first method)."""
+    r = config.get("refine") or (dict(DEFAULT_REFINE) if force else None)
     if r is None:
         return None
-    s = {**DEFAULT_REFINE, **r}
-    if int(s["radius"]) < 1 or float(s["eps"]) <= 0 or int(s["subsample"]) < 1:
+    method = r.get("method", "guided")
+    if method not in REFINE_METHODS:
+        raise ValueError(f"unknown refinement method {method!r}; valid methods: {', '.join(REFINE_METHODS)}")
+    defaults = REFINE_METHODS[method]
+    unknown = sorted(set(r) - set(defaults) - {"method"})
+    if unknown:
+        raise ValueError(f"refinement method {method!r} has no settings {unknown}; its settings: {', '.join(defaults)}")
+    s = {k: type(v)(r.get(k, v)) for k, v in defaults.items()}
+    if method == "guided" and (s["radius"] < 1 or s["eps"] <= 0 or s["subsample"] < 1):
         raise ValueError(f"refine settings need radius >= 1, eps > 0 and subsample >= 1, got {r}")
-    return {"radius": int(s["radius"]), "eps": float(s["eps"]), "subsample": int(s["subsample"])}
+    if method == "crf" and (s["iterations"] < 1 or s["radius"] < 1 or s["step"] < 1 or s["spatial_sigma"] <= 0
+                            or s["colour_sigma"] <= 0 or s["weight"] < 0):
+        raise ValueError("crf settings need iterations, radius and step >= 1, positive sigmas and a non-negative "
+                         f"weight, got {r}")
+    return {"method": method, **s}
+
+
+def refine(probs: np.ndarray, guide: np.ndarray, settings: dict) -> np.ndarray:
+    """Refine ``probs`` (K, h, w) float32 in place with the method and settings of :func:`refine_settings`."""
+    s = dict(settings)
+    method = s.pop("method", "guided")
+    if method not in REFINE_METHODS:
+        raise ValueError(f"unknown refinement method {method!r}; valid methods: {', '.join(REFINE_METHODS)}")
+    return (crf_refine if method == "crf" else guided_refine)(probs, guide, **s)
 
 
 def _box(x: np.ndarray, r: int) -> np.ndarray:
@@ -125,4 +158,95 @@ def guided_refine(probs: np.ndarray, guide: np.ndarray, *, radius: int = 8, eps:
     total = probs.sum(axis=0)
     np.maximum(total, np.float32(1e-6), out=total)
     probs /= total[None]
+    return probs
+
+
+def _crf_block(probs: np.ndarray, guide: np.ndarray, *, iterations: int, radius: int, step: int,
+               spatial_sigma: float, colour_sigma: float, weight: float) -> np.ndarray:
+    """Mean-field iterations on one block: ``probs`` (K, h, w) float32, ``guide`` (h, w, 3) uint8 -> (K, h, w)."""
+    import torch
+
+    F = torch.nn.functional
+    K, h, w = probs.shape
+    r = radius
+    with torch.inference_mode():
+        P = torch.from_numpy(np.ascontiguousarray(probs.transpose(1, 2, 0)))  # (h, w, K): shifted views stay row-contiguous
+        unary = torch.log(P.clamp_min(1e-4))
+        img = torch.from_numpy(np.ascontiguousarray(guide[..., :3])).float()
+        img_p = F.pad(img.permute(2, 0, 1)[None], (r, r, r, r), mode="replicate")[0].permute(1, 2, 0)
+        offsets = [(dy, dx) for dy in range(-r, r + 1, step) for dx in range(-r, r + 1, step) if dy or dx]
+        kernels = []
+        for dy, dx in offsets:
+            d2 = ((img - img_p[r + dy : r + dy + h, r + dx : r + dx + w]) ** 2).sum(-1)
+            k = torch.exp(d2.mul_(-0.5 / colour_sigma**2).add_(-0.5 * (dy * dy + dx * dx) / spatial_sigma**2)).mul_(weight)
+            kernels.append(k.unsqueeze(-1))
+        Q = P
+        msg = torch.empty_like(P)
+        for _ in range(iterations):
+            Qp = F.pad(Q.permute(2, 0, 1)[None], (r, r, r, r), mode="replicate")[0].permute(1, 2, 0).contiguous()
+            # Potts compatibility: a label gains what its similar neighbours give it
+            msg.copy_(unary)
+            for (dy, dx), k in zip(offsets, kernels):
+                msg.addcmul_(k, Qp[r + dy : r + dy + h, r + dx : r + dx + w])
+            Q = torch.softmax(msg, dim=-1)
+        return Q.permute(2, 0, 1).numpy()
+
+
+def crf_refine(probs: np.ndarray, guide: np.ndarray, *, iterations: int = 3, radius: int = 8, step: int = 4,
+               spatial_sigma: float = 8.0, colour_sigma: float = 10.0, weight: float = 3.0,
+               strip: int = 512) -> np.ndarray:
+    """Refine class probabilities in place by mean-field inference of a locally connected CRF.
+
+    Parameters
+    ----------
+    probs : (K, h, w) float32 ndarray
+        Softmax probabilities at the working scale; overwritten. Channels that are zero everywhere (minerals
+        ruled out) stay zero.
+    guide : (h, w, C) uint8 ndarray
+        The network's input at the same scale; its first three channels (RGB) define colour similarity.
+    iterations : int
+        Mean-field updates.
+    radius, step : int
+        Pixels within ``radius`` (working scale), every ``step``-th in each direction, are connected.
+    spatial_sigma, colour_sigma : float
+        Widths of the appearance kernel in pixels and in 8-bit colour units.
+    weight : float
+        Weight of the appearance kernel against the network's log-probabilities.
+    strip : int
+        Rows per block (each with a margin of ``iterations * radius`` rows, so the result is the same as over the
+        whole image); bounds the memory for large panoramas.
+
+    Returns
+    -------
+    probs : the same array, refined (sums to 1 per pixel over the channels that were not zero).
+
+    References
+    ----------
+    .. [1] P. Krähenbühl and V. Koltun, "Efficient Inference in Fully Connected CRFs with Gaussian Edge
+           Potentials", NeurIPS 2011. arXiv:1210.5644
+    .. [2] M. T. T. Teichmann and R. Cipolla, "Convolutional CRFs for Semantic Segmentation", BMVC 2019.
+           arXiv:1805.04777
+    """
+    if probs.ndim != 3 or probs.dtype != np.float32:
+        raise ValueError(f"probs must be a (K, h, w) float32 array, got {probs.shape} {probs.dtype}")
+    h, w = probs.shape[1:]
+    if guide.shape[:2] != (h, w) or guide.ndim != 3 or guide.shape[2] < 3:
+        raise ValueError(f"the guide must be an (h, w, 3+) image of the probabilities' size {w}x{h}, got {guide.shape}")
+    active = np.flatnonzero(probs.reshape(probs.shape[0], -1).max(axis=1) > 0)
+    if active.size < 2:
+        return probs
+    kw = dict(iterations=int(iterations), radius=int(radius), step=int(step), spatial_sigma=float(spatial_sigma),
+              colour_sigma=float(colour_sigma), weight=float(weight))
+    margin = int(iterations) * int(radius)
+    strip = max(int(strip), margin)  # a block may then read unrefined rows of the strip before it only
+    pending = None
+    for y0 in range(0, h, strip):
+        y1 = min(h, y0 + strip)
+        a0, a1 = max(0, y0 - margin), min(h, y1 + margin)
+        q = _crf_block(probs[active, a0:a1], guide[a0:a1], **kw)
+        if pending is not None:  # the previous strip is written only now: this strip read its rows unrefined
+            probs[active, pending[0] : pending[1]] = pending[2]
+        pending = (y0, y1, q[:, y0 - a0 : y1 - a0])
+    if pending is not None:
+        probs[active, pending[0] : pending[1]] = pending[2]
     return probs
