@@ -11,13 +11,13 @@ from ui import state, widgets
 
 
 def run_model(model, name: str, image: np.ndarray, balance: bool = True, minerals: list[int] | None = None,
-              assemblage: bool = True) -> dict | None:
+              assemblage: bool = True, refine: str | None = None) -> dict | None:
     ok, extra = state.xpl_channels_or_error(model, name)
     if not ok:
         return None
     # the settings go with the result, so that a re-segmentation elsewhere (Annotate, after fine-tuning) uses them
     options = {"balance": bool(balance), "minerals": list(minerals) if minerals else None,
-               "assemblage": bool(assemblage)}
+               "assemblage": bool(assemblage), "refine": refine}
     bar = st.progress(0.0, text="Segmenting…")
     try:
         pred = cio_predict(model, image, extra, lambda f, msg: bar.progress(f, text=f"Segmenting: {msg}"), options)
@@ -80,6 +80,26 @@ def cio_predict(model, image, extra, progress, options: dict | None = None):
     from core.segmentation import predict
 
     return predict(model, image, extra=extra, progress=progress, **state.predict_options(options))
+
+
+REFINE_LABELS = {
+    "crf": "CRF: outlines follow the grains' colours (sharpest)",
+    "guided": "guided filter (faster, softer outlines)",
+    "none": "none: the network's own outlines",
+}
+
+
+def refine_choice(model) -> str | None:
+    """The Segment page's edge refinement: None for the model's own setting, else a method name or "none"."""
+    own = (model.config.get("refine") or {}).get("method", "guided") if model.config.get("refine") else "none"
+    names = list(REFINE_LABELS)
+    pick = st.selectbox("Edge refinement", names, index=names.index(own) if own in names else 0,
+                        format_func=lambda m: REFINE_LABELS[m] + (" — this model's setting" if m == own else ""),
+                        key="segment-refine",
+                        help="PSPNet outlines grains at 1/16 of the photograph's resolution; refinement moves "
+                             "the outlines onto the photograph's colour edges. The CRF adds about 1–2 s per "
+                             "photograph on a CPU.")
+    return None if pick == own else pick
 
 
 def mineral_choice(model) -> tuple[list[int] | None, bool]:
@@ -161,9 +181,10 @@ def main() -> None:
         st.caption("This image is colour-calibrated from marks, so it is segmented as calibrated, without "
                    "automatic colour correction.")
     minerals, apart = mineral_choice(model)
+    refine = refine_choice(model)
     b1, b2 = st.columns(2)
     if b1.button("Segment this image", type="primary", key="segment-run"):
-        res = run_model(model, name, image, balance and not calibrated, minerals, apart)
+        res = run_model(model, name, image, balance and not calibrated, minerals, apart, refine)
         if res is not None:
             preds[name] = res
     others = [n for n in state.bucket("images") if n not in preds]
@@ -171,7 +192,7 @@ def main() -> None:
                                                       key="segment-all", disabled=not others):
         for n in others:
             img = state.bucket("calibrated").get(n, state.bucket("images")[n]["image"])
-            res = run_model(model, n, img, balance and n not in state.bucket("calibrated"), minerals, apart)
+            res = run_model(model, n, img, balance and n not in state.bucket("calibrated"), minerals, apart, refine)
             if res is not None:
                 preds[n] = res
     if name not in preds:

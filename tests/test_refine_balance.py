@@ -201,3 +201,29 @@ def test_predict_follows_the_config():
     raw = predict_scaled(m, img, refine=False)
     assert np.allclose(raw, predict_scaled(plain, img), atol=1e-6)
     assert not np.allclose(predict_scaled(m, img), raw, atol=1e-3)
+
+
+def test_predict_refines_by_the_chosen_method_after_the_minerals_are_chosen():
+    from core.segmentation.infer import prepare_input
+    from core.segmentation.refine import resolve_refine
+
+    rng = np.random.default_rng(5)
+    img = rng.integers(0, 256, (70, 90, 3), dtype=np.uint8)
+    m = _model(refine={"method": "crf", "iterations": 2})
+    raw = predict(m, img, refine="none").probs.astype(np.float32)
+    arr = prepare_input(m, img)
+    assert np.allclose(raw, predict_scaled(m, arr, refine=False), atol=1e-3)
+    crf = predict(m, img).probs.astype(np.float32)  # the config's CRF, with its two iterations
+    assert np.allclose(crf, crf_refine(predict_scaled(m, arr, refine=False), arr, iterations=2), atol=1e-3)
+    assert not np.allclose(crf, raw, atol=1e-2)
+    guided = predict(m, img, refine="guided").probs.astype(np.float32)
+    assert np.allclose(guided, guided_refine(predict_scaled(m, arr, refine=False), arr), atol=1e-3)
+    # the config's own settings are used when it asks for the same method; otherwise that method's defaults
+    assert resolve_refine(m.config, "crf")["iterations"] == 2
+    assert resolve_refine(m.config, None)["iterations"] == 2 and resolve_refine(m.config, False) is None
+    assert resolve_refine(_model().config, "crf") == {"method": "crf", **REFINE_METHODS["crf"]}
+    with pytest.raises(ValueError, match="valid methods: guided, crf, none"):
+        predict(m, img, refine="bilateral")
+    # with the user's minerals, the refinement sees only those: a ruled-out mineral stays at zero
+    only = predict(m, img, minerals=[6]).probs.astype(np.float32)
+    assert float(only[0].max()) == 0 and np.allclose(only[1], 1)

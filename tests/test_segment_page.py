@@ -180,6 +180,9 @@ def test_segment_command_keeps_minerals_apart_or_as_named(assemblage_model, tmp_
     assert found["free"][1]["minerals"] is None
     r = _cli("segment", image, "--out", str(tmp_path / "x"), "--model", str(assemblage_model), "--minerals", "gl")
     assert r.returncode == 2 and "does not know galena" in r.stderr and "Traceback" not in r.stderr
+    r = _cli("segment", image, "--out", str(tmp_path / "x"), "--model", str(assemblage_model), "--refine", "sharp")
+    assert r.returncode == 2 and "valid methods: guided, crf, none" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "x").exists()
 
 
 def test_segment_page_segments_with_the_users_minerals(assemblage_model):
@@ -189,9 +192,12 @@ def test_segment_page_segments_with_the_users_minerals(assemblage_model):
         assert not at.checkbox(key="segment-assemblage").disabled
         at.multiselect(key="segment-minerals").set_value([6]).run()
         assert at.checkbox(key="segment-assemblage").disabled
+        assert at.selectbox(key="segment-refine").value == "none"  # the tiny model's config has no refinement
+        at.selectbox(key="segment-refine").set_value("crf").run()
         at.button(key="segment-run").click().run()
         assert not at.exception, at.exception
         pred = at.session_state["predictions"][at.session_state["current"]]
+        assert pred["options"]["refine"] == "crf"
         assert set(np.unique(pred["labels"])) <= {0, 6}
         assert pred["probs"].shape[0] == 4 and float(pred["probs"][[1, 2]].max()) == 0
     finally:

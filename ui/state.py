@@ -6,7 +6,7 @@ per server. Pages exchange work only through the functions here:
 - ``images``: name -> ``{"image": uint8 RGB, "gt": mask or None, "origin": str}``
 - ``calibrated``: name -> colour-corrected uint8 RGB
 - ``predictions``: name -> ``{"labels", "probs", "classes", "scale", "model", "options"}``; ``options`` are the
-  Segment page's settings for the image (``{"balance", "minerals", "assemblage"}``, see :func:`predict_options`)
+  Segment page's settings for the image (``{"balance", "minerals", "assemblage", "refine"}``, see :func:`predict_options`)
 - ``annotations``: name -> mask of codes (255 = unlabelled)
 - ``xpl``: name -> ``{"aligned": list of uint8 RGB, "names": [...]}``
 - ``annotate_work``: name -> the Annotate page's strokes and intermediate results
@@ -49,7 +49,7 @@ def predict_options(options: dict | None, marked: np.ndarray | None = None) -> d
     """``core.segmentation.predict`` keywords from a prediction's ``options`` (None: the model config's defaults).
 
     ``options["balance"]`` / ``["assemblage"]`` switch the automatic colour correction / the assemblage step off
-    when False; ``["minerals"]`` is the sample's list of class codes (None: the model decides). With ``marked``
+    when False; ``["refine"]`` names the edge refinement (None: the model's); ``["minerals"]`` is the sample's list of class codes (None: the model decides). With ``marked``
     (a mask of codes the user has just annotated), that list is widened by every mineral the mask shows.
     """
     opts = options or {}
@@ -57,7 +57,7 @@ def predict_options(options: dict | None, marked: np.ndarray | None = None) -> d
     if minerals and marked is not None:
         minerals = sorted(set(int(c) for c in minerals) | {int(c) for c in np.unique(marked) if c != IGNORE})
     return {"balance": None if opts.get("balance", True) else False, "minerals": minerals or None,
-            "assemblage": None if opts.get("assemblage", True) else False}
+            "assemblage": None if opts.get("assemblage", True) else False, "refine": opts.get("refine")}
 
 
 def add_image(name: str, image: np.ndarray, gt: np.ndarray | None = None, *, origin: str = "upload",

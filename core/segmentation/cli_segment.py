@@ -26,6 +26,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--minerals", metavar="LIST", default=None,
                    help="the minerals the sample can hold, as labels or codes (e.g. 'po,pn,ccp,mag'); no other "
                         "mineral is predicted. Non-metallic (0) is always kept")
+    p.add_argument("--refine", default=None, metavar="METHOD",
+                   help="edge refinement: crf (sharper outlines), guided (faster), none; default: the model's "
+                        "config")
     p.add_argument("--no-assemblage", action="store_true",
                    help="allow any minerals together (by default minerals never seen in one training photograph, "
                         "e.g. pyrite with pyrrhotite for the default model, are not predicted together)")
@@ -39,8 +42,11 @@ def run(args) -> int:
     from .infer import predict
     from .model import load_model
 
+    from .refine import resolve_refine
+
     out = Path(args.out)
     model = load_model(args.model, device=args.device)
+    resolve_refine(model.config, args.refine)  # an unknown method fails before any image is read
     if args.xpl and len(args.images) != 1:
         raise ValueError("--xpl needs exactly one plane-polarised IMAGE")
     minerals = None
@@ -63,7 +69,7 @@ def run(args) -> int:
             raise ValueError(f"model {model.name} was trained with XPL channels: give the crossed-polar shots with --xpl")
         pred = predict(model, image, extra=extra, batch_size=args.batch_size,
                        balance=False if args.no_auto_balance else None, minerals=minerals,
-                       assemblage=False if args.no_assemblage else None)
+                       assemblage=False if args.no_assemblage else None, refine=args.refine)
         stem = Path(path).stem
         cio.write_mask(out / f"{stem}.png", pred.labels)
         if args.overlay:

@@ -25,7 +25,7 @@ import torch
 from .assemblage import Assemblage, assemblage_settings, choose_minerals, restrict, user_minerals
 from .balance import ColourBalance, auto_balance, balance_settings
 from .model import SegmentationModel
-from .refine import refine as refine_probs, refine_settings
+from .refine import refine as refine_probs, resolve_refine
 
 __all__ = ["Prediction", "predict", "prepare_input"]
 
@@ -130,13 +130,14 @@ def predict_scaled(
     batch_size: int = 4,
     progress: ProgressFn = None,
     tta: bool | None = None,
-    refine: bool | None = None,
+    refine: bool | str | None = None,
 ) -> np.ndarray:
     """Blended softmax (K, m, n) float32 of an image already at the working scale.
 
     With ``tta`` (default: the config's ``"tta"``), each tile's softmax is averaged with that of
-    its mirror image. With ``refine`` (default: whether the config has ``"refine"`` settings), the
-    probabilities are edge-refined with the guided filter.
+    its mirror image. ``refine`` chooses the edge refinement (:func:`.refine.resolve_refine`: None = the
+    config's, False = none, True = the config's or the default, or a method name of
+    :data:`.refine.REFINE_METHODS`).
     """
     tta = bool(model.config.get("tta", False)) if tta is None else tta
     tile = int(tile or model.config.get("tile", 512))
@@ -187,7 +188,7 @@ def predict_scaled(
         acc *= np.asarray(prior, np.float32)[:, None, None]
         acc /= acc.sum(0, keepdims=True)
     acc = acc[:, :h, :w]
-    settings = refine_settings(model.config, force=bool(refine)) if refine is not False else None
+    settings = resolve_refine(model.config, refine)
     if settings:
         acc = refine_probs(np.ascontiguousarray(acc), arr[:h, :w], settings)
     return acc
@@ -233,6 +234,7 @@ def predict(
     balance: bool | None = None,
     minerals: Iterable[int] | None = None,
     assemblage: bool | None = None,
+    refine: bool | str | None = None,
 ) -> Prediction:
     """Segment one image.
 
@@ -255,6 +257,8 @@ def predict(
     assemblage : bool, optional
         Without ``minerals``: keep only minerals seen together in training (default: whether the config has an
         ``"assemblage"`` entry).
+    refine : bool or str, optional
+        Edge refinement: None = the config's, False = none, or a method name (``"crf"``, ``"guided"``).
 
     Returns
     -------
@@ -263,7 +267,7 @@ def predict(
     arr = prepare_input(model, image, extra)
     probs, _, colour, kept = predict_balanced(model, arr, tile=tile, overlap=overlap, batch_size=batch_size,
                                               progress=progress, tta=tta, balance=balance, minerals=minerals,
-                                              assemblage=assemblage)
+                                              assemblage=assemblage, refine=refine)
     labels = upsample_argmax(probs, image.shape[:2], model.classes)
     return Prediction(labels=labels, probs=torch.from_numpy(np.ascontiguousarray(probs)).half().numpy(), classes=model.classes, scale=model.scale,
                       colour=colour, assemblage=kept)
@@ -290,8 +294,7 @@ def predict_balanced(model: SegmentationModel, arr: np.ndarray, *, balance: bool
         raise ValueError("none of the chosen minerals is one this model knows")
     chosen: list[Assemblage | None] = [None]
     # the edge refinement comes after the minerals are chosen, so that ruled-out minerals do not pull on outlines
-    want_refine = kw.pop("refine", None)
-    refining = refine_settings(model.config, force=bool(want_refine)) if want_refine is not False else None
+    refining = resolve_refine(model.config, kw.pop("refine", None))
 
     def finish(p: np.ndarray, x: np.ndarray) -> np.ndarray:
         if keep is not None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["DEFAULT_REFINE", "REFINE_METHODS", "crf_refine", "guided_refine", "refine", "refine_settings"]
+__all__ = ["DEFAULT_REFINE", "REFINE_METHODS", "crf_refine", "guided_refine", "refine", "refine_settings", "resolve_refine"]
 
 #: The settings of each refinement method, with their defaults.
 REFINE_METHODS = {
@@ -53,6 +53,19 @@ def refine_settings(config: dict, *, force: bool = False) -> dict | None:
         raise ValueError("crf settings need iterations, radius and step >= 1, positive sigmas and a non-negative "
                          f"weight, got {r}")
     return {"method": method, **s}
+
+
+def resolve_refine(config: dict, choice: bool | str | None) -> dict | None:
+    """The settings for a caller's ``refine`` choice: None = the config's, False = off, True = the config's or the
+    default method's, a method name = that method (with the config's settings when the config uses it)."""
+    if choice is False or choice == "none":
+        return None
+    if choice is None or choice is True:
+        return refine_settings(config, force=bool(choice))
+    if choice not in REFINE_METHODS:
+        raise ValueError(f"unknown refinement method {choice!r}; valid methods: {', '.join(REFINE_METHODS)}, none")
+    own = config.get("refine") or {}
+    return refine_settings({"refine": own if own.get("method", "guided") == choice else {"method": choice}})
 
 
 def refine(probs: np.ndarray, guide: np.ndarray, settings: dict) -> np.ndarray:
