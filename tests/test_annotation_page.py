@@ -100,7 +100,7 @@ def test_annotate_page_finetune_resegments_with_the_segment_page_settings(tmp_pa
     at.button(key="segment-run").click().run()
     assert not at.exception, at.exception
     assert at.session_state["predictions"][name]["options"] == {"balance": False, "minerals": [0, 6],
-                                                               "assemblage": True}
+                                                               "assemblage": True, "refine": None}
     at.switch_page("pages/annotate.py").run()
     at.button(key="annotate-finetune").click().run()
     job = at.session_state["annotate_work"][name]["ft_job"]

@@ -207,7 +207,7 @@ def _crf_block(probs: np.ndarray, guide: np.ndarray, *, iterations: int, radius:
 
 def crf_refine(probs: np.ndarray, guide: np.ndarray, *, iterations: int = 3, radius: int = 8, step: int = 4,
                spatial_sigma: float = 8.0, colour_sigma: float = 10.0, weight: float = 3.0,
-               strip: int = 512) -> np.ndarray:
+               strip: int | None = None) -> np.ndarray:
     """Refine class probabilities in place by mean-field inference of a locally connected CRF.
 
     Parameters
@@ -225,9 +225,9 @@ def crf_refine(probs: np.ndarray, guide: np.ndarray, *, iterations: int = 3, rad
         Widths of the appearance kernel in pixels and in 8-bit colour units.
     weight : float
         Weight of the appearance kernel against the network's log-probabilities.
-    strip : int
+    strip : int, optional
         Rows per block (each with a margin of ``iterations * radius`` rows, so the result is the same as over the
-        whole image); bounds the memory for large panoramas.
+        whole image); bounds the memory for large panoramas. Default: about a million pixels per block.
 
     Returns
     -------
@@ -251,7 +251,8 @@ def crf_refine(probs: np.ndarray, guide: np.ndarray, *, iterations: int = 3, rad
     kw = dict(iterations=int(iterations), radius=int(radius), step=int(step), spatial_sigma=float(spatial_sigma),
               colour_sigma=float(colour_sigma), weight=float(weight))
     margin = int(iterations) * int(radius)
-    strip = max(int(strip), margin)  # a block may then read unrefined rows of the strip before it only
+    # strips at least as tall as the margin: a block then reads unrefined rows of the strip before it only
+    strip = max(int(strip) if strip else (1 << 20) // max(1, w), margin)
     pending = None
     for y0 in range(0, h, strip):
         y1 = min(h, y0 + strip)
