@@ -293,30 +293,36 @@ def predict_balanced(model: SegmentationModel, arr: np.ndarray, *, balance: bool
     if keep is not None and not keep:
         raise ValueError("none of the chosen minerals is one this model knows")
     chosen: list[Assemblage | None] = [None]
-    # the edge refinement comes after the minerals are chosen, so that ruled-out minerals do not pull on outlines
+    # the edge refinement comes after the minerals are chosen, so that ruled-out minerals do not pull on outlines,
+    # and only on the pass that is kept (the colour check of a first pass does not need sharp outlines)
     refining = resolve_refine(model.config, kw.pop("refine", None))
 
-    def finish(p: np.ndarray, x: np.ndarray) -> np.ndarray:
+    def finish(p: np.ndarray) -> np.ndarray:
         if keep is not None:
             chosen[0] = user_minerals(p, model.classes, keep)
             p = restrict(p, model.classes, chosen[0].kept, inplace=True)
         elif exclusive:
             chosen[0] = choose_minerals(p, model.classes, exclusive)
             p = restrict(p, model.classes, chosen[0].kept, inplace=True)
-        if refining:
-            p = refine_probs(np.ascontiguousarray(p, dtype=np.float32), x[: p.shape[1], : p.shape[2]], refining)
         return p
+
+    def refined(p: np.ndarray, x: np.ndarray) -> np.ndarray:
+        if not refining:
+            return p
+        if progress:
+            progress(1.0, f"refining the outlines ({refining['method']})")
+        return refine_probs(np.ascontiguousarray(p, dtype=np.float32), x[: p.shape[1], : p.shape[2]], refining)
 
     settings = balance_settings(model.config, force=bool(balance)) if balance is not False else None
     if not settings:
-        return finish(predict_scaled(model, arr, progress=progress, refine=False, **kw), arr), arr, None, chosen[0]
+        return refined(finish(predict_scaled(model, arr, progress=progress, refine=False, **kw)), arr), arr, None, chosen[0]
     passes = []
 
     def run(x: np.ndarray) -> np.ndarray:
         note = "" if not passes else "colours corrected, again: "
         passes.append(1)
         step = (lambda f, msg: progress(f, note + msg)) if progress else None
-        return finish(predict_scaled(model, x, progress=step, refine=False, **kw), x)
+        return finish(predict_scaled(model, x, progress=step, refine=False, **kw))
 
     probs, used, colour = auto_balance(arr, model.classes, model.reference_colors(), run, **settings)
-    return probs, used, colour, chosen[0]
+    return refined(probs, used), used, colour, chosen[0]
