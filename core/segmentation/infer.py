@@ -190,7 +190,7 @@ def predict_scaled(
     acc = acc[:, :h, :w]
     settings = resolve_refine(model.config, refine)
     if settings:
-        acc = refine_probs(np.ascontiguousarray(acc), arr[:h, :w], settings)
+        acc = refine_probs(np.ascontiguousarray(acc), arr[:h, :w], settings, device=dev)
     return acc
 
 
@@ -311,7 +311,8 @@ def predict_balanced(model: SegmentationModel, arr: np.ndarray, *, balance: bool
             return p
         if progress:
             progress(1.0, f"refining the outlines ({refining['method']})")
-        return refine_probs(np.ascontiguousarray(p, dtype=np.float32), x[: p.shape[1], : p.shape[2]], refining)
+        return refine_probs(np.ascontiguousarray(p, dtype=np.float32), x[: p.shape[1], : p.shape[2]], refining,
+                            device=model.device)
 
     settings = balance_settings(model.config, force=bool(balance)) if balance is not False else None
     if not settings:

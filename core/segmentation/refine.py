@@ -68,13 +68,16 @@ def resolve_refine(config: dict, choice: bool | str | None) -> dict | None:
     return refine_settings({"refine": own if own.get("method", "guided") == choice else {"method": choice}})
 
 
-def refine(probs: np.ndarray, guide: np.ndarray, settings: dict) -> np.ndarray:
-    """Refine ``probs`` (K, h, w) float32 in place with the method and settings of :func:`refine_settings`."""
+def refine(probs: np.ndarray, guide: np.ndarray, settings: dict, *, device=None) -> np.ndarray:
+    """Refine ``probs`` (K, h, w) float32 in place with the method and settings of :func:`refine_settings`;
+    ``device`` (a torch device) is where the CRF computes (the guided filter always runs on the CPU)."""
     s = dict(settings)
     method = s.pop("method", "guided")
     if method not in REFINE_METHODS:
         raise ValueError(f"unknown refinement method {method!r}; valid methods: {', '.join(REFINE_METHODS)}")
-    return (crf_refine if method == "crf" else guided_refine)(probs, guide, **s)
+    if method == "crf":
+        return crf_refine(probs, guide, device=device, **s)
+    return guided_refine(probs, guide, **s)
 
 
 def _box(x: np.ndarray, r: int) -> np.ndarray:
@@ -175,7 +178,7 @@ def guided_refine(probs: np.ndarray, guide: np.ndarray, *, radius: int = 8, eps:
 
 
 def _crf_block(probs: np.ndarray, guide: np.ndarray, *, iterations: int, radius: int, step: int,
-               spatial_sigma: float, colour_sigma: float, weight: float) -> np.ndarray:
+               spatial_sigma: float, colour_sigma: float, weight: float, device=None) -> np.ndarray:
     """Mean-field iterations on one block: ``probs`` (K, h, w) float32, ``guide`` (h, w, 3) uint8 -> (K, h, w)."""
     import torch
 
@@ -183,9 +186,10 @@ def _crf_block(probs: np.ndarray, guide: np.ndarray, *, iterations: int, radius:
     K, h, w = probs.shape
     r = radius
     with torch.inference_mode():
-        P = torch.from_numpy(np.ascontiguousarray(probs.transpose(1, 2, 0)))  # (h, w, K): shifted views stay row-contiguous
+        # (h, w, K): the shifted views below stay contiguous along rows
+        P = torch.from_numpy(np.ascontiguousarray(probs.transpose(1, 2, 0))).to(device)
         unary = torch.log(P.clamp_min(1e-4))
-        img = torch.from_numpy(np.ascontiguousarray(guide[..., :3])).float()
+        img = torch.from_numpy(np.ascontiguousarray(guide[..., :3])).to(device).float()
         img_p = F.pad(img.permute(2, 0, 1)[None], (r, r, r, r), mode="replicate")[0].permute(1, 2, 0)
         offsets = [(dy, dx) for dy in range(-r, r + 1, step) for dx in range(-r, r + 1, step) if dy or dx]
         kernels = []
@@ -202,12 +206,12 @@ def _crf_block(probs: np.ndarray, guide: np.ndarray, *, iterations: int, radius:
             for (dy, dx), k in zip(offsets, kernels):
                 msg.addcmul_(k, Qp[r + dy : r + dy + h, r + dx : r + dx + w])
             Q = torch.softmax(msg, dim=-1)
-        return Q.permute(2, 0, 1).numpy()
+        return Q.permute(2, 0, 1).cpu().numpy()
 
 
 def crf_refine(probs: np.ndarray, guide: np.ndarray, *, iterations: int = 3, radius: int = 8, step: int = 4,
                spatial_sigma: float = 8.0, colour_sigma: float = 10.0, weight: float = 3.0,
-               strip: int | None = None) -> np.ndarray:
+               strip: int | None = None, device=None) -> np.ndarray:
     """Refine class probabilities in place by mean-field inference of a locally connected CRF.
 
     Parameters
@@ -228,6 +232,8 @@ def crf_refine(probs: np.ndarray, guide: np.ndarray, *, iterations: int = 3, rad
     strip : int, optional
         Rows per block (each with a margin of ``iterations * radius`` rows, so the result is the same as over the
         whole image); bounds the memory for large panoramas. Default: about a million pixels per block.
+    device : torch.device or str, optional
+        Where to compute (default: the CPU); the result is a NumPy array either way.
 
     Returns
     -------
@@ -249,7 +255,7 @@ def crf_refine(probs: np.ndarray, guide: np.ndarray, *, iterations: int = 3, rad
     if active.size < 2:
         return probs
     kw = dict(iterations=int(iterations), radius=int(radius), step=int(step), spatial_sigma=float(spatial_sigma),
-              colour_sigma=float(colour_sigma), weight=float(weight))
+              colour_sigma=float(colour_sigma), weight=float(weight), device=device)
     margin = int(iterations) * int(radius)
     # strips at least as tall as the margin: a block then reads unrefined rows of the strip before it only
     strip = max(int(strip) if strip else (1 << 20) // max(1, w), margin)
