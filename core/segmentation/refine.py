@@ -13,8 +13,8 @@ The second method, ``"crf"``, is the mean-field inference of a conditional rando
 potentials (Krähenbühl & Koltun, "Efficient Inference in Fully Connected CRFs with Gaussian Edge Potentials",
 NeurIPS 2011) restricted to a window around each pixel, as in the convolutional CRF of Teichmann & Cipolla
 (2019): each pixel's label is pulled towards the labels of nearby pixels of similar colour (the appearance
-kernel), a few times over. Unlike the linear guided filter it can
-decide a pixel by the colour of the grain it touches, so thin rims and flames keep their width.
+kernel), a few times over. Unlike the linear guided filter it can decide a pixel by the colour of the grain it
+touches, so thin rims and flames keep their width.
 """
 from __future__ import annotations
 
