@@ -186,27 +186,28 @@ def _crf_block(probs: np.ndarray, guide: np.ndarray, *, iterations: int, radius:
     K, h, w = probs.shape
     r = radius
     with torch.inference_mode():
-        # (h, w, K): the shifted views below stay contiguous along rows
-        P = torch.from_numpy(np.ascontiguousarray(probs.transpose(1, 2, 0))).to(device)
+        # classes first: each shifted view is K planes of whole rows, and the softmax runs along rows
+        P = torch.from_numpy(np.ascontiguousarray(probs)).to(device)
         unary = torch.log(P.clamp_min(1e-4))
-        img = torch.from_numpy(np.ascontiguousarray(guide[..., :3])).to(device).float()
-        img_p = F.pad(img.permute(2, 0, 1)[None], (r, r, r, r), mode="replicate")[0].permute(1, 2, 0)
+        img = torch.from_numpy(np.ascontiguousarray(guide[..., :3].transpose(2, 0, 1))).to(device).float()
+        img_p = F.pad(img[None], (r, r, r, r), mode="replicate")[0]
         offsets = [(dy, dx) for dy in range(-r, r + 1, step) for dx in range(-r, r + 1, step) if dy or dx]
         kernels = []
         for dy, dx in offsets:
-            d2 = ((img - img_p[r + dy : r + dy + h, r + dx : r + dx + w]) ** 2).sum(-1)
-            k = torch.exp(d2.mul_(-0.5 / colour_sigma**2).add_(-0.5 * (dy * dy + dx * dx) / spatial_sigma**2)).mul_(weight)
-            kernels.append(k.unsqueeze(-1))
+            diff = img - img_p[:, r + dy : r + dy + h, r + dx : r + dx + w]
+            d2 = (diff * diff).sum(0)
+            kernels.append(torch.exp(d2.mul_(-0.5 / colour_sigma**2).add_(-0.5 * (dy * dy + dx * dx) / spatial_sigma**2))
+                           .mul_(weight))
         Q = P
         msg = torch.empty_like(P)
         for _ in range(iterations):
-            Qp = F.pad(Q.permute(2, 0, 1)[None], (r, r, r, r), mode="replicate")[0].permute(1, 2, 0).contiguous()
+            Qp = F.pad(Q[None], (r, r, r, r), mode="replicate")[0]
             # Potts compatibility: a label gains what its similar neighbours give it
             msg.copy_(unary)
             for (dy, dx), k in zip(offsets, kernels):
-                msg.addcmul_(k, Qp[r + dy : r + dy + h, r + dx : r + dx + w])
-            Q = torch.softmax(msg, dim=-1)
-        return Q.permute(2, 0, 1).cpu().numpy()
+                msg.addcmul_(k, Qp[:, r + dy : r + dy + h, r + dx : r + dx + w])
+            Q = torch.softmax(msg, dim=0)
+        return Q.cpu().numpy()
 
 
 def crf_refine(probs: np.ndarray, guide: np.ndarray, *, iterations: int = 3, radius: int = 8, step: int = 4,
