@@ -97,7 +97,7 @@ def refine_choice(model) -> str | None:
                         format_func=lambda m: REFINE_LABELS[m] + (" — this model's setting" if m == own else ""),
                         key="segment-refine",
                         help="PSPNet outlines grains at 1/16 of the photograph's resolution; refinement moves "
-                             "the outlines onto the photograph's colour edges. The CRF adds about 1–2 s per "
+                             "the outlines onto the photograph's colour edges. The CRF adds about 1 s per "
                              "photograph on a CPU.")
     return None if pick == own else pick
 
