@@ -91,7 +91,8 @@ REFINE_LABELS = {
 
 def refine_choice(model) -> str | None:
     """The Segment page's edge refinement: None for the model's own setting, else a method name or "none"."""
-    own = (model.config.get("refine") or {}).get("method", "guided") if model.config.get("refine") else "none"
+    r = model.config.get("refine")
+    own = r.get("method", "guided") if r else "none"
     names = list(REFINE_LABELS)
     pick = st.selectbox("Edge refinement", names, index=names.index(own) if own in names else 0,
                         format_func=lambda m: REFINE_LABELS[m] + (" — this model's setting" if m == own else ""),

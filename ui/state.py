@@ -49,8 +49,9 @@ def predict_options(options: dict | None, marked: np.ndarray | None = None) -> d
     """``core.segmentation.predict`` keywords from a prediction's ``options`` (None: the model config's defaults).
 
     ``options["balance"]`` / ``["assemblage"]`` switch the automatic colour correction / the assemblage step off
-    when False; ``["refine"]`` names the edge refinement (None: the model's); ``["minerals"]`` is the sample's list of class codes (None: the model decides). With ``marked``
-    (a mask of codes the user has just annotated), that list is widened by every mineral the mask shows.
+    when False; ``["refine"]`` names the edge refinement (None: the model's); ``["minerals"]`` is the sample's
+    list of class codes (None: the model decides). With ``marked`` (a mask of codes the user has just annotated),
+    that list is widened by every mineral the mask shows.
     """
     opts = options or {}
     minerals = opts.get("minerals")

@@ -41,7 +41,6 @@ def run(args) -> int:
     from .. import io as cio
     from .infer import predict
     from .model import load_model
-
     from .refine import resolve_refine
 
     out = Path(args.out)

@@ -269,7 +269,7 @@ def predict(
                                               progress=progress, tta=tta, balance=balance, minerals=minerals,
                                               assemblage=assemblage, refine=refine)
     labels = upsample_argmax(probs, image.shape[:2], model.classes)
-    return Prediction(labels=labels, probs=torch.from_numpy(np.ascontiguousarray(probs)).half().numpy(), classes=model.classes, scale=model.scale,
+    return Prediction(labels=labels, probs=probs.astype(np.float16), classes=model.classes, scale=model.scale,
                       colour=colour, assemblage=kept)
 
 
@@ -300,11 +300,11 @@ def predict_balanced(model: SegmentationModel, arr: np.ndarray, *, balance: bool
     def finish(p: np.ndarray) -> np.ndarray:
         if keep is not None:
             chosen[0] = user_minerals(p, model.classes, keep)
-            p = restrict(p, model.classes, chosen[0].kept, inplace=True)
         elif exclusive:
             chosen[0] = choose_minerals(p, model.classes, exclusive)
-            p = restrict(p, model.classes, chosen[0].kept, inplace=True)
-        return p
+        else:
+            return p
+        return restrict(p, model.classes, chosen[0].kept, inplace=True)
 
     def refined(p: np.ndarray, x: np.ndarray) -> np.ndarray:
         if not refining:

@@ -8,6 +8,7 @@ colours of the training images, training summary and validation scores; a
 """
 from __future__ import annotations
 
+import copy
 import json
 import threading
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..registry import Registry
 
@@ -145,8 +147,6 @@ class SegmentationModel:
 
 
 def _fold(module: torch.nn.Module) -> int:
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
     n = sum(_fold(child) for child in module.children())
     names = list(module._modules)
     for a, b in zip(names, names[1:]):
@@ -170,8 +170,6 @@ def fuse_batchnorm(net: torch.nn.Module, in_channels: int, *, tolerance: float =
     returned when nothing was folded or the outputs differ by more than ``tolerance`` (some network whose
     registration order is not its order of computation).
     """
-    import copy
-
     fused = copy.deepcopy(net).eval()
     if not _fold(fused):
         return None

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import torch
 
 __all__ = ["DEFAULT_REFINE", "REFINE_METHODS", "crf_refine", "guided_refine", "refine", "refine_settings", "resolve_refine"]
 
@@ -32,6 +33,12 @@ REFINE_METHODS = {
 DEFAULT_REFINE = {"method": "crf", **REFINE_METHODS["crf"]}
 
 
+def _check_method(method, *, none: bool = False) -> None:
+    if method not in REFINE_METHODS:
+        valid = ", ".join([*REFINE_METHODS, "none"] if none else REFINE_METHODS)
+        raise ValueError(f"unknown refinement method {method!r}; valid methods: {valid}")
+
+
 def refine_settings(config: dict, *, force: bool = False) -> dict | None:
     """The refinement settings of a model config (``"refine"``), or None when it is off; with ``force``, a config
     without them gets the defaults. A config without ``"method"`` means the guided filter (the first method)."""
@@ -39,8 +46,7 @@ def refine_settings(config: dict, *, force: bool = False) -> dict | None:
     if r is None:
         return None
     method = r.get("method", "guided")
-    if method not in REFINE_METHODS:
-        raise ValueError(f"unknown refinement method {method!r}; valid methods: {', '.join(REFINE_METHODS)}")
+    _check_method(method)
     defaults = REFINE_METHODS[method]
     unknown = sorted(set(r) - set(defaults) - {"method"})
     if unknown:
@@ -62,8 +68,7 @@ def resolve_refine(config: dict, choice: bool | str | None) -> dict | None:
         return None
     if choice is None or choice is True:
         return refine_settings(config, force=bool(choice))
-    if choice not in REFINE_METHODS:
-        raise ValueError(f"unknown refinement method {choice!r}; valid methods: {', '.join(REFINE_METHODS)}, none")
+    _check_method(choice, none=True)
     own = config.get("refine") or {}
     return refine_settings({"refine": own if own.get("method", "guided") == choice else {"method": choice}})
 
@@ -73,11 +78,35 @@ def refine(probs: np.ndarray, guide: np.ndarray, settings: dict, *, device=None)
     ``device`` (a torch device) is where the CRF computes (the guided filter always runs on the CPU)."""
     s = dict(settings)
     method = s.pop("method", "guided")
-    if method not in REFINE_METHODS:
-        raise ValueError(f"unknown refinement method {method!r}; valid methods: {', '.join(REFINE_METHODS)}")
+    _check_method(method)
     if method == "crf":
         return crf_refine(probs, guide, device=device, **s)
     return guided_refine(probs, guide, **s)
+
+
+def _check_inputs(probs: np.ndarray, guide: np.ndarray) -> None:
+    if probs.ndim != 3 or probs.dtype != np.float32:
+        raise ValueError(f"probs must be a (K, h, w) float32 array, got {probs.shape} {probs.dtype}")
+    h, w = probs.shape[1:]
+    if guide.shape[:2] != (h, w) or guide.ndim != 3 or guide.shape[2] < 3:
+        raise ValueError(f"the guide must be an (h, w, 3+) image of the probabilities' size {w}x{h}, got {guide.shape}")
+
+
+def _in_strips(probs: np.ndarray, channels, strip: int, margin: int, block) -> None:
+    """Overwrite ``probs[channels]`` strip by strip with ``block(a0, a1)``, the refined rows a0:a1 (each strip
+    with ``margin`` rows either side). ``strip`` must be at least ``margin``: a strip's block then reads
+    unrefined rows of the strip before it only, which is written once the next block has been computed."""
+    h = probs.shape[1]
+    pending = None
+    for y0 in range(0, h, strip):
+        y1 = min(h, y0 + strip)
+        a0, a1 = max(0, y0 - margin), min(h, y1 + margin)
+        q = block(a0, a1)
+        if pending is not None:
+            probs[channels, pending[0] : pending[1]] = pending[2]
+        pending = (y0, y1, q[:, y0 - a0 : y1 - a0])
+    if pending is not None:
+        probs[channels, pending[0] : pending[1]] = pending[2]
 
 
 def _box(x: np.ndarray, r: int) -> np.ndarray:
@@ -149,27 +178,14 @@ def guided_refine(probs: np.ndarray, guide: np.ndarray, *, radius: int = 8, eps:
     -------
     probs : the same array, clipped to [0, 1] and renormalised to sum to 1 per pixel.
     """
-    if probs.ndim != 3 or probs.dtype != np.float32:
-        raise ValueError(f"probs must be a (K, h, w) float32 array, got {probs.shape} {probs.dtype}")
-    h, w = probs.shape[1:]
-    if guide.shape[:2] != (h, w) or guide.ndim != 3 or guide.shape[2] < 3:
-        raise ValueError(f"the guide must be an (h, w, 3+) image of the probabilities' size {w}x{h}, got {guide.shape}")
+    _check_inputs(probs, guide)
     sub = max(1, int(subsample))
     margin = 2 * int(radius) + 4 * sub
     margin += (-margin) % sub
     strip = max(int(strip), margin) + (-max(int(strip), margin)) % sub
-    pending = None
-    for y0 in range(0, h, strip):
-        y1 = min(h, y0 + strip)
-        a0, a1 = max(0, y0 - margin), min(h, y1 + margin)
-        g = guide[a0:a1, :, :3].astype(np.float32) * np.float32(1 / 255)
-        q = _filter_block(probs[:, a0:a1], g, int(radius), float(eps), sub)
-        # write the previous strip only now: this strip's margin read its rows unfiltered
-        if pending is not None:
-            probs[:, pending[0] : pending[1]] = pending[2]
-        pending = (y0, y1, q[:, y0 - a0 : y1 - a0])
-    if pending is not None:
-        probs[:, pending[0] : pending[1]] = pending[2]
+    _in_strips(probs, slice(None), strip, margin,
+               lambda a0, a1: _filter_block(probs[:, a0:a1], guide[a0:a1, :, :3].astype(np.float32) * np.float32(1 / 255),
+                                            int(radius), float(eps), sub))
     np.clip(probs, 0.0, 1.0, out=probs)
     total = probs.sum(axis=0)
     np.maximum(total, np.float32(1e-6), out=total)
@@ -180,8 +196,6 @@ def guided_refine(probs: np.ndarray, guide: np.ndarray, *, radius: int = 8, eps:
 def _crf_block(probs: np.ndarray, guide: np.ndarray, *, iterations: int, radius: int, step: int,
                spatial_sigma: float, colour_sigma: float, weight: float, device=None) -> np.ndarray:
     """Mean-field iterations on one block: ``probs`` (K, h, w) float32, ``guide`` (h, w, 3) uint8 -> (K, h, w)."""
-    import torch
-
     F = torch.nn.functional
     K, h, w = probs.shape
     r = radius
@@ -247,27 +261,14 @@ def crf_refine(probs: np.ndarray, guide: np.ndarray, *, iterations: int = 3, rad
     .. [2] M. T. T. Teichmann and R. Cipolla, "Convolutional CRFs for Semantic Segmentation", BMVC 2019.
            arXiv:1805.04777
     """
-    if probs.ndim != 3 or probs.dtype != np.float32:
-        raise ValueError(f"probs must be a (K, h, w) float32 array, got {probs.shape} {probs.dtype}")
-    h, w = probs.shape[1:]
-    if guide.shape[:2] != (h, w) or guide.ndim != 3 or guide.shape[2] < 3:
-        raise ValueError(f"the guide must be an (h, w, 3+) image of the probabilities' size {w}x{h}, got {guide.shape}")
+    _check_inputs(probs, guide)
+    w = probs.shape[2]
     active = np.flatnonzero(probs.reshape(probs.shape[0], -1).max(axis=1) > 0)
     if active.size < 2:
         return probs
     kw = dict(iterations=int(iterations), radius=int(radius), step=int(step), spatial_sigma=float(spatial_sigma),
               colour_sigma=float(colour_sigma), weight=float(weight), device=device)
     margin = int(iterations) * int(radius)
-    # strips at least as tall as the margin: a block then reads unrefined rows of the strip before it only
     strip = max(int(strip) if strip else (1 << 20) // max(1, w), margin)
-    pending = None
-    for y0 in range(0, h, strip):
-        y1 = min(h, y0 + strip)
-        a0, a1 = max(0, y0 - margin), min(h, y1 + margin)
-        q = _crf_block(probs[active, a0:a1], guide[a0:a1], **kw)
-        if pending is not None:  # the previous strip is written only now: this strip read its rows unrefined
-            probs[active, pending[0] : pending[1]] = pending[2]
-        pending = (y0, y1, q[:, y0 - a0 : y1 - a0])
-    if pending is not None:
-        probs[active, pending[0] : pending[1]] = pending[2]
+    _in_strips(probs, active, strip, margin, lambda a0, a1: _crf_block(probs[active, a0:a1], guide[a0:a1], **kw))
     return probs
