@@ -331,8 +331,10 @@ def test_a_model_folder_with_an_edge_head_round_trips(tmp_path):
         a, b = net.half().float()(x), m.net(x)
         plain = net.base(x)
     assert torch.allclose(a, b, atol=1e-3) and not torch.allclose(b, plain, atol=1e-2)
-    # a config that names a head the weights do not hold
-    save_model(tmp_path / "p", net.base, _config([0, 6, 8], head={"width": 8}))
+    # a config edited to name a head the weights do not hold
+    save_model(tmp_path / "p", net.base, _config([0, 6, 8]))
+    cfg = json.loads((tmp_path / "p" / "config.json").read_text())
+    (tmp_path / "p" / "config.json").write_text(json.dumps({**cfg, "head": {"width": 8}}))
     with pytest.raises(ValueError, match="do not match"):
         load_model(tmp_path / "p", device="cpu")
 
@@ -358,3 +360,59 @@ def test_batchnorm_folding_gives_the_same_output(arch, tmp_path):
     save_model(tmp_path / "m", net, _config([0, 1, 6, 8], architecture=arch))
     loaded = load_model(tmp_path / "m", device="cpu")
     assert loaded.fused is not None and loaded.inference_net is loaded.fused
+
+
+class _SizeDependent(torch.nn.Module):
+    """Python control flow on the input size: a traced graph would keep only the branch it saw."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 2, 1)
+
+    def forward(self, x):
+        return self.conv(x) if x.shape[-1] == 128 else 2 * self.conv(x)
+
+
+def test_a_saved_model_runs_from_its_inference_graph(tmp_path):
+    from core.segmentation.model import GRAPH_FILE, trace_inference
+
+    torch.manual_seed(0)
+    net = create_model("pspnet", classes=4).eval()
+    for mod in net.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.uniform_(-0.5, 0.5)
+            mod.running_var.uniform_(0.5, 2.0)
+    save_model(tmp_path / "m", net, _config([0, 1, 6, 8]))
+    # only the weights PSPNet runs: much smaller than the encoder's full weights
+    assert (tmp_path / "m" / GRAPH_FILE).stat().st_size < 0.3 * (tmp_path / "m" / "weights.pt").stat().st_size
+    m = load_model(tmp_path / "m", device="cpu")
+    assert isinstance(m.fused, torch.jit.ScriptModule) and m._net is None  # nothing built yet
+    x = torch.randn(3, 3, 96, 160)  # neither the traced batch nor size
+    with torch.inference_mode():
+        from_graph = m.inference_net(x)
+        built = m.net(x)
+    assert m._net is not None and torch.allclose(from_graph, built, atol=1e-4)
+    img = (np.random.default_rng(0).random((150, 170, 3)) * 255).astype(np.uint8)
+    plain = SegmentationModel(net=m.net, config=m.config, device=m.device)
+    assert np.allclose(predict_scaled(m, img), predict_scaled(plain, img), atol=1e-4)
+
+    # weights replaced without a new graph: the graph is not used, the new weights are
+    state = torch.load(tmp_path / "m" / "weights.pt", weights_only=True)
+    torch.save({k: v + 0.01 if v.is_floating_point() else v for k, v in state.items()}, tmp_path / "m" / "weights.pt")
+    m2 = load_model(tmp_path / "m", device="cpu")
+    assert not isinstance(m2.fused, torch.jit.ScriptModule)
+    with torch.inference_mode():
+        assert not torch.allclose(m2.inference_net(x), from_graph, atol=1e-3)
+    # a graph made by another torch release, or a config edited since: not used either
+    save_model(tmp_path / "m", net, _config([0, 1, 6, 8]))
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    for edit in ({"inference_graph": {**cfg["inference_graph"], "torch": "1.0.0"}}, {"classes": [0, 1, 6, 7]}):
+        (tmp_path / "m" / "config.json").write_text(json.dumps({**cfg, **edit}))
+        assert not isinstance(load_model(tmp_path / "m", device="cpu").fused, torch.jit.ScriptModule)
+
+    # a network whose trace would not hold at other sizes gets no graph, and a stale one is removed
+    odd = _SizeDependent().eval()
+    assert trace_inference(odd, 3) is None
+    save_model(tmp_path / "m", odd, _config([0, 6]))
+    assert not (tmp_path / "m" / GRAPH_FILE).exists()
+    assert "inference_graph" not in json.loads((tmp_path / "m" / "config.json").read_text())
