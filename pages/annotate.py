@@ -233,7 +233,8 @@ def collect_finetune(w: dict) -> None:
     old = before["labels"] if before is not None else None
     state.bucket("predictions")[name] = {"labels": pred.labels, "probs": pred.probs, "classes": pred.classes,
                                           "scale": pred.scale, "model": tuned.name, "options": job["options"],
-                                          "minerals": pred.assemblage.describe() if pred.assemblage else ""}
+                                          "minerals": pred.assemblage.describe() if pred.assemblage else "",
+                                          "minerals_close": bool(pred.assemblage and pred.assemblage.close)}
     w["finetune"] = {"model": tuned, "old": old, "new": pred.labels}
     w["ft_message"] = None
 

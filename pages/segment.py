@@ -34,7 +34,8 @@ def run_model(model, name: str, image: np.ndarray, balance: bool = True, mineral
         colour = {"drift": drift, "applied": False}
     return {"labels": pred.labels, "probs": pred.probs, "classes": pred.classes, "scale": pred.scale,
             "model": model.name, "drift": colour["drift"], "colour": colour,
-            "minerals": pred.assemblage.describe() if pred.assemblage is not None else "", "options": options}
+            "minerals": pred.assemblage.describe() if pred.assemblage is not None else "",
+            "minerals_close": bool(pred.assemblage is not None and pred.assemblage.close), "options": options}
 
 
 def colour_check(res: dict, calibrated: bool) -> None:
@@ -211,7 +212,7 @@ def main() -> None:
     widgets.legend(np.unique(labels))
     colour_check(res, calibrated)
     if res.get("minerals"):
-        st.caption("Minerals: " + res["minerals"] + ".")
+        (st.warning if res.get("minerals_close") else st.caption)("Minerals: " + res["minerals"] + ".")
     table = area_table(labels)
     st.dataframe(table, hide_index=True, width="stretch",
                  column_config={"area %": st.column_config.NumberColumn(format="%.2f"),

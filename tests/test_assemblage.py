@@ -6,7 +6,7 @@ import torch
 from core.segmentation import SegmentationModel, predict
 from core.segmentation.assemblage import (assemblage_from_masks, assemblage_settings, choose_minerals,
                                           compatible_sets, parse_minerals, probability_mass, restrict,
-                                          widen_assemblage)
+                                          user_minerals, widen_assemblage)
 from test_segmentation import _config
 
 torch.set_num_threads(2)
@@ -66,6 +66,27 @@ def test_the_set_with_most_probability_wins_and_the_rest_is_renormalised():
     assert np.allclose(r[:, 0, 0], [1, 0, 0]) and np.allclose(r[:, 1, 1], [0.5, 0.5, 0])
     with pytest.raises(ValueError, match="every class"):
         restrict(p, [0, 5, 6], [9])
+
+
+def test_a_close_choice_between_two_ores_is_flagged():
+    classes, exclusive = [0, 5, 6, 7], [(5, 6), (6, 7)]  # {0, 5, 7} (copper-nickel) or {0, 6} (pyrite)
+
+    def photo(share):  # every pixel the same probabilities, so the masses are the shares
+        return np.broadcast_to(np.asarray(share, np.float32)[:, None, None], (4, 10, 10)).copy()
+
+    close = choose_minerals(photo([0.25, 0.40, 0.30, 0.05]), classes, exclusive)
+    assert close.kept == [0, 5, 7] and close.alternative == [0, 6]
+    # pyrrhotite + pentlandite 45 % against pyrite 30 %: 30 >= 0.5 * 45
+    assert close.close and close.as_dict()["close"] is True
+    d = close.as_dict()
+    assert abs(d["kept_own_share"] - 0.45) < 1e-4 and abs(d["alternative_own_share"] - 0.30) < 1e-4
+    text = close.describe()
+    assert "close call" in text and "45.0 %" in text and "30.0 %" in text and "pyrite" in text
+    clear = choose_minerals(photo([0.25, 0.60, 0.10, 0.05]), classes, exclusive)
+    assert clear.kept == [0, 5, 7] and not clear.close and "close call" not in clear.describe()
+    # nothing to choose between, or minerals named by the user: never a close call
+    assert not choose_minerals(photo([0.25, 0.40, 0.30, 0.05]), classes, []).close
+    assert not user_minerals(photo([0.25, 0.40, 0.30, 0.05]), classes, [0, 5, 7]).close
 
 
 def test_minerals_named_by_the_user():

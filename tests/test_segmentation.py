@@ -1,5 +1,6 @@
 """Segmentation engine: factory, model folders, tiled inference, metrics, sampler, training."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -416,3 +417,15 @@ def test_a_saved_model_runs_from_its_inference_graph(tmp_path):
     save_model(tmp_path / "m", odd, _config([0, 6]))
     assert not (tmp_path / "m" / GRAPH_FILE).exists()
     assert "inference_graph" not in json.loads((tmp_path / "m" / "config.json").read_text())
+
+
+def test_the_shipped_model_segments_without_building_its_network():
+    """models/default carries a graph that matches its weights: loading it imports no segmentation library."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from core.segmentation.model import load_model; import torch; m = load_model(device='cpu'); "
+            "assert isinstance(m.fused, torch.jit.ScriptModule), type(m.fused); "
+            "assert 'segmentation_models_pytorch' not in sys.modules and m._net is None; "
+            "y = m.inference_net(torch.zeros(1, 3, 64, 64)); assert y.shape == (1, len(m.classes), 64, 64)")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(Path(__file__).resolve().parents[1]))

@@ -33,6 +33,9 @@ __all__ = ["Assemblage", "DEFAULT_MIN_SHARE", "assemblage_from_masks", "assembla
 
 DEFAULT_MIN_SHARE = 1e-4  # a mineral counts as present in a photograph from 0.01 % of its labelled pixels
 NOTABLE_SHARE = 1e-3  # removals below this share of the probability mass are not worth a message
+# the choice is a close call when the best alternative set's own minerals hold at least this fraction of what
+# the kept set's own minerals hold (shared minerals, e.g. chalcopyrite and non-metallic, count for neither)
+CLOSE_RATIO = 0.5
 ALWAYS = 0  # non-metallic minerals / background: in every polished section
 
 
@@ -48,12 +51,15 @@ class Assemblage:
         Class codes kept and removed (removed is empty when nothing changed).
     mass : dict
         Share of the photograph's probability mass per class code, before the change.
+    alternative : list of int
+        The compatible set with the next most probability mass (automatic mode; empty when there is none).
     """
 
     mode: str
     kept: list[int]
     removed: list[int] = field(default_factory=list)
     mass: dict = field(default_factory=dict)
+    alternative: list[int] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -64,6 +70,20 @@ class Assemblage:
         """Probability mass of the removed minerals (the share of the photograph that may change label)."""
         return float(sum(self.mass.get(c, 0.0) for c in self.removed))
 
+    def _own_shares(self) -> tuple[float, float]:
+        """Probability mass of the kept set's own minerals and of the alternative's own (not shared) minerals."""
+        kept, alt = set(self.kept), set(self.alternative)
+        return (float(sum(self.mass.get(c, 0.0) for c in kept - alt)),
+                float(sum(self.mass.get(c, 0.0) for c in alt - kept)))
+
+    @property
+    def close(self) -> bool:
+        """Whether the automatic choice was a close call (see ``CLOSE_RATIO``), so the user should check it."""
+        if self.mode != "auto" or not self.alternative or self.removed_share < NOTABLE_SHARE:
+            return False
+        own, other = self._own_shares()
+        return other >= NOTABLE_SHARE and other >= CLOSE_RATIO * own
+
     def describe(self) -> str:
         """One line for the user; empty when nothing that mattered was removed (automatic mode, < 0.1 %)."""
         if not self.removed or (self.mode == "auto" and self.removed_share < NOTABLE_SHARE):
@@ -71,12 +91,24 @@ class Assemblage:
         names = ", ".join(by_code(c).name for c in self.removed)
         if self.mode == "user":
             return f"left out minerals not chosen for this sample: {names}"
-        return (f"left out {names} ({100 * self.removed_share:.1f} % of the photograph's probability): never seen "
+        line = (f"left out {names} ({100 * self.removed_share:.1f} % of the photograph's probability): never seen "
                 f"in one training photograph with the minerals found here")
+        if self.close:
+            own, other = self._own_shares()
+            kept = ", ".join(by_code(c).name for c in sorted(set(self.kept) - set(self.alternative)))
+            alt = ", ".join(by_code(c).name for c in sorted(set(self.alternative) - set(self.kept)))
+            line += (f". A close call: {kept} held {100 * own:.1f} % of the probability against {100 * other:.1f} % "
+                     f"for {alt}; check the result, and if the sample's minerals are known, name them")
+        return line
 
     def as_dict(self) -> dict:
-        return {"mode": self.mode, "kept": self.kept, "removed": self.removed,
-                "removed_share": round(self.removed_share, 4)}
+        out = {"mode": self.mode, "kept": self.kept, "removed": self.removed,
+               "removed_share": round(self.removed_share, 4)}
+        if self.mode == "auto":
+            own, other = self._own_shares()
+            out.update(alternative=self.alternative, kept_own_share=round(own, 4),
+                       alternative_own_share=round(other, 4), close=self.close)
+        return out
 
 
 def _present(mask: np.ndarray, classes: list[int], min_share: float) -> set[int]:
@@ -172,9 +204,10 @@ def probability_mass(probs: np.ndarray, classes: list[int]) -> dict:
 def choose_minerals(probs: np.ndarray, classes: list[int], exclusive: list[tuple[int, int]]) -> Assemblage:
     """The compatible set of minerals with the most probability mass in ``probs`` (K, H, W)."""
     mass = probability_mass(probs, classes)
-    sets = compatible_sets(classes, exclusive)
-    best = max(sets, key=lambda s: (sum(mass[c] for c in s), len(s)))
-    return Assemblage("auto", kept=best, removed=[c for c in classes if c not in best], mass=mass)
+    sets = sorted(compatible_sets(classes, exclusive), key=lambda s: (sum(mass[c] for c in s), len(s)), reverse=True)
+    best = sets[0]
+    return Assemblage("auto", kept=best, removed=[c for c in classes if c not in best], mass=mass,
+                      alternative=sets[1] if len(sets) > 1 else [])
 
 
 def user_minerals(probs: np.ndarray, classes: list[int], keep: list[int]) -> Assemblage:
