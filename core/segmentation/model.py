@@ -222,6 +222,9 @@ def trace_inference(net: torch.nn.Module, in_channels: int, *, tolerance: float 
     torch alone: building the network needs segmentation-models-pytorch, whose import (timm, torchvision and
     torch's compiler stack) takes longer than segmenting a photograph's tiles. The graph is checked against
     ``net`` on inputs of other sizes than the one traced, since tiles at a photograph's edge and batches vary.
+    torch marks TorchScript as deprecated in favour of ``torch.export``, whose loader imports the same compiler
+    stack (2.7 s here); the pinned release reads and writes TorchScript, and wherever tracing, saving or loading
+    fails the network is simply built.
     """
     try:
         cpu = copy.deepcopy(net).cpu().eval()
@@ -233,9 +236,9 @@ def trace_inference(net: torch.nn.Module, in_channels: int, *, tolerance: float 
             warnings.simplefilter("ignore")  # TorchScript's notices about tracing and its future
             graph = torch.jit.freeze(torch.jit.trace(base, example, check_trace=False).eval())
             for x in checks:
-                ref = cpu(x)
-                if graph(x).shape != ref.shape or not torch.allclose(
-                        graph(x), ref, rtol=0, atol=tolerance * max(1.0, float(ref.abs().max()))):
+                ref, out = cpu(x), graph(x)
+                if out.shape != ref.shape or not torch.allclose(
+                        out, ref, rtol=0, atol=tolerance * max(1.0, float(ref.abs().max()))):
                     return None
         return graph
     except Exception:  # a network TorchScript cannot trace: inference builds the network instead
