@@ -86,6 +86,42 @@ def test_tiled_inference_matches_whole_image():
     assert np.array_equal(pred.labels, np.asarray([0, 2, 6], np.uint8)[whole.argmax(0)])
 
 
+class _WindowMean(torch.nn.Module):
+    """Each pixel's logits plus the mean over the whole input window: like PSPNet's pooling, it sees the tile."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 3, 1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return y + 4 * y.mean(dim=(2, 3), keepdim=True)
+
+
+def test_tilings_of_several_sizes_are_blended_together():
+    rng = np.random.default_rng(2)
+    img = rng.integers(0, 256, (150, 230, 3), dtype=np.uint8)
+    img[:, 115:] //= 3  # a dark half, so that windows differ in their means
+    pointwise = SegmentationModel(net=_Pointwise(3).eval(), config=_config([0, 2, 6], tile=[64, 96]),
+                                  device=torch.device("cpu"))
+    whole = predict_scaled(pointwise, img, tile=256, overlap=0)
+    # the config's list is the default, and a per-pixel network gives the whole-image result with any tiling
+    assert np.allclose(predict_scaled(pointwise, img, overlap=24), whole, atol=1e-5)
+    assert np.allclose(predict_scaled(pointwise, img, tile=[64, 96, 320], overlap=24), whole, atol=1e-5)
+    # a network that sees its window: each pixel gets a weighted mean of what the two tilings give it
+    model = SegmentationModel(net=_WindowMean().eval(), config=_config([0, 2, 6]), device=torch.device("cpu"))
+    a = predict_scaled(model, img, tile=64, overlap=16)
+    b = predict_scaled(model, img, tile=96, overlap=16)
+    both = predict_scaled(model, img, tile=[64, 96], overlap=16)
+    assert np.abs(a - b).max() > 0.05
+    assert np.all(both >= np.minimum(a, b) - 1e-5) and np.all(both <= np.maximum(a, b) + 1e-5)
+    assert np.abs(both - a).max() > 0.01 and np.abs(both - b).max() > 0.01
+    assert np.allclose(both.sum(0), 1, atol=1e-5)
+    with pytest.raises(ValueError, match="at least 32"):
+        predict_scaled(model, img, tile=[64, 16])
+
+
 def test_working_scale_returns_full_resolution_labels():
     img = np.zeros((97, 131, 3), np.uint8)
     img[:, 60:] = 255

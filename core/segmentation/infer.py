@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from itertools import groupby
 from typing import Callable, Iterable, Optional
 
 import cv2
@@ -120,12 +121,21 @@ def norm_stats(model: SegmentationModel) -> tuple[np.ndarray, np.ndarray]:
     return mean, std
 
 
+def tile_sizes(model: SegmentationModel, tile: int | Iterable[int] | None = None) -> list[int]:
+    """The tile sizes of a prediction: ``tile`` or the config's ``"tile"`` (one size or a list of sizes)."""
+    spec = tile if tile is not None else model.config.get("tile", 512)
+    sizes = [int(spec)] if isinstance(spec, (int, float, str)) else [int(t) for t in spec]
+    if not sizes or min(sizes) < 32:
+        raise ValueError(f"tile sizes must be at least 32 px, got {spec!r}")
+    return sizes
+
+
 @torch.inference_mode()
 def predict_scaled(
     model: SegmentationModel,
     arr: np.ndarray,
     *,
-    tile: int | None = None,
+    tile: int | Iterable[int] | None = None,
     overlap: int | None = None,
     batch_size: int = 4,
     progress: ProgressFn = None,
@@ -134,53 +144,63 @@ def predict_scaled(
 ) -> np.ndarray:
     """Blended softmax (K, m, n) float32 of an image already at the working scale.
 
-    With ``tta`` (default: the config's ``"tta"``), each tile's softmax is averaged with that of
-    its mirror image. ``refine`` chooses the edge refinement (:func:`.refine.resolve_refine`: None = the
-    config's, False = none, True = the config's or the default, or a method name of
-    :data:`.refine.REFINE_METHODS`).
+    ``tile`` (default: the config's ``"tile"``) is one tile size or several: with several, the image is tiled
+    once per size and every tile of every tiling is blended into the same sum, so the probabilities average
+    the tilings without a second probability map. Tile borders then fall in different places, and no pixel's
+    prediction rests on one window's context (PSPNet pools its whole input, so it does depend on it). With
+    ``tta`` (default: the config's ``"tta"``), each tile's softmax is averaged with that of its mirror image.
+    ``refine`` chooses the edge refinement (:func:`.refine.resolve_refine`: None = the config's, False = none,
+    True = the config's or the default, or a method name of :data:`.refine.REFINE_METHODS`).
     """
     tta = bool(model.config.get("tta", False)) if tta is None else tta
-    tile = int(tile or model.config.get("tile", 512))
-    overlap = int(overlap if overlap is not None else model.config.get("overlap", tile // 8))
+    sizes = tile_sizes(model, tile)
+    overlap = overlap if overlap is not None else model.config.get("overlap")
     h, w = arr.shape[:2]
     mult = 32
-    th = min(tile, int(math.ceil(h / mult) * mult))
-    tw = min(tile, int(math.ceil(w / mult) * mult))
-    pad_h, pad_w = max(0, th - h), max(0, tw - w)
+    shapes = [(min(t, int(math.ceil(h / mult) * mult)), min(t, int(math.ceil(w / mult) * mult))) for t in sizes]
+    pad_h, pad_w = max(0, max(th for th, _ in shapes) - h), max(0, max(tw for _, tw in shapes) - w)
     if pad_h or pad_w:
         arr = cv2.copyMakeBorder(arr, 0, pad_h, 0, pad_w, cv2.BORDER_REFLECT_101)
         if arr.ndim == 2:
             arr = arr[..., None]
     H, W = arr.shape[:2]
-    step_h, step_w = max(1, th - overlap), max(1, tw - overlap)
-    ys, xs = _starts(H, th, step_h), _starts(W, tw, step_w)
-    weight = np.outer(_ramp(th, min(overlap, th // 2)), _ramp(tw, min(overlap, tw // 2)))
+    # (tile height, tile width, y, x) of every tile of every tiling
+    jobs = []
+    for t, (th, tw) in zip(sizes, shapes):
+        ov = int(overlap) if overlap is not None else t // 8
+        ys, xs = _starts(H, th, max(1, th - ov)), _starts(W, tw, max(1, tw - ov))
+        jobs += [(th, tw, ov, y, x) for y in ys for x in xs]
     K = len(model.classes)
     acc = np.zeros((K, H, W), np.float32)
     wsum = np.zeros((H, W), np.float32)
     mean, std = norm_stats(model)
-    coords = [(y, x) for y in ys for x in xs]
     dev = model.device
     use_amp = dev.type == "cuda"
     net = model.inference_net
     with model.lock:
-        for b in range(0, len(coords), batch_size):
-            chunk = coords[b : b + batch_size]
-            tiles = np.stack([arr[y : y + th, x : x + tw] for y, x in chunk])
-            x_t = _normalise(tiles, mean, std).to(dev)
-            with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=use_amp):
-                # softmax over channels is several times faster on a contiguous tensor than on channels-last
-                logits = net(x_t)
-                probs_t = torch.softmax(logits.float().contiguous(), dim=1)
-                if tta:
-                    flipped = net(torch.flip(x_t, dims=[3]))
-                    probs_t = 0.5 * (probs_t + torch.flip(torch.softmax(flipped.float().contiguous(), dim=1), dims=[3]))
-            probs = probs_t.cpu().numpy()
-            for (y, x), p in zip(chunk, probs):
-                acc[:, y : y + th, x : x + tw] += p * weight
-                wsum[y : y + th, x : x + tw] += weight
-            if progress:
-                progress(min(1.0, (b + len(chunk)) / len(coords)), f"tile {b + len(chunk)}/{len(coords)}")
+        done = 0
+        for (th, tw, ov), group in groupby(jobs, key=lambda j: j[:3]):
+            group = [(y, x) for *_, y, x in group]
+            weight = np.outer(_ramp(th, min(ov, th // 2)), _ramp(tw, min(ov, tw // 2)))
+            for b in range(0, len(group), batch_size):
+                chunk = group[b : b + batch_size]
+                tiles = np.stack([arr[y : y + th, x : x + tw] for y, x in chunk])
+                x_t = _normalise(tiles, mean, std).to(dev)
+                with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=use_amp):
+                    # softmax over channels is several times faster on a contiguous tensor than on channels-last
+                    logits = net(x_t)
+                    probs_t = torch.softmax(logits.float().contiguous(), dim=1)
+                    if tta:
+                        flipped = net(torch.flip(x_t, dims=[3]))
+                        probs_t = 0.5 * (probs_t + torch.flip(torch.softmax(flipped.float().contiguous(), dim=1),
+                                                              dims=[3]))
+                probs = probs_t.cpu().numpy()
+                for (y, x), p in zip(chunk, probs):
+                    acc[:, y : y + th, x : x + tw] += p * weight
+                    wsum[y : y + th, x : x + tw] += weight
+                done += len(chunk)
+                if progress:
+                    progress(min(1.0, done / len(jobs)), f"tile {done}/{len(jobs)}")
     acc /= wsum[None]
     prior = model.config.get("class_prior_correction")
     if prior:
@@ -226,7 +246,7 @@ def predict(
     image: np.ndarray,
     *,
     extra: np.ndarray | None = None,
-    tile: int | None = None,
+    tile: int | Iterable[int] | None = None,
     overlap: int | None = None,
     batch_size: int = 4,
     progress: ProgressFn = None,
