@@ -465,3 +465,16 @@ def test_the_shipped_model_segments_without_building_its_network():
             "assert 'segmentation_models_pytorch' not in sys.modules and m._net is None; "
             "y = m.inference_net(torch.zeros(1, 3, 64, 64)); assert y.shape == (1, len(m.classes), 64, 64)")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(Path(__file__).resolve().parents[1]))
+
+
+def test_float16_conversion_matches_numpy_bit_for_bit():
+    from core.segmentation.infer import to_float16
+
+    rng = np.random.default_rng(3)
+    p = rng.random((3, 40, 50)).astype(np.float32)
+    p[0, :10] = 10.0 ** rng.uniform(-30, -4, (10, 50))  # subnormal and zero in float16
+    p[1, :5] = 0
+    p = p[:, :, ::-1]  # not contiguous
+    assert np.array_equal(to_float16(p).view(np.uint16), p.astype(np.float16).view(np.uint16))
+    h = p.astype(np.float16)
+    assert to_float16(h) is h

@@ -196,7 +196,7 @@ def probability_mass(probs: np.ndarray, classes: list[int]) -> dict:
     # mean over pixels in chunks, in float64, so float16 input neither overflows nor needs a full copy
     total = np.zeros(k)
     for s in range(0, flat.shape[1], 1 << 20):
-        total += flat[:, s:s + (1 << 20)].astype(np.float64).sum(1)
+        total += flat[:, s:s + (1 << 20)].sum(1, dtype=np.float64)
     total /= max(total.sum(), 1e-12)
     return {c: float(total[i]) for i, c in enumerate(classes)}
 

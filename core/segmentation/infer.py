@@ -214,6 +214,17 @@ def predict_scaled(
     return acc
 
 
+def to_float16(probs: np.ndarray) -> np.ndarray:
+    """``probs`` as float16, bit for bit what NumPy's ``astype`` gives.
+
+    NumPy converts values below float16's normal range (most of a refined probability map's near-zero entries)
+    on a slow path, about 0.9 s for a photograph's map on 2 cores; torch's conversion takes 15 ms.
+    """
+    if probs.dtype == np.float16:
+        return probs
+    return torch.from_numpy(np.ascontiguousarray(probs, dtype=np.float32)).half().numpy()
+
+
 def upsample_argmax(probs: np.ndarray, out_shape: tuple[int, int], classes: list[int], *, strip: int = 512) -> np.ndarray:
     """Full-resolution labels from working-scale probabilities, in strips of rows."""
     K, h, w = probs.shape
@@ -221,6 +232,9 @@ def upsample_argmax(probs: np.ndarray, out_shape: tuple[int, int], classes: list
     lut = np.asarray(classes, np.uint8)
     if (h, w) == (H, W):
         return lut[np.argmax(probs, axis=0)]
+    # a class with no probability anywhere (ruled out by the mineral assemblage) cannot win a pixel: skip it
+    active = [k for k in range(K) if probs[k].max() > 0] or list(range(K))
+    channels = {k: np.ascontiguousarray(probs[k], dtype=np.float32) for k in active}
     out = np.empty((H, W), np.uint8)
     sy, sx = h / H, w / W
     xs = ((np.arange(W) + 0.5) * sx - 0.5).astype(np.float32)
@@ -231,9 +245,8 @@ def upsample_argmax(probs: np.ndarray, out_shape: tuple[int, int], classes: list
         map_y = np.broadcast_to(ys[:, None], (y1 - y0, W)).astype(np.float32)
         best = np.full((y1 - y0, W), -1.0, np.float32)
         idx = np.zeros((y1 - y0, W), np.uint8)
-        for k in range(K):
-            pk = cv2.remap(np.ascontiguousarray(probs[k], dtype=np.float32), map_x, map_y, cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_REPLICATE)
+        for k in active:
+            pk = cv2.remap(channels[k], map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             better = pk > best
             best[better] = pk[better]
             idx[better] = k
@@ -289,7 +302,7 @@ def predict(
                                               progress=progress, tta=tta, balance=balance, minerals=minerals,
                                               assemblage=assemblage, refine=refine)
     labels = upsample_argmax(probs, image.shape[:2], model.classes)
-    return Prediction(labels=labels, probs=probs.astype(np.float16), classes=model.classes, scale=model.scale,
+    return Prediction(labels=labels, probs=to_float16(probs), classes=model.classes, scale=model.scale,
                       colour=colour, assemblage=kept)
 
 
