@@ -12,7 +12,7 @@ import streamlit as st
 from core import io as cio
 from core.registration import (FEATURES, MODELS, SIMULATED_LABEL, anisotropy_maps, colour_angle, prepare, register,
                                simulate_xpl_series, transform_error, warp_to_reference)
-from ui import state, widgets
+from ui import state
 
 MAX_XPL = 12
 DISPLAY_SIDE = 1000

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import uuid
 
-import numpy as np
 import streamlit as st
 
 from core import io as cio
