@@ -164,10 +164,14 @@ def predict_scaled(
         if arr.ndim == 2:
             arr = arr[..., None]
     H, W = arr.shape[:2]
-    # (tile height, tile width, y, x) of every tile of every tiling
-    jobs = []
+    # (tile height, tile width, overlap, y, x) of every tile of every tiling; sizes that an image smaller than
+    # them clips to the same tile give one tiling, not the same one twice
+    jobs, seen = [], set()
     for t, (th, tw) in zip(sizes, shapes):
         ov = int(overlap) if overlap is not None else t // 8
+        if (th, tw, ov) in seen:
+            continue
+        seen.add((th, tw, ov))
         ys, xs = _starts(H, th, max(1, th - ov)), _starts(W, tw, max(1, tw - ov))
         jobs += [(th, tw, ov, y, x) for y in ys for x in xs]
     K = len(model.classes)
