@@ -227,7 +227,14 @@ def trace_inference(net: torch.nn.Module, in_channels: int, *, tolerance: float 
     fails the network is simply built.
     """
     try:
-        cpu = copy.deepcopy(net).cpu().eval()
+        return _trace_own(copy.deepcopy(net).cpu().eval(), in_channels, tolerance)
+    except Exception:  # a network that cannot even be copied to the CPU
+        return None
+
+
+def _trace_own(cpu: torch.nn.Module, in_channels: int, tolerance: float = 1e-3) -> torch.jit.ScriptModule | None:
+    """:func:`trace_inference` of a CPU module in evaluation mode that the caller owns (no copy is made)."""
+    try:
         base = fuse_batchnorm(cpu, in_channels) or cpu
         g = torch.Generator().manual_seed(0)
         example = torch.randn(1, in_channels, 128, 128, generator=g)
@@ -274,9 +281,9 @@ def save_model(path: str | Path, net: torch.nn.Module, config: dict[str, Any]) -
     tmp.replace(path / "weights.pt")
     config = {k: v for k, v in config.items() if k != "inference_graph"}
     # the graph is traced from the weights as saved (fp16), so that it computes what loading them would
-    net_saved = copy.deepcopy(net).cpu()
+    net_saved = copy.deepcopy(net).cpu().eval()
     net_saved.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-    graph = trace_inference(net_saved, int(config.get("in_channels", 3)))
+    graph = _trace_own(net_saved, int(config.get("in_channels", 3)))
     graph_path = path / GRAPH_FILE
     if graph is not None:
         tmp = path / (GRAPH_FILE + ".tmp")
