@@ -157,6 +157,63 @@ def test_auto_balance_says_why_it_cannot_balance():
     assert not rep.applied and "not balanced" in rep.note and out is probs
 
 
+def test_auto_balance_checks_a_first_look_and_completes_only_the_pass_it_keeps():
+    img, probs, codes = _scene([1.0, 1.0, 1.0])
+    look = probs.copy()
+    look[:, :, 150:] = 0                                     # pixels the first look did not see
+    calls = []
+
+    def run(a):
+        calls.append("run")
+        return look
+
+    def complete(a):
+        calls.append("complete")
+        return probs
+
+    out, arr, rep = auto_balance(img, codes, REF, run, complete=complete)
+    assert calls == ["run", "complete"] and out is probs and not rep.applied and rep.drift < 1
+    calls.clear()
+    cast = np.array([1.0, 0.85, 0.55])
+    img, probs, codes = _scene(cast)
+    out, arr, rep = auto_balance(img, codes, REF, run, complete=complete, threshold=6.0)
+    assert calls == ["run", "run", "complete"] and rep.applied and out is probs
+    assert np.allclose(rep.gains * cast, 1.0, atol=0.03)
+    with pytest.raises(ValueError, match="together"):
+        auto_balance(img, codes, REF, run, first=probs, complete=complete)
+
+
+class _Counting(_Pointwise):
+    """A per-pixel network that counts the tiles it is given."""
+
+    def __init__(self, k):
+        super().__init__(k)
+        self.tiles = 0
+
+    def forward(self, x):
+        self.tiles += x.shape[0]
+        return super().forward(x)
+
+
+def test_the_colour_check_runs_no_tile_twice_when_the_colours_pass():
+    from core.segmentation.infer import _Blend, predict_balanced
+
+    rng = np.random.default_rng(6)
+    img = rng.integers(0, 256, (150, 230, 3), dtype=np.uint8)
+    ref = {"0": [45.0, 45, 42], "6": [179.0, 165, 145]}
+    for threshold, balanced in ((1e9, False), (0.0, True)):
+        net = _Counting(2).eval()
+        m = SegmentationModel(net=net, config=_config([0, 6], tile=[64, 96], reference_colors=ref,
+                                                          auto_white_balance={"threshold": threshold}),
+                              device=torch.device("cpu"))
+        blend = _Blend(m, img)
+        total, first = len(blend.jobs), len(blend.check_jobs())
+        probs, used, rep, _ = predict_balanced(m, img, refine=False)
+        assert rep.applied is balanced
+        assert net.tiles == (total + first if balanced else total)
+        assert np.allclose(probs, predict_scaled(m, used, refine=False), atol=1e-6)
+
+
 def test_cast_check_needs_no_labels():
     """A cast that the labels would explain away is caught from the bright pixels' chromaticity alone."""
     rng = np.random.default_rng(5)

@@ -122,6 +122,33 @@ def test_tilings_of_several_sizes_are_blended_together():
         predict_scaled(model, img, tile=[64, 16])
 
 
+def test_a_blend_in_stages_gives_each_stage_its_own_tiling_and_then_the_one_pass_result():
+    from core.segmentation.infer import _Blend
+
+    rng = np.random.default_rng(4)
+    img = rng.integers(0, 256, (150, 230, 3), dtype=np.uint8)
+    img[:, 115:] //= 3
+    model = SegmentationModel(net=_WindowMean().eval(), config=_config([0, 2, 6]), device=torch.device("cpu"))
+    blend = _Blend(model, img, tile=[64, 96], overlap=16, batch_size=3)
+    first = blend.check_jobs()
+    assert 0 < len(first) < len(blend.jobs) and all(blend.jobs[k][:2] == (64, 64) for k in first)
+    seen = []
+    blend.add(first, progress=lambda f, msg: seen.append(f))
+    look = blend.probs()
+    assert blend.covered().all()
+    assert np.allclose(look, predict_scaled(model, img, tile=64, overlap=16), atol=1e-6)
+    with pytest.raises(RuntimeError, match="every tile"):
+        blend.probs(copy=False)
+    blend.add(progress=lambda f, msg: seen.append(f))
+    assert not blend.pending and seen[-1] == 1.0 and seen == sorted(seen)
+    assert np.allclose(blend.probs(copy=False), predict_scaled(model, img, tile=[64, 96], overlap=16), atol=1e-6)
+    # pixels no tile has covered yet have no probability at all
+    part = _Blend(model, img, tile=64, overlap=16)
+    part.add([0])
+    p = part.probs()
+    assert not part.covered()[100, 200] and p[:, 100, 200].max() == 0 and np.allclose(p[:, 10, 10].sum(), 1)
+
+
 def test_working_scale_returns_full_resolution_labels():
     img = np.zeros((97, 131, 3), np.uint8)
     img[:, 60:] = 255

@@ -133,12 +133,15 @@ def apply_gains(arr: np.ndarray, gains: np.ndarray) -> np.ndarray:
 
 
 def _labels(probs: np.ndarray, classes: list[int]) -> np.ndarray:
-    return np.asarray(classes, np.uint8)[np.argmax(probs, axis=0)]
+    """Codes of the most probable class; IGNORE where every probability is zero (pixels a pass did not see)."""
+    labels = np.asarray(classes, np.uint8)[np.argmax(probs, axis=0)]
+    labels[probs.max(axis=0) <= 0] = IGNORE
+    return labels
 
 
 def auto_balance(arr: np.ndarray, classes: list[int], reference: dict[int, np.ndarray],
                  run: Callable[[np.ndarray], np.ndarray], *, first: np.ndarray | None = None,
-                 threshold: float = DRIFT_WARNING, min_confidence: float = 0.8, max_z: float = 3.0,
+                 complete: Callable[[np.ndarray], np.ndarray] | None = None, threshold: float = DRIFT_WARNING, min_confidence: float = 0.8, max_z: float = 3.0,
                  chromaticity: dict | None = None) -> tuple[np.ndarray, np.ndarray, ColourBalance]:
     """Segment with the colour checks: correct a strong cast first, balance after the first pass if needed.
 
@@ -154,6 +157,10 @@ def auto_balance(arr: np.ndarray, classes: list[int], reference: dict[int, np.nd
         Maps an input like ``arr`` to (K, h, w) probabilities (a pass of the network).
     first : (K, h, w) ndarray, optional
         ``run(arr)`` when the caller has it already; used only if no cast correction is needed.
+    complete : callable, optional
+        Maps the input that ``run`` was last given to its final probabilities, when ``run`` is a first look
+        (pixels it did not see have zero probability everywhere and are left out of the check). Called once
+        per kept pass; the first look's probabilities are released before.
     threshold, min_confidence
         Colour-check level above which to balance, and the probability that makes a pixel "sure".
     max_z, chromaticity
@@ -167,6 +174,8 @@ def auto_balance(arr: np.ndarray, classes: list[int], reference: dict[int, np.nd
     """
     from ..calibration.methods import class_means, colour_drift, fit_correction
 
+    if first is not None and complete is not None:
+        raise ValueError("first and complete cannot be given together: complete finishes what run began")
     cast, _ = cast_gains(arr, chromaticity, max_z)
     if cast is not None:
         arr = apply_gains(arr, cast)
@@ -178,16 +187,26 @@ def auto_balance(arr: np.ndarray, classes: list[int], reference: dict[int, np.nd
     drift, _ = colour_drift(rgb, labels, reference)
     report = ColourBalance(drift=float(drift), threshold=float(threshold), cast=cast)
     if not np.isfinite(drift) or drift <= threshold:
+        if complete is not None:
+            del probs, labels  # the first look's map goes before the full one is made
+            return complete(arr), arr, report
         return probs, arr, report
     sure = np.where(probs.max(axis=0) > min_confidence, labels, np.uint8(IGNORE)).astype(np.uint8)
     try:
         corr = fit_correction(class_means(rgb, sure), reference, method="white-balance")
     except ValueError as e:
         report.note = f"not balanced: {e}"
+        if complete is not None:
+            del probs, labels
+            return complete(arr), arr, report
         return probs, arr, report
+    del probs, labels
     gains = np.diag(corr.matrix[:3]).copy()
     balanced = apply_gains(arr, gains)
     probs2 = run(balanced)
+    if complete is not None:
+        del probs2
+        probs2 = complete(balanced)
     report.applied = True
     report.gains = gains
     report.drift_after = float(colour_drift(balanced[..., :3], _labels(probs2, classes), reference)[0])

@@ -130,7 +130,121 @@ def tile_sizes(model: SegmentationModel, tile: int | Iterable[int] | None = None
     return sizes
 
 
-@torch.inference_mode()
+class _Blend:
+    """A running weighted sum of tile softmaxes over one image at the working scale.
+
+    Tiles are added in stages (:meth:`add`) and :meth:`probs` blends the ones added so far, so that a look at
+    part of the tiles can decide whether the rest is worth running (the colour check of :func:`predict_balanced`
+    looks at :meth:`check_jobs` first). Added in any order, all the tiles give the same blend as one pass.
+    """
+
+    def __init__(self, model: SegmentationModel, arr: np.ndarray, *, tile: int | Iterable[int] | None = None,
+                 overlap: int | None = None, batch_size: int = 4, tta: bool | None = None):
+        self.model = model
+        self.tta = bool(model.config.get("tta", False)) if tta is None else tta
+        self.batch_size = max(1, int(batch_size))
+        sizes = tile_sizes(model, tile)
+        overlap = overlap if overlap is not None else model.config.get("overlap")
+        h, w = arr.shape[:2]
+        self.h, self.w = h, w
+        mult = 32
+        shapes = [(min(t, int(math.ceil(h / mult) * mult)), min(t, int(math.ceil(w / mult) * mult))) for t in sizes]
+        pad_h, pad_w = max(0, max(th for th, _ in shapes) - h), max(0, max(tw for _, tw in shapes) - w)
+        if pad_h or pad_w:
+            arr = cv2.copyMakeBorder(arr, 0, pad_h, 0, pad_w, cv2.BORDER_REFLECT_101)
+            if arr.ndim == 2:
+                arr = arr[..., None]
+        self.arr = arr
+        H, W = arr.shape[:2]
+        # (tile height, tile width, overlap, y, x) of every tile of every tiling; sizes that an image smaller than
+        # them clips to the same tile give one tiling, not the same one twice
+        self.jobs: list[tuple[int, int, int, int, int]] = []
+        self._tiling: list[int] = []  # which tiling each job belongs to
+        seen: set[tuple[int, int, int]] = set()
+        for t, (th, tw) in zip(sizes, shapes):
+            ov = int(overlap) if overlap is not None else t // 8
+            if (th, tw, ov) in seen:
+                continue
+            seen.add((th, tw, ov))
+            ys, xs = _starts(H, th, max(1, th - ov)), _starts(W, tw, max(1, tw - ov))
+            self.jobs += [(th, tw, ov, y, x) for y in ys for x in xs]
+            self._tiling += [len(seen) - 1] * (len(ys) * len(xs))
+        self.pending = list(range(len(self.jobs)))
+        self.acc = np.zeros((len(model.classes), H, W), np.float32)
+        self.wsum = np.zeros((H, W), np.float32)
+
+    def check_jobs(self) -> list[int]:
+        """The tiles of a first look: the first tiling, which covers the whole photograph once.
+
+        (A look at part of the photograph is cheaper, but a white balance fitted from it follows what that part
+        holds: on a06 of the held-out LumenStone images, a chessboard of the tiles gave pixel accuracy 0.907 or
+        0.908 and a quarter of them 0.806, against 0.913 from the whole first tiling.)
+        """
+        return [k for k in self.pending if self._tiling[k] == 0]
+
+    @torch.inference_mode()
+    def add(self, which: Iterable[int] | None = None, progress: ProgressFn = None) -> None:
+        """Run the tiles ``which`` (indices into :attr:`jobs`; default: all not yet run) into the sum."""
+        which = set(self.pending if which is None else which) & set(self.pending)
+        todo = [k for k in self.pending if k in which]
+        self.pending = [k for k in self.pending if k not in which]
+        model, total = self.model, len(self.jobs)
+        done = total - len(self.pending) - len(todo)
+        mean, std = norm_stats(model)
+        dev = model.device
+        use_amp = dev.type == "cuda"
+        net = model.inference_net
+        arr, acc, wsum = self.arr, self.acc, self.wsum
+        with model.lock:
+            for (th, tw, ov), group in groupby(todo, key=lambda k: self.jobs[k][:3]):
+                group = [self.jobs[k][3:] for k in group]
+                weight = np.outer(_ramp(th, min(ov, th // 2)), _ramp(tw, min(ov, tw // 2)))
+                for b in range(0, len(group), self.batch_size):
+                    chunk = group[b : b + self.batch_size]
+                    tiles = np.stack([arr[y : y + th, x : x + tw] for y, x in chunk])
+                    x_t = _normalise(tiles, mean, std).to(dev)
+                    with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=use_amp):
+                        # softmax over channels is several times faster on a contiguous tensor than on channels-last
+                        logits = net(x_t)
+                        probs_t = torch.softmax(logits.float().contiguous(), dim=1)
+                        if self.tta:
+                            flipped = net(torch.flip(x_t, dims=[3]))
+                            probs_t = 0.5 * (probs_t + torch.flip(torch.softmax(flipped.float().contiguous(), dim=1),
+                                                                  dims=[3]))
+                    probs = probs_t.cpu().numpy()
+                    for (y, x), p in zip(chunk, probs):
+                        acc[:, y : y + th, x : x + tw] += p * weight
+                        wsum[y : y + th, x : x + tw] += weight
+                    done += len(chunk)
+                    if progress:
+                        progress(min(1.0, done / total), f"tile {done}/{total}")
+
+    def covered(self) -> np.ndarray:
+        """(h, w) bool: the pixels that some tile added so far covers."""
+        return self.wsum[: self.h, : self.w] > 0
+
+    def probs(self, *, copy: bool = True) -> np.ndarray:
+        """The blended softmax (K, h, w) float32 of the tiles added so far (zero where none covers).
+
+        ``copy=False`` normalises the sum in place, so no second probability map is made; the blend then takes
+        no more tiles.
+        """
+        if copy:
+            acc = self.acc / np.maximum(self.wsum, np.float32(1e-12))[None]
+        else:
+            if self.pending:
+                raise RuntimeError("normalising in place needs every tile added")
+            acc = self.acc
+            acc /= self.wsum[None]
+            self.acc = None
+        prior = self.model.config.get("class_prior_correction")
+        if prior:
+            # undo the shift of the class prior caused by class-balanced sampling during training
+            acc *= np.asarray(prior, np.float32)[:, None, None]
+            acc /= np.maximum(acc.sum(0, keepdims=True), np.float32(1e-12))
+        return acc[:, : self.h, : self.w]
+
+
 def predict_scaled(
     model: SegmentationModel,
     arr: np.ndarray,
@@ -152,69 +266,12 @@ def predict_scaled(
     ``refine`` chooses the edge refinement (:func:`.refine.resolve_refine`: None = the config's, False = none,
     True = the config's or the default, or a method name of :data:`.refine.REFINE_METHODS`).
     """
-    tta = bool(model.config.get("tta", False)) if tta is None else tta
-    sizes = tile_sizes(model, tile)
-    overlap = overlap if overlap is not None else model.config.get("overlap")
-    h, w = arr.shape[:2]
-    mult = 32
-    shapes = [(min(t, int(math.ceil(h / mult) * mult)), min(t, int(math.ceil(w / mult) * mult))) for t in sizes]
-    pad_h, pad_w = max(0, max(th for th, _ in shapes) - h), max(0, max(tw for _, tw in shapes) - w)
-    if pad_h or pad_w:
-        arr = cv2.copyMakeBorder(arr, 0, pad_h, 0, pad_w, cv2.BORDER_REFLECT_101)
-        if arr.ndim == 2:
-            arr = arr[..., None]
-    H, W = arr.shape[:2]
-    # (tile height, tile width, overlap, y, x) of every tile of every tiling; sizes that an image smaller than
-    # them clips to the same tile give one tiling, not the same one twice
-    jobs, seen = [], set()
-    for t, (th, tw) in zip(sizes, shapes):
-        ov = int(overlap) if overlap is not None else t // 8
-        if (th, tw, ov) in seen:
-            continue
-        seen.add((th, tw, ov))
-        ys, xs = _starts(H, th, max(1, th - ov)), _starts(W, tw, max(1, tw - ov))
-        jobs += [(th, tw, ov, y, x) for y in ys for x in xs]
-    K = len(model.classes)
-    acc = np.zeros((K, H, W), np.float32)
-    wsum = np.zeros((H, W), np.float32)
-    mean, std = norm_stats(model)
-    dev = model.device
-    use_amp = dev.type == "cuda"
-    net = model.inference_net
-    with model.lock:
-        done = 0
-        for (th, tw, ov), group in groupby(jobs, key=lambda j: j[:3]):
-            group = [(y, x) for *_, y, x in group]
-            weight = np.outer(_ramp(th, min(ov, th // 2)), _ramp(tw, min(ov, tw // 2)))
-            for b in range(0, len(group), batch_size):
-                chunk = group[b : b + batch_size]
-                tiles = np.stack([arr[y : y + th, x : x + tw] for y, x in chunk])
-                x_t = _normalise(tiles, mean, std).to(dev)
-                with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=use_amp):
-                    # softmax over channels is several times faster on a contiguous tensor than on channels-last
-                    logits = net(x_t)
-                    probs_t = torch.softmax(logits.float().contiguous(), dim=1)
-                    if tta:
-                        flipped = net(torch.flip(x_t, dims=[3]))
-                        probs_t = 0.5 * (probs_t + torch.flip(torch.softmax(flipped.float().contiguous(), dim=1),
-                                                              dims=[3]))
-                probs = probs_t.cpu().numpy()
-                for (y, x), p in zip(chunk, probs):
-                    acc[:, y : y + th, x : x + tw] += p * weight
-                    wsum[y : y + th, x : x + tw] += weight
-                done += len(chunk)
-                if progress:
-                    progress(min(1.0, done / len(jobs)), f"tile {done}/{len(jobs)}")
-    acc /= wsum[None]
-    prior = model.config.get("class_prior_correction")
-    if prior:
-        # undo the shift of the class prior caused by class-balanced sampling during training
-        acc *= np.asarray(prior, np.float32)[:, None, None]
-        acc /= acc.sum(0, keepdims=True)
-    acc = acc[:, :h, :w]
+    blend = _Blend(model, arr, tile=tile, overlap=overlap, batch_size=batch_size, tta=tta)
+    blend.add(progress=progress)
+    acc = blend.probs(copy=False)
     settings = resolve_refine(model.config, refine)
     if settings:
-        acc = refine_probs(np.ascontiguousarray(acc), arr[:h, :w], settings, device=dev)
+        acc = refine_probs(np.ascontiguousarray(acc), arr, settings, device=model.device)
     return acc
 
 
@@ -354,13 +411,28 @@ def predict_balanced(model: SegmentationModel, arr: np.ndarray, *, balance: bool
     settings = balance_settings(model.config, force=bool(balance)) if balance is not False else None
     if not settings:
         return refined(finish(predict_scaled(model, arr, progress=progress, refine=False, **kw)), arr), arr, None, chosen[0]
-    passes = []
+    # The colour check looks at the first tiling only. When the colours pass, the other tilings complete the same
+    # sum, so nothing is run twice; when they do not, only that first look is repeated work.
+    current: dict = {}
+
+    def step_fn():
+        note = "colours corrected, again: " if current.get("passes", 0) > 1 else ""
+        return (lambda f, msg: progress(f, note + msg)) if progress else None
 
     def run(x: np.ndarray) -> np.ndarray:
-        note = "" if not passes else "colours corrected, again: "
-        passes.append(1)
-        step = (lambda f, msg: progress(f, note + msg)) if progress else None
-        return finish(predict_scaled(model, x, progress=step, refine=False, **kw))
+        current["passes"] = current.get("passes", 0) + 1
+        current.pop("blend", None)  # a first look that was not kept goes before the next one is made
+        blend = current["blend"] = _Blend(model, x, **kw)
+        blend.add(blend.check_jobs(), progress=step_fn())
+        p = finish(blend.probs(copy=True))
+        p[:, ~blend.covered()] = 0  # unseen pixels take no part in the check
+        return p
 
-    probs, used, colour = auto_balance(arr, model.classes, model.reference_colors(), run, **settings)
+    def complete(x: np.ndarray) -> np.ndarray:
+        blend = current.pop("blend")
+        blend.add(progress=step_fn())
+        return finish(blend.probs(copy=False))
+
+    probs, used, colour = auto_balance(arr, model.classes, model.reference_colors(), run, complete=complete,
+                                       **settings)
     return refined(probs, used), used, colour, chosen[0]
