@@ -223,26 +223,34 @@ class _Blend:
         """(h, w) bool: the pixels that some tile added so far covers."""
         return self.wsum[: self.h, : self.w] > 0
 
-    def probs(self, *, copy: bool = True) -> np.ndarray:
-        """The blended softmax (K, h, w) float32 of the tiles added so far (zero where none covers).
+    def probs(self, *, copy: bool = True, dtype=np.float32) -> np.ndarray:
+        """The blended softmax (K, h, w) of the tiles added so far (zero where none covers).
 
-        ``copy=False`` normalises the sum in place, so no second probability map is made; the blend then takes
-        no more tiles.
+        ``copy=True`` makes a new map of ``dtype``, strip by strip, so a panorama needs no float32 temporary;
+        ``copy=False`` normalises the sum in place (float32), so no second map is made at all, and the blend then
+        takes no more tiles.
         """
-        if copy:
-            acc = self.acc / np.maximum(self.wsum, np.float32(1e-12))[None]
-        else:
+        prior = self.model.config.get("class_prior_correction")
+        prior = None if not prior else np.asarray(prior, np.float32)[:, None, None]
+        if not copy:
             if self.pending:
                 raise RuntimeError("normalising in place needs every tile added")
-            acc = self.acc
+            acc, self.acc = self.acc, None
             acc /= self.wsum[None]
-            self.acc = None
-        prior = self.model.config.get("class_prior_correction")
-        if prior:
-            # undo the shift of the class prior caused by class-balanced sampling during training
-            acc *= np.asarray(prior, np.float32)[:, None, None]
-            acc /= np.maximum(acc.sum(0, keepdims=True), np.float32(1e-12))
-        return acc[:, : self.h, : self.w]
+            if prior is not None:
+                # undo the shift of the class prior caused by class-balanced sampling during training
+                acc *= prior
+                acc /= acc.sum(0, keepdims=True)
+            return acc[:, : self.h, : self.w]
+        out = np.empty((self.acc.shape[0], self.h, self.w), dtype)
+        for y in range(0, self.h, 256):
+            y1 = min(self.h, y + 256)
+            band = self.acc[:, y:y1, : self.w] / np.maximum(self.wsum[y:y1, : self.w], np.float32(1e-12))
+            if prior is not None:
+                band *= prior
+                band /= np.maximum(band.sum(0, keepdims=True), np.float32(1e-12))
+            out[:, y:y1] = band
+        return out
 
 
 def predict_scaled(
@@ -424,8 +432,11 @@ def predict_balanced(model: SegmentationModel, arr: np.ndarray, *, balance: bool
         current.pop("blend", None)  # a first look that was not kept goes before the next one is made
         blend = current["blend"] = _Blend(model, x, **kw)
         blend.add(blend.check_jobs(), progress=step_fn())
-        p = finish(blend.probs(copy=True))
-        p[:, ~blend.covered()] = 0  # unseen pixels take no part in the check
+        # half precision: the check needs only labels, the top probability and the probability mass
+        p = finish(blend.probs(copy=True, dtype=np.float16))
+        unseen = ~blend.covered()
+        if unseen.any():
+            p[:, unseen] = 0  # unseen pixels take no part in the check
         return p
 
     def complete(x: np.ndarray) -> np.ndarray:
