@@ -4,7 +4,9 @@
 
 Each held-out photograph is segmented as it is and through simulated optics (the blue and yellow filters and
 the other camera of ``core.calibration.simulate``, and exposures x1.4 and x0.7 in linear light), with the
-automatic white balance off and on (refinement on in both). Scores are at full resolution against the expert
+automatic white balance off and on, as ``segment`` runs them (``predict_balanced``: the colour check looks at
+the first tiling and the pass it keeps runs both; refinement on in both, the mineral assemblage step off so that
+the table shows the colour checks alone). Scores are at full resolution against the expert
 masks; the table gives mIoU / pixel accuracy per condition, and how many images the colour checks corrected
 (cast correction before the first pass, or balance after it).
 """
@@ -24,8 +26,8 @@ from core.calibration.methods import from_linear, to_linear  # noqa: E402
 from core.calibration.simulate import simulate_optics  # noqa: E402
 from core.io import read_image, read_mask  # noqa: E402
 from core.segmentation import ConfusionMatrix, load_model  # noqa: E402
-from core.segmentation.balance import auto_balance, balance_settings  # noqa: E402
-from core.segmentation.infer import predict_scaled, prepare_input, upsample_argmax  # noqa: E402
+from core.segmentation.balance import balance_settings  # noqa: E402
+from core.segmentation.infer import predict_balanced, prepare_input, upsample_argmax  # noqa: E402
 
 
 def exposure(image: np.ndarray, gain: float) -> np.ndarray:
@@ -57,7 +59,6 @@ def main() -> int:
     if settings is None:
         ap.error("the model has no reference colours")
     stems = model.config["training"]["val_images"]
-    ref = model.reference_colors()
     cms = {(c, v): ConfusionMatrix() for c in CONDITIONS for v in ("off", "on")}
     balanced = {c: 0 for c in CONDITIONS}
     t0 = time.time()
@@ -67,9 +68,8 @@ def main() -> int:
         valid = gt != 255
         for cond, change in CONDITIONS.items():
             arr = prepare_input(model, change(original))
-            off = predict_scaled(model, arr)
-            on, _, rep = auto_balance(arr, model.classes, ref, lambda x: predict_scaled(model, x), first=off,
-                                      **settings)
+            off = predict_balanced(model, arr, balance=False, assemblage=False)[0]
+            on, _, rep, _ = predict_balanced(model, arr, balance=True, assemblage=False)
             balanced[cond] += rep.applied or rep.cast is not None
             line = [f"{stem:>4} {cond:<16} dE00 {rep.drift:4.1f}" + (" cast" if rep.cast is not None else "")
                     + (" balanced" if rep.applied else "")]
@@ -90,7 +90,9 @@ def main() -> int:
         Path(a.out).write_text(
             "# Automatic white balance under simulated optics\n\n"
             f"`python bench/auto_balance.py --model {a.model}`; model `{model.name}`, its {len(stems)} held-out images "
-            f"({' '.join(stems)}), full resolution, refinement on. Cast check: bright chromaticity beyond "
+            f"({' '.join(stems)}), full resolution, as `segment` runs them (the colour check on the first tiling, the "
+            "kept pass with all of the config's tilings and its refinement) but with the mineral assemblage step off. "
+            "Cast check: bright chromaticity beyond "
             f"{settings['max_z']:g} standard deviations of the training photographs'"
             + ("" if settings["chromaticity"] else " (no statistics in this model: skipped)")
             + f". Balance threshold: colour check ΔE00 > {settings['threshold']:g}; fit from pixels with "

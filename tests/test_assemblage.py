@@ -57,6 +57,13 @@ def test_the_set_with_most_probability_wins_and_the_rest_is_renormalised():
     # the right half, pyrite before, now takes its second most likely mineral among those kept
     assert np.array_equal(out.argmax(0), np.array([0, 1, 3])[probs[[0, 1, 3]].argmax(0)])
     assert "pyrite" in a.describe() and "pyrite" not in choose_minerals(probs, classes, []).describe()
+    # a half-precision map is restricted in place to the same values, tiny ones included
+    tiny = probs * np.float32(1e-6)
+    tiny[0] += 1 - tiny.sum(0)
+    half = tiny.astype(np.float16)
+    expected = restrict(half.astype(np.float32), classes, a.kept).astype(np.float16)
+    assert restrict(half, classes, a.kept, inplace=True) is half and half.dtype == np.float16
+    assert np.array_equal(half, expected) and (half[1:] > 0).sum() > 0 and half[1:].max() < 1e-3
     # where the kept classes had nothing, they share the pixel
     p = np.zeros((3, 2, 2), np.float16)
     p[2] = 1

@@ -257,6 +257,11 @@ def restrict(probs: np.ndarray, classes: list[int], keep: Iterable[int], *, inpl
         band = out[:, y:y + 256].astype(np.float32)
         band[drop] = 0
         total = band.sum(0, keepdims=True)
-        band = np.where(total > 1e-12, band / np.maximum(total, 1e-12), fill)
-        out[:, y:y + 256] = band
+        band = np.where(total > 1e-12, band / np.maximum(total, 1e-12), fill).astype(np.float32, copy=False)
+        if out.dtype == np.float16:
+            import torch  # NumPy's conversion to float16 of tiny probabilities takes a slow path; torch's does not
+
+            torch.from_numpy(out[:, y:y + 256]).copy_(torch.from_numpy(band))
+        else:
+            out[:, y:y + 256] = band
     return out

@@ -249,7 +249,8 @@ class _Blend:
             if prior is not None:
                 band *= prior
                 band /= np.maximum(band.sum(0, keepdims=True), np.float32(1e-12))
-            out[:, y:y1] = band
+            # through torch: NumPy's conversion to float16 of the many tiny probabilities takes its slow path
+            torch.from_numpy(out[:, y:y1]).copy_(torch.from_numpy(band))
         return out
 
 
