@@ -349,6 +349,30 @@ def test_training_starts_from_another_models_weights(tmp_path, demo_items):
         train(tmp_path / "d2", tmp_path / "c", cfg, init=tmp_path / "a", log=lambda s: None, progress=False)
 
 
+def test_fine_tuning_can_keep_the_starting_models_batch_norm_statistics(tmp_path, demo_items):
+    """--freeze-bn: the running statistics stay those of --init through steps and validations; without it they move."""
+    import torch
+
+    from core.segmentation.train import TrainConfig, train
+
+    _demo_dataset(tmp_path / "d", demo_items)
+    cfg = TrainConfig(iterations=1, val_every=1, batch_size=2, patch=64, scale=0.25, workers=0, tile=128,
+                      val_fraction=0.34, ema_decay=0.0)
+    train(tmp_path / "d", tmp_path / "a", cfg, log=lambda s: None, progress=False)
+    stat = "encoder.bn1.running_mean"
+    start = torch.load(tmp_path / "a/weights.pt", weights_only=True)
+    cfg.iterations, cfg.freeze_bn = 3, True
+    train(tmp_path / "d", tmp_path / "f", cfg, init=tmp_path / "a", log=lambda s: None, progress=False)
+    frozen = torch.load(tmp_path / "f/checkpoint.pt", weights_only=True)["net"]
+    assert torch.allclose(frozen[stat].float(), start[stat].float(), atol=1e-3)
+    w = "encoder.conv1.weight"
+    assert not torch.allclose(frozen[w].float(), start[w].float(), atol=1e-4)  # the weights do train
+    cfg.freeze_bn = False
+    train(tmp_path / "d", tmp_path / "m", cfg, init=tmp_path / "a", log=lambda s: None, progress=False)
+    moved = torch.load(tmp_path / "m/checkpoint.pt", weights_only=True)["net"]
+    assert not torch.allclose(moved[stat].float(), start[stat].float(), atol=1e-3)
+
+
 def test_a_new_edge_head_leaves_the_output_unchanged_and_trains_with_the_pspnet_frozen():
     from core.segmentation.head import HeadedNet
 

@@ -34,6 +34,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="start from this model's weights (same architecture, encoder and input channels; its classes "
                         "are kept, so the masks may show fewer minerals)")
     p.add_argument("--resume", action="store_true", help="continue from MODEL_DIR/checkpoint.pt")
+    p.add_argument("--freeze-bn", action="store_true",
+                   help="keep the batch-normalisation statistics of the starting weights (for fine-tuning with --init "
+                        "and small batches)")
 
 
 def run(args) -> int:
@@ -56,7 +59,7 @@ def run(args) -> int:
                       batch_size=args.batch_size, iterations=args.iterations, val_every=args.val_every,
                       val_fraction=args.val_fraction, lr=args.lr, workers=args.workers, device=args.device,
                       max_minutes=args.max_minutes, seed=args.seed, ema_decay=args.ema,
-                      xpl=xpl)
+                      xpl=xpl, freeze_bn=args.freeze_bn)
     config = train(args.data, args.out, cfg, val=args.val, resume=args.resume, init=args.init)
     v = config.get("validation", {})
     print(f"best validation mIoU {v.get('miou', float('nan')):.4f}, pixel accuracy "

@@ -61,6 +61,9 @@ class TrainConfig:
     classes: list[int] | None = None
     ema_decay: float = 0.999  # exponential moving average of the weights (0 = off)
     xpl: str | None = None  # XPL encoding ("compact" or "raw") to train with crossed-polar channels; None = RGB
+    # keep the batch-normalisation statistics of the starting weights (fine-tuning with small batches, whose
+    # statistics are too noisy to replace those of a model trained with large ones)
+    freeze_bn: bool = False
 
 
 @dataclass
@@ -207,13 +210,24 @@ def _index_lut(classes: list[int]) -> np.ndarray:
 def _validate(model: SegmentationModel, val: list[LoadedImage], refine: bool | str | None = None) -> dict:
     """Scores of ``model`` on whole validation images at the working scale (``refine`` as in ``predict_scaled``)."""
     cm = ConfusionMatrix()
+    modes = [(m, m.training) for m in model.net.modules()]
     model.net.eval()
     lut = np.asarray(model.classes, np.uint8)
     for v in val:
         probs = predict_scaled(model, v.image, refine=refine)
         cm.update(v.mask, lut[np.argmax(probs, 0)])
-    model.net.train()
+    for m, training in modes:  # back as it was (frozen batch normalisation stays frozen)
+        m.train(training)
     return cm.scores().as_dict()
+
+
+def _train_mode(net: torch.nn.Module, freeze_bn: bool) -> None:
+    """``net`` in training mode; with ``freeze_bn`` its batch normalisation keeps using (and keeping) its statistics."""
+    net.train()
+    if freeze_bn:
+        for m in net.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
 
 
 def train(
@@ -356,7 +370,7 @@ def train(
     # state_dict() tensors share storage with the modules: pair them once for the per-step update
     ema_pairs = list(zip(ema.state_dict().values(), net.state_dict().values())) if ema is not None else []
     crit = torch.nn.CrossEntropyLoss(ignore_index=IGNORE)
-    net.train()
+    _train_mode(net, cfg.freeze_bn)
     it = start_it
     running = []
     bar = tqdm(total=cfg.iterations, initial=start_it, disable=not progress, desc="train", dynamic_ncols=True)
