@@ -20,7 +20,7 @@ from ..io import rescale_pair
 from ..minerals import IGNORE
 from ..segmentation.assemblage import widen_assemblage
 from ..segmentation.model import SegmentationModel, fuse_batchnorm
-from ..segmentation.train import PatchStream, TrainConfig
+from ..segmentation.train import PatchStream, TrainConfig, set_train_mode
 
 __all__ = ["finetune"]
 
@@ -119,10 +119,7 @@ def finetune(
     stream = PatchStream(work_imgs, work_masks, len(classes), cfg, norm["mean"], norm["std"], seed=seed)
 
     net = copy.deepcopy(model.net).to(model.device)
-    net.train()
-    for mod in net.modules():
-        if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
-            mod.eval()
+    set_train_mode(net, freeze_bn=True)  # a few patches per step are too few for batch-norm statistics
     opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=lr)
     crit = torch.nn.CrossEntropyLoss(ignore_index=IGNORE)
     torch.manual_seed(seed)

@@ -221,7 +221,7 @@ def _validate(model: SegmentationModel, val: list[LoadedImage], refine: bool | s
     return cm.scores().as_dict()
 
 
-def _train_mode(net: torch.nn.Module, freeze_bn: bool) -> None:
+def set_train_mode(net: torch.nn.Module, freeze_bn: bool) -> None:
     """``net`` in training mode; with ``freeze_bn`` its batch normalisation keeps using (and keeping) its statistics."""
     net.train()
     if freeze_bn:
@@ -370,7 +370,7 @@ def train(
     # state_dict() tensors share storage with the modules: pair them once for the per-step update
     ema_pairs = list(zip(ema.state_dict().values(), net.state_dict().values())) if ema is not None else []
     crit = torch.nn.CrossEntropyLoss(ignore_index=IGNORE)
-    _train_mode(net, cfg.freeze_bn)
+    set_train_mode(net, cfg.freeze_bn)
     it = start_it
     running = []
     bar = tqdm(total=cfg.iterations, initial=start_it, disable=not progress, desc="train", dynamic_ncols=True)
