@@ -33,7 +33,7 @@ from .metrics import ConfusionMatrix
 from .model import SegmentationModel, create_model, load_model, resolve_device, save_model
 from .sampler import ClassBalancedSampler
 
-__all__ = ["TrainConfig", "train", "load_split", "LoadedImage", "augment_patch", "PatchStream"]
+__all__ = ["TrainConfig", "train", "load_split", "LoadedImage", "augment_patch", "PatchStream", "set_train_mode"]
 
 
 @dataclass
