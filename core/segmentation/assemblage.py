@@ -26,6 +26,7 @@ from typing import Iterable
 import numpy as np
 
 from ..minerals import IGNORE, by_code, by_label
+from .halfprec import assign
 
 __all__ = ["Assemblage", "DEFAULT_MIN_SHARE", "assemblage_from_masks", "assemblage_settings", "choose_minerals",
            "compatible_sets", "parse_minerals", "probability_mass", "restrict", "user_minerals",
@@ -257,11 +258,5 @@ def restrict(probs: np.ndarray, classes: list[int], keep: Iterable[int], *, inpl
         band = out[:, y:y + 256].astype(np.float32)
         band[drop] = 0
         total = band.sum(0, keepdims=True)
-        band = np.where(total > 1e-12, band / np.maximum(total, 1e-12), fill).astype(np.float32, copy=False)
-        if out.dtype == np.float16:
-            import torch  # NumPy's conversion to float16 of tiny probabilities takes a slow path; torch's does not
-
-            torch.from_numpy(out[:, y:y + 256]).copy_(torch.from_numpy(band))
-        else:
-            out[:, y:y + 256] = band
+        assign(out[:, y:y + 256], np.where(total > 1e-12, band / np.maximum(total, 1e-12), fill))
     return out

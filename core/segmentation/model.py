@@ -175,6 +175,17 @@ class SegmentationModel:
         return {int(k): np.asarray(v, np.float64) for k, v in ref.items()}
 
 
+def _matches(out: torch.Tensor, ref: torch.Tensor, tolerance: float) -> bool:
+    """Same shape, and equal to ``tolerance`` relative to the reference's largest magnitude (at least 1)."""
+    return out.shape == ref.shape and torch.allclose(out, ref, rtol=0,
+                                                     atol=tolerance * max(1.0, float(ref.abs().max())))
+
+
+def _as_float32(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A saved (fp16) state dict with its floating-point tensors back in float32."""
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
 def _fold(module: torch.nn.Module) -> int:
     n = sum(_fold(child) for child in module.children())
     names = list(module._modules)
@@ -204,8 +215,7 @@ def fuse_batchnorm(net: torch.nn.Module, in_channels: int, *, tolerance: float =
         return None
     param = next(net.parameters())
     x = torch.randn(1, in_channels, 64, 64, generator=torch.Generator().manual_seed(0)).to(param.device)
-    ref, out = net.eval()(x), fused(x)
-    if not torch.allclose(out, ref, rtol=0, atol=tolerance * max(1.0, float(ref.abs().max()))):
+    if not _matches(fused(x), net.eval()(x), tolerance):
         return None
     return fused
 
@@ -243,9 +253,7 @@ def _trace_own(cpu: torch.nn.Module, in_channels: int, tolerance: float = 1e-3) 
             warnings.simplefilter("ignore")  # TorchScript's notices about tracing and its future
             graph = torch.jit.freeze(torch.jit.trace(base, example, check_trace=False).eval())
             for x in checks:
-                ref, out = cpu(x), graph(x)
-                if out.shape != ref.shape or not torch.allclose(
-                        out, ref, rtol=0, atol=tolerance * max(1.0, float(ref.abs().max()))):
+                if not _matches(graph(x), cpu(x), tolerance):
                     return None
         return graph
     except Exception:  # a network TorchScript cannot trace: inference builds the network instead
@@ -282,7 +290,7 @@ def save_model(path: str | Path, net: torch.nn.Module, config: dict[str, Any]) -
     config = {k: v for k, v in config.items() if k != "inference_graph"}
     # the graph is traced from the weights as saved (fp16), so that it computes what loading them would
     net_saved = copy.deepcopy(net).cpu().eval()
-    net_saved.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    net_saved.load_state_dict(_as_float32(state))
     graph = _trace_own(net_saved, int(config.get("in_channels", 3)))
     graph_path = path / GRAPH_FILE
     if graph is not None:
@@ -333,7 +341,7 @@ def _build_net(path: Path, config: dict[str, Any], dev: torch.device) -> torch.n
         raise ValueError(f"{cfg_path}: invalid model description ({e})") from None
     try:
         state = torch.load(w_path, map_location="cpu", weights_only=True)
-        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+        net.load_state_dict(_as_float32(state))
     except Exception as e:
         raise ValueError(f"{w_path}: weights do not match the config ({type(e).__name__}: {str(e)[:200]})") from None
     return net.to(dev).eval()
