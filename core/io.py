@@ -73,18 +73,7 @@ def _read_bytes(src: Source) -> bytes:
     raise ValueError(f"cannot read an image from a {type(src).__name__}")
 
 
-def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
-    if len(data) == 0:
-        raise ValueError(f"{name}: the file is empty (0 bytes)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            im = Image.open(_io.BytesIO(data))
-    except Exception:
-        raise ValueError(
-            f"{name}: not a readable image; use JPEG, PNG or TIFF"
-        ) from None
-    w, h = im.size
+def _check_size(w: int, h: int, name: str, max_pixels: int) -> None:
     if w * h > max_pixels:
         raise ValueError(
             f"{name}: {w}x{h} px is larger than the limit of {max_pixels / 1e6:.0f} Mpx; "
@@ -92,6 +81,50 @@ def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
         )
     if min(w, h) < MIN_SIDE:
         raise ValueError(f"{name}: {w}x{h} px is too small; images must be at least {MIN_SIDE} px on each side")
+
+
+def _is_tiff(data: bytes) -> bool:
+    return data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def _read_tiff_without_pillow(data: bytes, name: str, max_pixels: int) -> np.ndarray:
+    """A TIFF that Pillow cannot open (floating-point RGB, BigTIFF, many samples), read by tifffile, with its
+    size checked from the header before the pixels are decoded."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(_io.BytesIO(data)) as tif:
+            page = tif.pages[0]
+            h, w = int(page.imagelength), int(page.imagewidth)
+            _check_size(w, h, name, max_pixels)
+            arr = page.asarray()
+    except ValueError as e:
+        if str(e).startswith(f"{name}:"):
+            raise
+        raise ValueError(f"{name}: the TIFF is truncated or corrupt") from None
+    except Exception:
+        raise ValueError(f"{name}: the TIFF is truncated or corrupt") from None
+    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[2] not in (1, 2, 3, 4):  # planar samples
+        arr = np.moveaxis(arr, 0, 2)
+    return arr
+
+
+def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image | None:
+    """The image opened by Pillow with its size checked; None for a TIFF only tifffile can read."""
+    if len(data) == 0:
+        raise ValueError(f"{name}: the file is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            im = Image.open(_io.BytesIO(data))
+    except Exception:
+        if _is_tiff(data):
+            return None
+        raise ValueError(
+            f"{name}: not a readable image; use JPEG, PNG or TIFF"
+        ) from None
+    w, h = im.size
+    _check_size(w, h, name, max_pixels)
     return im
 
 
@@ -124,6 +157,30 @@ def _to_rgb(arr: np.ndarray, name: str) -> np.ndarray:
     else:
         raise ValueError(f"{name}: unsupported image layout {arr.shape}")
     return np.ascontiguousarray(arr)
+
+
+def _decode(im: Image.Image, data: bytes, name: str) -> np.ndarray:
+    """The pixels of an image Pillow has opened: high bit depths and TIFFs through OpenCV or tifffile."""
+    high_depth = im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F") or (
+        im.format == "TIFF" and im.mode not in ("1", "L", "P", "RGB", "RGBA", "CMYK", "LA")
+    )
+    if high_depth or im.format == "TIFF":
+        arr = _decode_high_depth(data, name)
+    else:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if im.mode == "CMYK" and im.format == "JPEG":
+                    im.load()
+                    im = im.convert("RGB")
+                elif im.mode in ("P", "1", "LA", "PA", "RGBA", "CMYK", "YCbCr", "HSV", "LAB"):
+                    im = im.convert("RGBA" if im.mode in ("P", "PA", "LA") else "RGB")
+                else:
+                    im.load()
+                arr = np.asarray(im)
+        except (OSError, SyntaxError, ValueError):
+            raise ValueError(f"{name}: the file is truncated or corrupt") from None
+    return arr
 
 
 def read_image(
@@ -162,25 +219,7 @@ def read_image(
     name = _name_of(src)
     data = _read_bytes(src)
     im = _open_checked(data, name, max_pixels)
-    high_depth = im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F") or (
-        im.format == "TIFF" and im.mode not in ("1", "L", "P", "RGB", "RGBA", "CMYK", "LA")
-    )
-    if high_depth or im.format == "TIFF":
-        arr = _decode_high_depth(data, name)
-    else:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                if im.mode == "CMYK" and im.format == "JPEG":
-                    im.load()
-                    im = im.convert("RGB")
-                elif im.mode in ("P", "1", "LA", "PA", "RGBA", "CMYK", "YCbCr", "HSV", "LAB"):
-                    im = im.convert("RGBA" if im.mode in ("P", "PA", "LA") else "RGB")
-                else:
-                    im.load()
-                arr = np.asarray(im)
-        except (OSError, SyntaxError, ValueError):
-            raise ValueError(f"{name}: the file is truncated or corrupt") from None
+    arr = _read_tiff_without_pillow(data, name, max_pixels) if im is None else _decode(im, data, name)
     if arr.ndim == 3 and arr.shape[2] == 4:
         arr = arr[..., :3]
     arr = _to_rgb(arr, name)
@@ -231,6 +270,8 @@ def read_mask(
     name = _name_of(src)
     data = _read_bytes(src)
     im = _open_checked(data, name, MAX_PIXELS)
+    if im is None:
+        raise ValueError(f"{name}: not a readable mask; save masks as 8-bit PNG of class codes")
     try:
         im.load()
     except (OSError, SyntaxError, ValueError):

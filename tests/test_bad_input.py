@@ -137,6 +137,36 @@ def test_16bit_tiff_keeps_precision():
     assert np.allclose(f32, PHOTO16 / 65535.0, atol=1e-6)
 
 
+def _tiff(arr: np.ndarray, **kw) -> bytes:
+    import tifffile
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, arr, **kw)
+    return buf.getvalue()
+
+
+def test_tiffs_pillow_cannot_open_are_read_by_tifffile():
+    """Floating-point RGB TIFFs (as exported by image-analysis software) and planar ones are read, not
+    refused as unreadable; their size is checked from the header before decoding, and a broken one is named."""
+    f = PHOTO.astype(np.float32) / 255
+    for data in (_tiff(f, photometric="rgb"), _tiff(np.moveaxis(f, 2, 0), photometric="rgb", planarconfig="separate")):
+        assert np.abs(cio.read_image(data).astype(int) - PHOTO).max() <= 1
+        assert np.allclose(cio.read_image(data, dtype="float32"), f, atol=1e-6)
+    data = _tiff(f, photometric="rgb")
+    with pytest.raises(ValueError, match=r"deep.tif: 128x96 px is larger than the limit"):
+        cio.read_image(_named(data, "deep.tif"), max_pixels=1000)
+    with pytest.raises(ValueError, match="deep.tif: the TIFF is truncated or corrupt"):
+        cio.read_image(_named(data[: len(data) // 3], "deep.tif"))
+    with pytest.raises(ValueError, match="deep.tif: not a readable mask"):
+        cio.read_mask(_named(data, "deep.tif"))
+
+
+def _named(data: bytes, name: str) -> io.BytesIO:
+    buf = io.BytesIO(data)
+    buf.name = name
+    return buf
+
+
 def test_grayscale_becomes_three_equal_channels():
     out = cio.read_image(GOOD_ODD_IMAGES["grayscale"][1])
     assert out.shape == PHOTO.shape

@@ -236,6 +236,31 @@ def test_cast_check_needs_no_labels():
     assert rep.as_dict()["cast"] == [round(float(g), 4) for g in rep.cast]
 
 
+def test_black_photographs_and_black_channels_have_no_cast_to_correct():
+    """No chromaticity can be measured where the bright pixels are black in a channel: the cast check stands
+    aside instead of dividing by zero, and the colour check says why it did not balance."""
+    stats = {"mean": [1.0, 0.8], "std": [0.02, 0.02]}
+    black = np.zeros((40, 60, 3), np.uint8)
+    no_red = np.dstack([np.zeros((40, 60), np.uint8), np.full((40, 60), 150, np.uint8), np.full((40, 60), 90, np.uint8)])
+    for img in (black, no_red):
+        assert not np.isfinite(bright_chromaticity(img)).any()
+        assert cast_gains(img, stats, 3.0)[0] is None
+    probs = np.zeros((4, 40, 60), np.float32)
+    probs[0] = 0.9
+    out, arr, rep = auto_balance(no_red, [0, 1, 6, 8], REF, lambda a: pytest.fail("must not run again"),
+                                 first=probs, chromaticity=stats, threshold=0.0)
+    assert not rep.applied and rep.cast is None and out is probs and arr is no_red
+    assert rep.note.startswith("not balanced") and "marked" not in rep.note
+    probs[0] = 0.5                                          # nothing sure
+    rep = auto_balance(no_red, [0, 1, 6, 8], REF, lambda a: pytest.fail("must not run again"), first=probs,
+                       threshold=0.0)[2]
+    assert rep.note == "not balanced: no pixel is recognised with a probability above 0.8"
+    # a training set with a black photograph among ordinary ones keeps the others' statistics
+    shot = np.full((30, 30, 3), (178, 160, 127), np.uint8)
+    assert chromaticity_statistics([shot, black])["n_images"] == 1
+    assert chromaticity_statistics([black]) is None
+
+
 def _model(**kw):
     return SegmentationModel(net=_Pointwise(2).eval(), config=_config([0, 6], **kw), device=torch.device("cpu"))
 

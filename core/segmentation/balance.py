@@ -27,6 +27,7 @@ __all__ = ["ColourBalance", "DEFAULT_BALANCE", "auto_balance", "balance_settings
 
 DEFAULT_BALANCE = {"threshold": DRIFT_WARNING, "min_confidence": 0.8, "max_z": 3.0}
 BRIGHT_SHARE = 0.4  # the brightest 40 % of a photograph's pixels stand for its ore minerals
+MIN_BRIGHT_LEVEL = 1e-3  # linear light (sRGB 3 of 255): bright pixels darker than this in a channel have no colour
 
 
 def bright_chromaticity(rgb: np.ndarray) -> np.ndarray:
@@ -46,13 +47,18 @@ def bright_chromaticity(rgb: np.ndarray) -> np.ndarray:
     lin = to_linear(rgb.reshape(-1, 3) / 255.0)
     y = lin.sum(1)
     m = lin[y >= np.quantile(y, 1 - BRIGHT_SHARE)].mean(0)
-    g = max(float(m[1]), 1e-6)
-    return np.array([m[0] / g, m[2] / g])
+    if float(m.min()) < MIN_BRIGHT_LEVEL:  # a black photograph or a black channel: no colour to speak of
+        return np.array([np.nan, np.nan])
+    return np.array([m[0] / m[1], m[2] / m[1]])
 
 
-def chromaticity_statistics(images) -> dict:
-    """Mean and standard deviation of :func:`bright_chromaticity` over training photographs (sRGB uint8)."""
-    c = np.array([bright_chromaticity(im) for im in images])
+def chromaticity_statistics(images) -> dict | None:
+    """Mean and standard deviation of :func:`bright_chromaticity` over training photographs (sRGB uint8);
+    photographs too dark to have one are left out."""
+    c = np.array([bright_chromaticity(im) for im in images]).reshape(-1, 2)
+    c = c[np.isfinite(c).all(1)]
+    if not len(c):
+        return None
     return {"mean": c.mean(0).round(4).tolist(), "std": (c.std(0) + 1e-3).round(4).tolist(), "n_images": len(c)}
 
 
@@ -60,12 +66,12 @@ def cast_gains(rgb: np.ndarray, statistics: dict | None, max_z: float) -> tuple[
     """Linear gains that bring a photograph's bright chromaticity to the training mean, when it is beyond
     ``max_z`` standard deviations from it (else None), and the chromaticity itself."""
     chroma = bright_chromaticity(rgb)
-    if not statistics:
+    if not statistics or not np.isfinite(chroma).all():
         return None, chroma
     mean, std = np.asarray(statistics["mean"], float), np.asarray(statistics["std"], float)
     if not (np.abs(chroma - mean) / std > max_z).any():
         return None, chroma
-    return np.array([mean[0] / chroma[0], 1.0, mean[1] / max(chroma[1], 1e-6)]), chroma
+    return np.array([mean[0] / chroma[0], 1.0, mean[1] / chroma[1]]), chroma
 
 
 @dataclass
@@ -203,9 +209,11 @@ def auto_balance(arr: np.ndarray, classes: list[int], reference: dict[int, np.nd
         return probs, arr, report
     sure = np.where(top > min_confidence, labels, np.uint8(IGNORE)).astype(np.uint8)
     try:
+        if not (sure != IGNORE).any():
+            raise ValueError(f"no pixel is recognised with a probability above {min_confidence:g}")
         corr = fit_correction(class_means(rgb, sure), reference, method="white-balance")
     except ValueError as e:
-        report.note = f"not balanced: {e}"
+        report.note = "not balanced: " + str(e).replace("marked", "recognised")
         if complete is not None:
             del probs, labels, top
             return complete(arr), arr, report
