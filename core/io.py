@@ -98,13 +98,14 @@ def _read_tiff_without_pillow(data: bytes, name: str, max_pixels: int) -> np.nda
             h, w = int(page.imagelength), int(page.imagewidth)
             _check_size(w, h, name, max_pixels)
             arr = page.asarray()
+            axes = page.axes
     except ValueError as e:
         if str(e).startswith(f"{name}:"):
             raise
         raise ValueError(f"{name}: the TIFF is truncated or corrupt") from None
     except Exception:
         raise ValueError(f"{name}: the TIFF is truncated or corrupt") from None
-    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[2] not in (1, 2, 3, 4):  # planar samples
+    if arr.ndim == 3 and axes.endswith("YX"):  # samples stored plane by plane
         arr = np.moveaxis(arr, 0, 2)
     return arr
 
@@ -229,6 +230,9 @@ def read_image(
         scale = 65535.0
     elif arr.dtype in (np.int32, np.uint32):
         scale = 65535.0 if arr.max(initial=0) <= 65535 else float(arr.max())
+    elif arr.dtype in (np.int8, np.int16):  # signed camera data: negative values are noise below black
+        scale = float(np.iinfo(arr.dtype).max)
+        arr = np.clip(arr, 0, None)
     elif arr.dtype.kind == "f":
         a = np.nan_to_num(arr.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0)
         arr = np.clip(a, 0, 1) if a.max(initial=0) <= 1.0 else np.clip(a / max(a.max(), 1e-9), 0, 1)

@@ -159,6 +159,13 @@ def test_tiffs_pillow_cannot_open_are_read_by_tifffile():
         cio.read_image(_named(data[: len(data) // 3], "deep.tif"))
     with pytest.raises(ValueError, match="deep.tif: not a readable mask"):
         cio.read_mask(_named(data, "deep.tif"))
+    # five samples stored plane by plane (a multispectral export): the first three are the photograph
+    planes = np.stack([PHOTO[..., 0], PHOTO[..., 1], PHOTO[..., 2], PHOTO[..., 0] // 2, PHOTO[..., 1] // 2])
+    assert np.array_equal(cio.read_image(_tiff(planes, photometric="minisblack", planarconfig="separate")), PHOTO)
+    # signed 16-bit camera data: 0..32767 is the range, negative noise is black
+    signed = (PHOTO.astype(np.int16) * 128) - np.int16(64)
+    out = cio.read_image(_tiff(signed, photometric="rgb"))
+    assert np.abs(out.astype(float) - np.clip(signed, 0, None) / 32767 * 255).max() <= 0.5
 
 
 def _named(data: bytes, name: str) -> io.BytesIO:
