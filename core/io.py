@@ -110,6 +110,24 @@ def _read_tiff_without_pillow(data: bytes, name: str, max_pixels: int) -> np.nda
     return arr
 
 
+def _declared_max(data: bytes) -> int | None:
+    """The largest sample value a 16-bit TIFF declares (its MaxSampleValue tag, as cameras with 10-, 12- or
+    14-bit sensors write it), or None when the file declares none or the full 16-bit range."""
+    if not _is_tiff(data):
+        return None
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(_io.BytesIO(data)) as tif:
+            tag = tif.pages[0].tags.get("MaxSampleValue")
+            if tag is None:
+                return None
+            v = int(np.max(np.atleast_1d(tag.value)))
+    except Exception:  # an unreadable tag leaves the full range
+        return None
+    return v if 255 < v < 65535 else None
+
+
 def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image | None:
     """The image opened by Pillow with its size checked; None for a TIFF only tifffile can read."""
     if len(data) == 0:
@@ -193,7 +211,9 @@ def read_image(
     """Read a photograph as RGB.
 
     Accepts JPEG, PNG, TIFF and BMP in 8 or 16 bits per channel, grayscale,
-    RGBA (alpha dropped), palette and CMYK.
+    RGBA (alpha dropped), palette and CMYK; TIFFs also in floating point
+    (0-1) and signed integers. A 16-bit TIFF that declares a smaller range
+    (MaxSampleValue, e.g. 4095 from a 12-bit camera) is scaled by that range.
 
     Parameters
     ----------
@@ -227,7 +247,10 @@ def read_image(
     if arr.dtype == np.uint8:
         scale = 255.0
     elif arr.dtype == np.uint16:
-        scale = 65535.0
+        declared = _declared_max(data)
+        scale = float(declared or 65535)
+        if declared:
+            arr = np.minimum(arr, np.uint16(declared))
     elif arr.dtype in (np.int32, np.uint32):
         scale = 65535.0 if arr.max(initial=0) <= 65535 else float(arr.max())
     elif arr.dtype in (np.int8, np.int16):  # signed camera data: negative values are noise below black

@@ -162,6 +162,11 @@ def test_tiffs_pillow_cannot_open_are_read_by_tifffile():
     # five samples stored plane by plane (a multispectral export): the first three are the photograph
     planes = np.stack([PHOTO[..., 0], PHOTO[..., 1], PHOTO[..., 2], PHOTO[..., 0] // 2, PHOTO[..., 1] // 2])
     assert np.array_equal(cio.read_image(_tiff(planes, photometric="minisblack", planarconfig="separate")), PHOTO)
+    # a 12-bit camera's 16-bit TIFF that says so is read on its declared range, not as a near-black picture
+    twelve = (PHOTO.astype(np.int32) * 4095 // 255).astype(np.uint16)
+    out = cio.read_image(_tiff(twelve, photometric="rgb", extratags=[(281, "H", 3, (4095,) * 3, True)]))
+    assert np.abs(out.astype(int) - PHOTO).max() <= 1
+    assert cio.read_image(_tiff(twelve, photometric="rgb")).max() <= 16  # no tag: the full 16-bit range
     # signed 16-bit camera data: 0..32767 is the range, negative noise is black
     signed = (PHOTO.astype(np.int16) * 128) - np.int16(64)
     out = cio.read_image(_tiff(signed, photometric="rgb"))
