@@ -11,8 +11,11 @@ from ui import state, widgets
 
 
 def run_model(model, name: str, image: np.ndarray, balance: bool = True, minerals: list[int] | None = None,
-              assemblage: bool = True, refine: str | None = None) -> dict | None:
-    ok, extra = state.xpl_channels_or_error(model, name)
+              assemblage: bool = True, refine: str | None = None, say=None) -> dict | None:
+    """Segment one image with the page's settings; None after telling why it failed (``say``, default
+    ``st.error``)."""
+    say = say or st.error
+    ok, extra = state.xpl_channels_or_error(model, name, say=say)
     if not ok:
         return None
     # the settings go with the result, so that a re-segmentation elsewhere (Annotate, after fine-tuning) uses them
@@ -23,7 +26,7 @@ def run_model(model, name: str, image: np.ndarray, balance: bool = True, mineral
         pred = cio_predict(model, image, extra, lambda f, msg: bar.progress(f, text=f"Segmenting: {msg}"), options)
     except (ValueError, MemoryError) as e:
         bar.empty()
-        st.error(f"Segmentation failed: {e}")
+        say(f"Segmentation failed: {e}")
         return None
     bar.empty()
     colour = pred.colour.as_dict() if pred.colour is not None else None
@@ -192,11 +195,19 @@ def main() -> None:
     others = [n for n in state.bucket("images") if n not in preds]
     if len(state.bucket("images")) > 1 and b2.button(f"Segment all images without a result ({len(others)})",
                                                       key="segment-all", disabled=not others):
+        errors, done = [], 0
         for n in others:
             img = state.bucket("calibrated").get(n, state.bucket("images")[n]["image"])
-            res = run_model(model, n, img, balance and n not in state.bucket("calibrated"), minerals, apart, refine)
+            res = run_model(model, n, img, balance and n not in state.bucket("calibrated"), minerals, apart, refine,
+                            say=lambda text, n=n: errors.append(f"{n}: {text}"))
             if res is not None:
                 preds[n] = res
+                done += 1
+        # run again so that the button counts what is left
+        state.rerun_then_show("segment-all", [("success" if done == len(others) else "warning",
+                                               f"Segmented {done} of {len(others)} image(s).")]
+                              + [("error", e) for e in errors])
+    state.show_carried("segment-all")
     if name not in preds:
         widgets.show_image(image, name, key="segment-input")
         st.info("Press **Segment this image** to run the model.")

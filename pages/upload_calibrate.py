@@ -23,27 +23,34 @@ CANVAS_WIDTH = 760
 def upload_section() -> None:
     """Upload one or many images, or load the demo sample."""
     c1, c2 = st.columns([3, 1])
-    files = c1.file_uploader("Photographs (JPEG, PNG, TIFF; 8 or 16 bit)", type=UPLOAD_TYPES,
+    files = c1.file_uploader("Photographs (JPEG, PNG, TIFF; 8 or 16 bit, or floating-point TIFF)", type=UPLOAD_TYPES,
                              accept_multiple_files=True, key="uc-files")
     if files and c1.button("Add to this session", icon="➕", key="uc-add"):
-        added = []
+        added, errors = [], []
         for f in files:
-            img = state.read_upload(f)
+            img = state.read_upload(f, say=errors.append)
             if img is None:
                 continue
             try:
                 added.append(state.add_image(cio.safe_name(f.name), img, origin="upload",
                                              make_current=not added))
             except ValueError as e:
-                st.error(str(e))
+                errors.append(str(e))
                 break
-        if added:
-            st.success(f"Added {len(added)} image(s): {', '.join(added)}")
+        messages = [("error", e) for e in errors]
+        if added:  # the sidebar, drawn before this, shows the new images and the current one after a rerun
+            state.rerun_then_show("uc-upload", [("success", f"Added {len(added)} image(s): {', '.join(added)}"),
+                                                *messages])
+        for kind, text in messages:
+            getattr(st, kind)(text)
     if c2.button("Use the demo sample", icon="🧪", key="uc-demo"):
         try:
-            st.success(f"Loaded {len(state.load_demo())} demo images")
+            names = state.load_demo()
         except ValueError as e:
             st.error(str(e))
+        else:
+            state.rerun_then_show("uc-upload", [("success", f"Loaded {len(names)} demo images")])
+    state.show_carried("uc-upload")
 
 
 def reference_colours() -> tuple[dict | None, str]:

@@ -24,3 +24,48 @@ def test_page_calibrates_demo_image_and_series():
     at.button(key="uc-series").click().run()
     assert not at.exception
     assert len(at.session_state["calibrated"]) == 3
+
+
+def _png(arr) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_added_uploads_become_current_everywhere_and_bad_files_are_named():
+    """An upload makes its first image current on the page and in the sidebar at once (the sidebar is drawn
+    before the page), a bad file among good ones is named in an error, and a picker follows the current image
+    however it was changed."""
+    import numpy as np
+
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.run()
+    at.button(key="load-demo").click().run()
+    at.switch_page("pages/upload_calibrate.py").run()
+    demo = list(at.session_state["images"])
+    assert at.selectbox(key="sidebar-current").value == demo[0]
+    photo = np.random.default_rng(1).integers(0, 255, (64, 80, 3), dtype=np.uint8)
+    at.file_uploader(key="uc-files").set_value([("thin-section.png", _png(photo), "image/png"),
+                                                ("broken.png", b"not a picture", "image/png")])
+    at.run()
+    at.button(key="uc-add").click().run()
+    assert not at.exception, at.exception
+    assert at.session_state["current"] == "thin-section"
+    assert at.selectbox(key="sidebar-current").value == "thin-section"
+    assert at.selectbox(key="uc-image").value == "thin-section"
+    assert f"{len(demo) + 1} image(s) in this session" in [c.value for c in at.sidebar.caption]
+    assert [s.value for s in at.success] == ["Added 1 image(s): thin-section"]
+    assert any(e.value.replace("\\", "").startswith("broken.png:") and "not a readable image" in e.value for e in at.error), \
+        [e.value for e in at.error]
+    # a choice in the sidebar moves the page's picker too, and the message of the upload is gone
+    at.selectbox(key="sidebar-current").select(demo[1]).run()
+    assert at.session_state["current"] == demo[1] and at.selectbox(key="uc-image").value == demo[1]
+    assert not at.success
+    # a change from elsewhere (another page's work) is shown by both pickers on the next run
+    at.session_state["current"] = demo[2]
+    at.run()
+    assert at.selectbox(key="sidebar-current").value == demo[2] and at.selectbox(key="uc-image").value == demo[2]

@@ -70,6 +70,28 @@ def test_segment_page_runs_model_and_offers_downloads(tiny_model):
     os.environ["ORELENS_AUTOLOAD_DEMO"] = "0"
 
 
+def test_segment_all_counts_what_is_left_and_names_the_images_that_failed(tiny_model):
+    os.environ["ORELENS_AUTOLOAD_DEMO"] = "1"
+    try:
+        at = _segment_page(tiny_model)
+        names = list(at.session_state["images"])
+        at.button(key="segment-run").click().run()
+        assert at.button(key="segment-all").label.endswith(f"({len(names) - 1})")
+        # one image that cannot be segmented (pixels no reader would have given the page)
+        at.session_state["images"][names[-1]]["image"] = np.zeros((40, 40, 3), np.float32)
+        at.button(key="segment-all").click().run()
+        assert not at.exception, at.exception
+        assert set(at.session_state["predictions"]) == set(names[:-1])
+        assert at.button(key="segment-all").label.endswith("(1)")  # drawn after the run, not before it
+        assert [w.value for w in at.warning if w.value.startswith("Segmented")] == [
+            f"Segmented {len(names) - 2} of {len(names) - 1} image(s)."]
+        assert any(e.value.startswith(f"{names[-1]}: Segmentation failed") for e in at.error), [e.value for e in at.error]
+        at.run()  # the messages are shown once
+        assert not [w for w in at.warning if w.value.startswith("Segmented")]
+    finally:
+        os.environ["ORELENS_AUTOLOAD_DEMO"] = "0"
+
+
 @pytest.fixture(scope="module")
 def balancing_model(tiny_model, tmp_path_factory):
     """The tiny model told to white-balance every image from all its pixels."""

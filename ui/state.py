@@ -146,18 +146,36 @@ def _plain(name: str) -> str:
     return "".join("\\" + c if c in "\\`*_{}[]()#+-.!|<>~$" else c for c in str(name))
 
 
-def read_upload(file, *, kind: str = "image", shape=None):
-    """Decode an uploaded file; shows ``st.error`` and returns None when it is unusable."""
+def read_upload(file, *, kind: str = "image", shape=None, say=None):
+    """Decode an uploaded file; tells why (``say``, default ``st.error``) and returns None when it is unusable."""
+    say = say or st.error
     try:
         if kind == "mask":
             return cio.read_mask(file.getvalue(), shape=shape)
         return cio.read_image(file.getvalue())
     except ValueError as e:
-        st.error(f"{_plain(file.name)}: {_plain(str(e).replace('uploaded file: ', ''))}")
+        say(f"{_plain(file.name)}: {_plain(str(e).replace('uploaded file: ', ''))}")
         return None
     except MemoryError:
-        st.error(f"{_plain(file.name)}: not enough memory to open this image")
+        say(f"{_plain(file.name)}: not enough memory to open this image")
         return None
+
+
+def rerun_then_show(where: str, messages: list[tuple[str, str]]) -> None:
+    """Run the app again at once, so that every part of it drawn before the change (the sidebar's image list and
+    current image) shows it, and show ``messages`` (``(kind, text)``, kind ``"success"``, ``"error"``, ...) where
+    :func:`show_carried` is called with the same ``where``."""
+    st.session_state["_carried"] = (where, list(messages))
+    st.rerun()
+
+
+def show_carried(where: str) -> None:
+    """Show the messages :func:`rerun_then_show` left for ``where`` (once)."""
+    carried = st.session_state.get("_carried")
+    if carried and carried[0] == where:
+        del st.session_state["_carried"]
+        for kind, text in carried[1]:
+            getattr(st, kind)(text)
 
 
 @st.cache_resource(show_spinner="Loading the segmentation model…")
@@ -177,25 +195,26 @@ def model_or_error():
         return None
 
 
-def xpl_channels_or_error(model, name: str):
+def xpl_channels_or_error(model, name: str, say=None):
     """The extra input channels a model needs for an image, from the Register XPL page's aligned series.
 
     Returns ``(True, None)`` for an RGB model, ``(True, extra)`` when the series is there and fits, and
-    ``(False, None)`` after showing why it cannot be made.
+    ``(False, None)`` after telling why it cannot be made (``say``, default ``st.error``).
     """
     if model.in_channels <= 3:
         return True, None
     from core.registration import extra_from_aligned
 
+    say = say or st.error
     xpl = bucket("xpl").get(name)
     if not xpl or not xpl.get("aligned"):
-        st.error(f"Model {model.name} needs aligned XPL images for this image: align them on the "
+        say(f"Model {model.name} needs aligned XPL images for this image: align them on the "
                  "Register XPL page first, or choose an RGB model in the sidebar.")
         return False, None
     try:
         return True, extra_from_aligned(model.config, xpl["aligned"])
     except ValueError as e:
-        st.error(f"XPL channels do not fit model {model.name}: {e}")
+        say(f"XPL channels do not fit model {model.name}: {e}")
         return False, None
 
 
@@ -233,15 +252,26 @@ def device_label() -> str:
 
 
 def image_picker(label: str = "Image", key: str | None = None) -> str | None:
-    """Select box over this session's images; updates the current image."""
+    """Select box over this session's images that shows and sets the current image.
+
+    Every picker (the sidebar's and a page's) shows the session's current image, also when it was changed by
+    something else since the picker was last drawn (an upload, the demo, another picker): the box's own state is
+    set from it before the box is drawn, and a choice in the box sets it.
+    """
     _init()
     names = list(st.session_state["images"])
     if not names:
         return None
     cur = current_name() or names[0]
-    choice = st.selectbox(label, names, index=names.index(cur), key=key)
-    st.session_state["current"] = choice
-    return choice
+    st.session_state["current"] = cur
+    key = key or f"image-picker:{label}"
+    st.session_state[key] = cur
+
+    def chosen() -> None:
+        st.session_state["current"] = st.session_state[key]
+
+    st.selectbox(label, names, key=key, on_change=chosen)
+    return st.session_state["current"]
 
 
 def no_image_hint() -> None:
