@@ -194,9 +194,10 @@ def show_result(result) -> None:
             name = state.add_image("panorama", pano, origin="stitch")
         except ValueError as e:
             st.error(str(e))
-        else:
-            st.success(f"“{name}” is now the current image.")
-            st.page_link("pages/segment.py", label="Go to Segment", icon="🗺️")
+        else:  # run again so that the sidebar lists the panorama as the current image
+            state.rerun_then_show("stitch-send", [("success", f"“{name}” is now the current image.")])
+    if state.show_carried("stitch-send"):
+        st.page_link("pages/segment.py", label="Go to Segment", icon="🗺️")
 
 
 def _tiff_bytes(pano: np.ndarray) -> bytes:

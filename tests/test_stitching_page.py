@@ -31,6 +31,9 @@ def test_stitch_page_demo_tiles():
     assert not at.exception
     assert "panorama" in at.session_state["images"]
     assert at.session_state["images"]["panorama"]["origin"] == "stitch"
+    # the sidebar, drawn before the page, shows the panorama as the current image at once
+    assert at.session_state["current"] == "panorama" and at.selectbox(key="sidebar-current").value == "panorama"
+    assert [x.value for x in at.success] == ["“panorama” is now the current image."]
 
 
 def test_stitch_page_bad_grid():

@@ -169,13 +169,15 @@ def rerun_then_show(where: str, messages: list[tuple[str, str]]) -> None:
     st.rerun()
 
 
-def show_carried(where: str) -> None:
-    """Show the messages :func:`rerun_then_show` left for ``where`` (once)."""
+def show_carried(where: str) -> bool:
+    """Show the messages :func:`rerun_then_show` left for ``where`` (once); whether there were any."""
     carried = st.session_state.get("_carried")
-    if carried and carried[0] == where:
-        del st.session_state["_carried"]
-        for kind, text in carried[1]:
-            getattr(st, kind)(text)
+    if not carried or carried[0] != where:
+        return False
+    del st.session_state["_carried"]
+    for kind, text in carried[1]:
+        getattr(st, kind)(text)
+    return True
 
 
 @st.cache_resource(show_spinner="Loading the segmentation model…")
