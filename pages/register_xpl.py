@@ -121,6 +121,8 @@ def _upload_flow(opts: dict) -> None:
             return
     record = _align(ppl, shots, names, opts)
     state.bucket("xpl")[name] = record
+    if not use_current:  # a new current image: run again so that the sidebar shows it
+        state.rerun_then_show("xpl-align", _failures(record))
     _report_failures(record)
 
 
@@ -150,10 +152,15 @@ def _simulate_flow(opts: dict) -> None:
     _report_failures(record)
 
 
+def _failures(record: dict) -> list[tuple[str, str]]:
+    """An error message for each XPL shot of ``record`` that could not be aligned."""
+    return [("error", f"{r['XPL image']} could not be aligned: {r['problem']}. It is left out of the aligned stack.")
+            for r in record["rows"] if r["aligned"] == "no"]
+
+
 def _report_failures(record: dict) -> None:
-    bad = [r for r in record["rows"] if r["aligned"] == "no"]
-    for r in bad:
-        st.error(f"{r['XPL image']} could not be aligned: {r['problem']}. It is left out of the aligned stack.")
+    for kind, text in _failures(record):
+        getattr(st, kind)(text)
 
 
 def _show(name: str, record: dict) -> None:
@@ -271,6 +278,7 @@ def main() -> None:
     except MemoryError:
         st.error("Not enough memory for these images; try smaller ones.")
         return
+    state.show_carried("xpl-align")
     name = state.current_name()
     if name is not None and name in state.bucket("xpl"):
         _show(name, state.bucket("xpl")[name])

@@ -74,3 +74,21 @@ def test_uploaded_unrelated_shot_is_reported():
     assert any("could not be aligned" in e.value for e in at.error)
     name = at.session_state["current"]
     assert at.session_state["xpl"][name]["aligned"] == []
+
+
+def test_uploaded_ppl_becomes_current_in_the_sidebar_and_failures_stay_shown():
+    from core.io import list_dataset, read_image
+
+    items = list_dataset(ROOT / "samples", "demo")
+    ppl, other = read_image(items[0].image)[::2, ::2], read_image(items[1].image)[::2, ::2]
+    at = _page()
+    next(c for c in at.checkbox if c.label.startswith("Use the current image")).uncheck().run()  # a PPL of its own
+    at.file_uploader(key="xpl-ppl").set_value(("plane.png", _png(ppl), "image/png")).run()
+    at.file_uploader(key="xpl-shots").set_value([("unrelated.png", _png(other), "image/png")]).run()
+    [b for b in at.button if b.label == "Align XPL shots"][0].click().run()
+    assert not at.exception, at.exception
+    assert at.session_state["current"] == "plane" and at.selectbox(key="sidebar-current").value == "plane"
+    assert "plane" in at.session_state["xpl"]
+    assert [e.value for e in at.error if "could not be aligned" in e.value] == [
+        "unrelated.png could not be aligned: " + at.session_state["xpl"]["plane"]["rows"][0]["problem"]
+        + ". It is left out of the aligned stack."]
