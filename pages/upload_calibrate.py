@@ -53,6 +53,34 @@ def upload_section() -> None:
     state.show_carried("uc-upload")
 
 
+def session_images_section() -> None:
+    """The session's images with what has been done to each, and removing the ones no longer needed."""
+    imgs = state.bucket("images")
+    if not imgs:
+        return
+    with st.expander(f"Images in this session ({len(imgs)} of at most {state.MAX_IMAGES_PER_SESSION})"):
+        rows = []
+        for n, v in imgs.items():
+            h, w = v["image"].shape[:2]
+            done = [label for key, label in (("calibrated", "colour-corrected"), ("predictions", "segmented"),
+                                             ("annotations", "annotated"), ("xpl", "XPL aligned"))
+                    if n in state.bucket(key)]
+            rows.append({"image": n, "size (px)": f"{w}×{h}", "from": v.get("origin", ""),
+                         "expert mask": "yes" if v.get("gt") is not None else "",
+                         "work on it": ", ".join(done)})
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        gone = st.multiselect("Remove from this session", list(imgs), key="uc-remove-pick",
+                              help="Removes the image and everything made from it in this session (colour "
+                                   "correction, segmentation, annotation, XPL alignment). Download what you "
+                                   "want to keep first.")
+        if st.button(f"Remove {len(gone)} image(s)" if gone else "Remove", disabled=not gone, key="uc-remove"):
+            for n in gone:
+                state.remove_image(n)
+            del st.session_state["uc-remove-pick"]
+            state.rerun_then_show("uc-images", [("success", f"Removed {len(gone)} image(s): {', '.join(gone)}")])
+        state.show_carried("uc-images")
+
+
 def reference_colours() -> tuple[dict | None, str]:
     """Reference colour per code, chosen by the user; None (after a message) when there is none."""
     options = []
@@ -260,6 +288,7 @@ def main() -> None:
                "on: mark a few regions of minerals you recognise, and the image's colours are mapped so that "
                "those minerals get their reference colours.")
     upload_section()
+    session_images_section()
     if not state.bucket("images"):
         state.no_image_hint()
         return

@@ -69,3 +69,31 @@ def test_added_uploads_become_current_everywhere_and_bad_files_are_named():
     at.session_state["current"] = demo[2]
     at.run()
     assert at.selectbox(key="sidebar-current").value == demo[2] and at.selectbox(key="uc-image").value == demo[2]
+
+
+def test_images_can_be_removed_with_their_work_and_every_page_still_runs():
+    import numpy as np
+
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.run()
+    at.button(key="load-demo").click().run()
+    at.switch_page("pages/statistics.py").run()       # pages that keep a choice of images in their widgets
+    at.switch_page("pages/upload_calibrate.py").run()
+    names = list(at.session_state["images"])
+    gone = names[0]
+    at.session_state["predictions"][gone] = {"labels": np.zeros((4, 4), np.uint8)}
+    at.session_state["annotations"][gone] = np.zeros((4, 4), np.uint8)
+    at.run()
+    assert not at.exception, at.exception
+    assert at.button(key="uc-remove").disabled
+    at.multiselect(key="uc-remove-pick").select(gone).run()
+    at.button(key="uc-remove").click().run()
+    assert not at.exception, at.exception
+    assert list(at.session_state["images"]) == names[1:]
+    assert gone not in at.session_state["predictions"] and gone not in at.session_state["annotations"]
+    assert at.session_state["current"] == names[1] and at.selectbox(key="sidebar-current").value == names[1]
+    assert [s.value for s in at.success] == [f"Removed 1 image(s): {gone}"]
+    assert at.multiselect(key="uc-remove-pick").value == []
+    for page in ("segment", "annotate", "statistics", "register_xpl", "stitch", "upload_calibrate"):
+        at.switch_page(f"pages/{page}.py").run()
+        assert not at.exception, (page, at.exception)

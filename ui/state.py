@@ -67,7 +67,7 @@ def add_image(name: str, image: np.ndarray, gt: np.ndarray | None = None, *, ori
     _init()
     imgs = st.session_state["images"]
     if name not in imgs and len(imgs) >= MAX_IMAGES_PER_SESSION:
-        raise ValueError(f"this session already holds {MAX_IMAGES_PER_SESSION} images; remove some first")
+        raise ValueError(f"this session already holds {MAX_IMAGES_PER_SESSION} images; remove some first (Upload & calibrate: Images in this session)")
     base, k = name, 2
     while name in imgs and imgs[name].get("origin") != origin:
         name = f"{base}-{k}"
