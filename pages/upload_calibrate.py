@@ -288,7 +288,13 @@ def main() -> None:
                "on: mark a few regions of minerals you recognise, and the image's colours are mapped so that "
                "those minerals get their reference colours.")
     upload_section()
-    session_images_section()
+    listing = st.container()  # filled after the rest of the page, so that it shows this run's work too
+    calibration_section()
+    with listing:
+        session_images_section()
+
+
+def calibration_section() -> None:
     if not state.bucket("images"):
         state.no_image_hint()
         return

@@ -19,8 +19,10 @@ def test_page_calibrates_demo_image_and_series():
     assert not at.error
     name = at.session_state["current"]
     assert name in at.session_state["calibrated"]
-    table = at.dataframe[0].value
-    assert "CIEDE2000 after" in table.columns and table["mineral"].iloc[-1] == "mean"
+    table = next(d.value for d in at.dataframe if "CIEDE2000 after" in d.value.columns)
+    assert table["mineral"].iloc[-1] == "mean"
+    listed = next(d.value for d in at.dataframe if "work on it" in d.value.columns)  # the session's images
+    assert listed.set_index("image").loc[name, "work on it"] == "colour-corrected"
     at.button(key="uc-series").click().run()
     assert not at.exception
     assert len(at.session_state["calibrated"]) == 3
