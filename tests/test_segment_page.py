@@ -151,6 +151,37 @@ def test_segment_and_evaluate_commands(tiny_model, tmp_path, demo_items):
     assert set(ev["iou"]) >= {"0"}
 
 
+def test_segment_command_takes_folders_and_keeps_going_past_a_bad_photograph(tiny_model, tmp_path, demo_items):
+    import shutil
+
+    folder = tmp_path / "section"
+    folder.mkdir()
+    for it in demo_items[:2]:
+        shutil.copy(it.image, folder / it.image.name)
+    (folder / "broken.jpg").write_bytes(b"not a photograph")
+    (folder / "notes.txt").write_text("field notes")      # not an image: not taken
+    r = _cli("segment", str(folder), "--out", str(tmp_path / "out"), "--model", str(tiny_model), "--device", "cpu",
+             "--json", str(tmp_path / "seg.json"))
+    assert r.returncode == 2
+    assert "skipped: broken.jpg: not a readable image" in r.stderr
+    assert r.stderr.strip().splitlines()[-1].endswith(
+        f"error: 1 of 3 images could not be segmented (named above); the masks of the other 2 are in {tmp_path / 'out'}")
+    assert sorted(f.name for f in (tmp_path / "out").iterdir()) == sorted(f"{it.stem}.png" for it in demo_items[:2])
+    rep = json.loads((tmp_path / "seg.json").read_text())
+    assert set(rep["images"]) == {it.stem for it in demo_items[:2]} and set(rep["failed"]) == {"broken"}
+    # two photographs whose masks would overwrite each other are refused before any work
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(demo_items[0].image, other / demo_items[0].image.name)
+    r = _cli("segment", str(folder / demo_items[0].image.name), str(other), "--out", str(tmp_path / "o2"),
+             "--model", str(tiny_model), "--device", "cpu")
+    assert r.returncode == 2 and f"would both be written as {demo_items[0].stem}.png" in r.stderr
+    assert not (tmp_path / "o2").exists()
+    (tmp_path / "empty").mkdir()
+    r = _cli("segment", str(tmp_path / "empty"), "--out", str(tmp_path / "o3"), "--model", str(tiny_model))
+    assert r.returncode == 2 and "the folder holds no images" in r.stderr
+
+
 def test_segment_command_balances_unless_told_not_to(balancing_model, tmp_path, demo_items):
     image = str(demo_items[0].image)
     for flag, applied in (([], True), (["--no-auto-balance"], None)):

@@ -8,7 +8,8 @@ from pathlib import Path
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="photographs (JPEG, PNG, TIFF)")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="photographs (JPEG, PNG, TIFF, BMP), or folders of them (every image file in the folder)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for <stem>.png masks")
     p.add_argument("--model", metavar="DIR", default=None, help="model folder (default: models/default)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -34,7 +35,34 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "e.g. pyrite with pyrrhotite for the default model, are not predicted together)")
 
 
+def expand_images(items: list[str]) -> list[Path]:
+    """The image files named by ``items``: files as given, folders by their image files (sorted by name).
+
+    Raises ValueError for a folder without images and for two images whose masks would share a name.
+    """
+    from ..io import IMAGE_SUFFIXES
+
+    paths: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise ValueError(f"{p}: the folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            paths += found
+        else:
+            paths.append(p)
+    seen: dict[str, Path] = {}
+    for p in paths:
+        if p.stem in seen and seen[p.stem].resolve() != p.resolve():
+            raise ValueError(f"{seen[p.stem]} and {p} would both be written as {p.stem}.png; rename one of them")
+        seen.setdefault(p.stem, p)
+    return list(dict.fromkeys(seen.values()))
+
+
 def run(args) -> int:
+    import sys
+
     import numpy as np
     from tqdm import tqdm
 
@@ -44,32 +72,42 @@ def run(args) -> int:
     from .refine import resolve_refine
 
     out = Path(args.out)
+    paths = expand_images(args.images)
     model = load_model(args.model, device=args.device)
     resolve_refine(model.config, args.refine)  # an unknown method fails before any image is read
-    if args.xpl and len(args.images) != 1:
+    if args.xpl and len(paths) != 1:
         raise ValueError("--xpl needs exactly one plane-polarised IMAGE")
+    if model.in_channels > 3 and not args.xpl:
+        raise ValueError(f"model {model.name} was trained with XPL channels: give the crossed-polar shots with --xpl")
     minerals = None
     if args.minerals is not None:
         from .assemblage import parse_minerals
 
         minerals = parse_minerals(args.minerals, model.classes)
     out.mkdir(parents=True, exist_ok=True)
-    report = {"model": model.name, "images": {}}
-    for path in tqdm(args.images, desc="segment", unit="image", disable=len(args.images) < 2):
+    report = {"model": model.name, "images": {}, "failed": {}}
+    for path in tqdm(paths, desc="segment", unit="image", disable=len(paths) < 2):
         t0 = time.time()
-        image = cio.read_image(path)
-        extra = None
-        if args.xpl:
-            from ..registration import xpl_extra
+        stem = path.stem
+        try:
+            image = cio.read_image(path)
+            extra = None
+            if args.xpl:
+                from ..registration import xpl_extra
 
-            stack = [cio.read_image(x) for x in args.xpl]
-            extra, _ = xpl_extra(model.config, image, stack)
-        elif model.in_channels > 3:
-            raise ValueError(f"model {model.name} was trained with XPL channels: give the crossed-polar shots with --xpl")
-        pred = predict(model, image, extra=extra, batch_size=args.batch_size,
-                       balance=False if args.no_auto_balance else None, minerals=minerals,
-                       assemblage=False if args.no_assemblage else None, refine=args.refine)
-        stem = Path(path).stem
+                stack = [cio.read_image(x) for x in args.xpl]
+                extra, _ = xpl_extra(model.config, image, stack)
+            pred = predict(model, image, extra=extra, batch_size=args.batch_size,
+                           balance=False if args.no_auto_balance else None, minerals=minerals,
+                           assemblage=False if args.no_assemblage else None, refine=args.refine)
+        except (ValueError, MemoryError) as e:
+            if len(paths) == 1:
+                raise
+            # one bad photograph does not stop a batch: the others are still segmented
+            why = str(e) if isinstance(e, ValueError) else f"{path.name}: not enough memory to segment it"
+            report["failed"][stem] = why
+            tqdm.write(f"skipped: {why}", file=sys.stderr)
+            continue
         cio.write_mask(out / f"{stem}.png", pred.labels)
         if args.overlay:
             cio.write_image(out / f"{stem}_overlay.jpg", cio.overlay(image, pred.labels, 0.5))
@@ -94,4 +132,7 @@ def run(args) -> int:
         print(f"{stem}: {out / (stem + '.png')} ({report['images'][stem]['seconds']:.1f} s{note})")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
+    if report["failed"]:
+        raise ValueError(f"{len(report['failed'])} of {len(paths)} images could not be segmented (named above); "
+                         f"the masks of the other {len(report['images'])} are in {out}")
     return 0
