@@ -11,9 +11,9 @@ from ui import state, widgets
 
 
 def run_model(model, name: str, image: np.ndarray, balance: bool = True, minerals: list[int] | None = None,
-              assemblage: bool = True, refine: str | None = None, say=None) -> dict | None:
+              assemblage: bool = True, refine: str | None = None, say=None, which: str = "") -> dict | None:
     """Segment one image with the page's settings; None after telling why it failed (``say``, default
-    ``st.error``)."""
+    ``st.error``). ``which`` (e.g. "demo-05, 2 of 5") goes into the progress bar's text."""
     say = say or st.error
     ok, extra = state.xpl_channels_or_error(model, name, say=say)
     if not ok:
@@ -21,9 +21,10 @@ def run_model(model, name: str, image: np.ndarray, balance: bool = True, mineral
     # the settings go with the result, so that a re-segmentation elsewhere (Annotate, after fine-tuning) uses them
     options = {"balance": bool(balance), "minerals": list(minerals) if minerals else None,
                "assemblage": bool(assemblage), "refine": refine}
-    bar = st.progress(0.0, text="Segmenting…")
+    head = f"Segmenting {which}" if which else "Segmenting"
+    bar = st.progress(0.0, text=f"{head}…")
     try:
-        pred = cio_predict(model, image, extra, lambda f, msg: bar.progress(f, text=f"Segmenting: {msg}"), options)
+        pred = cio_predict(model, image, extra, lambda f, msg: bar.progress(f, text=f"{head}: {msg}"), options)
     except (ValueError, MemoryError) as e:
         bar.empty()
         say(f"Segmentation failed: {e}")
@@ -196,10 +197,10 @@ def main() -> None:
     if len(state.bucket("images")) > 1 and b2.button(f"Segment all images without a result ({len(others)})",
                                                       key="segment-all", disabled=not others):
         errors, done = [], 0
-        for n in others:
+        for i, n in enumerate(others, 1):
             img = state.bucket("calibrated").get(n, state.bucket("images")[n]["image"])
             res = run_model(model, n, img, balance and n not in state.bucket("calibrated"), minerals, apart, refine,
-                            say=lambda text, n=n: errors.append(f"{n}: {text}"))
+                            say=lambda text, n=n: errors.append(f"{n}: {text}"), which=f"{n}, {i} of {len(others)}")
             if res is not None:
                 preds[n] = res
                 done += 1
