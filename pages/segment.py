@@ -27,7 +27,7 @@ def run_model(model, name: str, image: np.ndarray, balance: bool = True, mineral
         pred = cio_predict(model, image, extra, lambda f, msg: bar.progress(f, text=f"{head}: {msg}"), options)
     except (ValueError, MemoryError) as e:
         bar.empty()
-        say(f"Segmentation failed: {e}")
+        say(f"Segmentation failed: {e or 'not enough memory for this image'}")
         return None
     bar.empty()
     colour = pred.colour.as_dict() if pred.colour is not None else None

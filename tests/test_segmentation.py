@@ -65,6 +65,30 @@ class _Pointwise(torch.nn.Module):
         return self.conv(x) * 4
 
 
+class _Starved(torch.nn.Module):
+    """A network whose allocations fail, as torch reports them on the CPU, or with another runtime fault."""
+
+    def __init__(self, message):
+        super().__init__()
+        self.message = message
+
+    def forward(self, x):
+        raise RuntimeError(self.message)
+
+
+def test_a_failed_allocation_is_reported_as_memory_and_other_faults_pass_through():
+    from core.segmentation import predict
+
+    img = np.zeros((40, 50, 3), np.uint8)
+    oom = "[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried to allocate 9e12 bytes"
+    model = SegmentationModel(net=_Starved(oom).eval(), config=_config([0, 6]), device=torch.device("cpu"))
+    with pytest.raises(MemoryError, match="not enough memory to segment a 50x40 px image on CPU"):
+        predict(model, img)
+    model = SegmentationModel(net=_Starved("shape mismatch").eval(), config=_config([0, 6]), device=torch.device("cpu"))
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        predict(model, img)
+
+
 def test_tiled_inference_matches_whole_image():
     rng = np.random.default_rng(1)
     img = rng.integers(0, 256, (150, 230, 3), dtype=np.uint8)

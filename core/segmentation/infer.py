@@ -313,6 +313,13 @@ def upsample_argmax(probs: np.ndarray, out_shape: tuple[int, int], classes: list
     return out
 
 
+def is_out_of_memory(e: BaseException) -> bool:
+    """Whether ``e`` is torch's report of a failed allocation (``torch.OutOfMemoryError`` on CUDA, a
+    ``RuntimeError`` from the CPU allocator)."""
+    oom = getattr(torch, "OutOfMemoryError", None)
+    return (oom is not None and isinstance(e, oom)) or "can't allocate memory" in str(e) or "out of memory" in str(e)
+
+
 def predict(
     model: SegmentationModel,
     image: np.ndarray,
@@ -357,9 +364,15 @@ def predict(
     Prediction
     """
     arr = prepare_input(model, image, extra)
-    probs, _, colour, kept = predict_balanced(model, arr, tile=tile, overlap=overlap, batch_size=batch_size,
-                                              progress=progress, tta=tta, balance=balance, minerals=minerals,
-                                              assemblage=assemblage, refine=refine)
+    try:
+        probs, _, colour, kept = predict_balanced(model, arr, tile=tile, overlap=overlap, batch_size=batch_size,
+                                                  progress=progress, tta=tta, balance=balance, minerals=minerals,
+                                                  assemblage=assemblage, refine=refine)
+    except RuntimeError as e:  # torch reports a failed allocation (CPU or GPU) as a RuntimeError
+        if not is_out_of_memory(e):
+            raise
+        raise MemoryError(f"not enough memory to segment a {image.shape[1]}x{image.shape[0]} px image on "
+                          f"{model.device.type.upper()}; try a smaller batch size or a smaller image") from None
     labels = upsample_argmax(probs, image.shape[:2], model.classes)
     return Prediction(labels=labels, probs=to_float16(probs), classes=model.classes, scale=model.scale,
                       colour=colour, assemblage=kept)
