@@ -26,10 +26,14 @@ def upload_section() -> None:
     files = c1.file_uploader("Photographs (JPEG, PNG, TIFF; 8 or 16 bit, or floating-point TIFF)", type=UPLOAD_TYPES,
                              accept_multiple_files=True, key="uc-files")
     if files and c1.button("Add to this session", icon="➕", key="uc-add"):
-        added, errors = [], []
+        added, errors, kept = [], [], []
         for f in files:
             img = state.read_upload(f, say=errors.append)
             if img is None:
+                continue
+            same = state.bucket("images").get(cio.safe_name(f.name))
+            if same is not None and same.get("origin") == "upload" and np.array_equal(same["image"], img):
+                kept.append(cio.safe_name(f.name))  # added before: adding it again would discard its results
                 continue
             try:
                 added.append(state.add_image(cio.safe_name(f.name), img, origin="upload",
@@ -38,6 +42,8 @@ def upload_section() -> None:
                 errors.append(str(e))
                 break
         messages = [("error", e) for e in errors]
+        if kept:
+            messages.append(("info", f"Already in this session, kept with their results: {', '.join(kept)}"))
         if added:  # the sidebar, drawn before this, shows the new images and the current one after a rerun
             state.rerun_then_show("uc-upload", [("success", f"Added {len(added)} image(s): {', '.join(added)}"),
                                                 *messages])

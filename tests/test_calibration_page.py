@@ -63,6 +63,14 @@ def test_added_uploads_become_current_everywhere_and_bad_files_are_named():
     assert [s.value for s in at.success] == ["Added 1 image(s): thin-section"]
     assert any(e.value.replace("\\", "").startswith("broken.png:") and "not a readable image" in e.value for e in at.error), \
         [e.value for e in at.error]
+    # pressing Add again with the same file keeps the image and its results
+    at.session_state["predictions"]["thin-section"] = {"labels": np.zeros((64, 80), np.uint8)}
+    at.file_uploader(key="uc-files").set_value([("thin-section.png", _png(photo), "image/png")])
+    at.run()
+    at.button(key="uc-add").click().run()
+    assert "thin-section" in at.session_state["predictions"] and len(at.session_state["images"]) == len(demo) + 1
+    assert [i.value for i in at.info if i.value.startswith("Already")] == [
+        "Already in this session, kept with their results: thin-section"]
     # a choice in the sidebar moves the page's picker too, and the message of the upload is gone
     at.selectbox(key="sidebar-current").select(demo[1]).run()
     assert at.session_state["current"] == demo[1] and at.selectbox(key="uc-image").value == demo[1]
