@@ -31,9 +31,8 @@ def upload_section() -> None:
             img = state.read_upload(f, say=errors.append)
             if img is None:
                 continue
-            same = state.bucket("images").get(cio.safe_name(f.name))
-            if same is not None and same.get("origin") == "upload" and np.array_equal(same["image"], img):
-                kept.append(cio.safe_name(f.name))  # added before: adding it again would discard its results
+            if state.already_holds(cio.safe_name(f.name), img, "upload"):
+                kept.append(cio.safe_name(f.name))  # added before: it keeps its results
                 continue
             try:
                 added.append(state.add_image(cio.safe_name(f.name), img, origin="upload",

@@ -107,3 +107,18 @@ def test_images_can_be_removed_with_their_work_and_every_page_still_runs():
     for page in ("segment", "annotate", "statistics", "register_xpl", "stitch", "upload_calibrate"):
         at.switch_page(f"pages/{page}.py").run()
         assert not at.exception, (page, at.exception)
+
+
+def test_loading_the_demo_again_keeps_the_work_done_on_it():
+    import numpy as np
+
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.run()
+    at.button(key="load-demo").click().run()
+    names = list(at.session_state["images"])
+    at.session_state["annotations"][names[1]] = np.zeros((4, 4), np.uint8)
+    at.session_state["current"] = names[2]
+    at.button(key="load-demo").click().run()
+    assert not at.exception, at.exception
+    assert list(at.session_state["images"]) == names and names[1] in at.session_state["annotations"]
+    assert at.session_state["current"] == names[0]  # the demo's first image, as on the first load

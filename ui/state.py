@@ -61,11 +61,28 @@ def predict_options(options: dict | None, marked: np.ndarray | None = None) -> d
             "assemblage": None if opts.get("assemblage", True) else False, "refine": opts.get("refine")}
 
 
+def already_holds(name: str, image: np.ndarray, origin: str) -> bool:
+    """Whether the session holds ``image`` under ``name`` already, pixel for pixel, from the same source."""
+    _init()
+    have = st.session_state["images"].get(name)
+    return have is not None and have.get("origin") == origin and np.array_equal(have["image"], image)
+
+
 def add_image(name: str, image: np.ndarray, gt: np.ndarray | None = None, *, origin: str = "upload",
               make_current: bool = True) -> str:
-    """Store an image for this session; returns the (unique) name used."""
+    """Store an image for this session; returns the (unique) name used.
+
+    An image the session already holds unchanged (the demo loaded again, a file added twice) is kept as it is,
+    with everything done to it (colour correction, segmentation, annotation).
+    """
     _init()
     imgs = st.session_state["images"]
+    if already_holds(name, image, origin):
+        if gt is not None:
+            imgs[name]["gt"] = gt
+        if make_current:
+            st.session_state["current"] = name
+        return name
     if name not in imgs and len(imgs) >= MAX_IMAGES_PER_SESSION:
         raise ValueError(f"this session already holds {MAX_IMAGES_PER_SESSION} images; remove some first (Upload & calibrate: Images in this session)")
     base, k = name, 2
