@@ -39,7 +39,8 @@ def run_model(model, name: str, image: np.ndarray, balance: bool = True, mineral
     return {"labels": pred.labels, "probs": pred.probs, "classes": pred.classes, "scale": pred.scale,
             "model": model.name, "drift": colour["drift"], "colour": colour,
             "minerals": pred.assemblage.describe() if pred.assemblage is not None else "",
-            "minerals_close": bool(pred.assemblage is not None and pred.assemblage.close), "options": options}
+            "minerals_close": bool(pred.assemblage is not None and pred.assemblage.close), "options": options,
+            "input": state.digest(image)}
 
 
 def colour_check(res: dict, calibrated: bool) -> None:
@@ -218,6 +219,9 @@ def main() -> None:
     if labels.shape != image.shape[:2]:
         st.warning("The image changed since it was segmented; segment it again.")
         return
+    if res.get("input") not in (None, state.digest(image)):
+        st.warning("This result was made before the image's colours were last corrected (Upload & calibrate); "
+                   "press **Segment this image** to segment the corrected image.")
     alpha = st.slider("Overlay opacity", 0.0, 1.0, 0.55, 0.05, key="segment-alpha")
     ov = cio.overlay(image, labels, alpha)
     widgets.show_image(ov, f"{name}: segmentation ({res['model']})", key="segment-overlay")

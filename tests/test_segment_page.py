@@ -92,6 +92,28 @@ def test_segment_all_counts_what_is_left_and_names_the_images_that_failed(tiny_m
         os.environ["ORELENS_AUTOLOAD_DEMO"] = "0"
 
 
+def test_a_result_made_before_a_colour_correction_says_so(tiny_model):
+    os.environ["ORELENS_AUTOLOAD_DEMO"] = "1"
+    try:
+        at = _segment_page(tiny_model)
+        at.button(key="segment-run").click().run()
+        stale = [w for w in at.warning if "before the image's colours were last corrected" in w.value]
+        assert not stale
+        name = at.session_state["current"]
+        img = at.session_state["images"][name]["image"]
+        at.session_state["calibrated"][name] = (img * 0.9).astype(np.uint8)   # corrected after segmenting
+        at.run()
+        assert [w for w in at.warning if "before the image's colours were last corrected" in w.value]
+        at.switch_page("pages/statistics.py").run()            # the Statistics page's list of masks says so too
+        listed = {r["image"]: r["mask"] for r in at.dataframe[0].value.to_dict("records")}
+        assert listed[name] == "segmentation (made before the last colour correction)"
+        at.switch_page("pages/segment.py").run()
+        at.button(key="segment-run").click().run()
+        assert not [w for w in at.warning if "before the image's colours were last corrected" in w.value]
+    finally:
+        os.environ["ORELENS_AUTOLOAD_DEMO"] = "0"
+
+
 @pytest.fixture(scope="module")
 def balancing_model(tiny_model, tmp_path_factory):
     """The tiny model told to white-balance every image from all its pixels."""

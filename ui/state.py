@@ -61,6 +61,15 @@ def predict_options(options: dict | None, marked: np.ndarray | None = None) -> d
             "assemblage": None if opts.get("assemblage", True) else False, "refine": opts.get("refine")}
 
 
+def digest(image: np.ndarray) -> str:
+    """A short fingerprint of an image's pixels (every 8th row and column; a few milliseconds), to tell whether a
+    result was made from the image as it is now."""
+    import hashlib
+
+    return hashlib.blake2b(np.ascontiguousarray(image[::8, ::8]).tobytes() + str(image.shape).encode(),
+                           digest_size=8).hexdigest()
+
+
 def already_holds(name: str, image: np.ndarray, origin: str) -> bool:
     """Whether the session holds ``image`` under ``name`` already, pixel for pixel, from the same source."""
     _init()
@@ -134,7 +143,12 @@ def best_mask(name: str) -> tuple[np.ndarray | None, str]:
         if (m != 255).any():
             return m, "annotation"
     if name in bucket("predictions"):
-        return bucket("predictions")[name]["labels"], "segmentation"
+        pred = bucket("predictions")[name]
+        now = bucket("calibrated").get(name)
+        if now is None and name in bucket("images"):
+            now = bucket("images")[name]["image"]
+        stale = pred.get("input") is not None and now is not None and pred["input"] != digest(now)
+        return pred["labels"], "segmentation (made before the last colour correction)" if stale else "segmentation"
     return None, ""
 
 
