@@ -481,7 +481,6 @@ def _fit_ccm_de2000_tone(src: np.ndarray, ref: np.ndarray, w: np.ndarray, *, reg
                          reg_gamma: float = 10.0):
     from scipy.optimize import least_squares
 
-    m0 = _diag(_wb_gains(src, ref, w))
     lab_ref = linear_to_lab(ref)
     sw = np.sqrt(w / w.sum() * len(w))
     scale = np.array([1.0] * 9 + [4.0] * 3)
