@@ -171,6 +171,12 @@ def test_segment_and_evaluate_commands(tiny_model, tmp_path, demo_items):
     ev = json.loads((tmp_path / "ev.json").read_text())
     assert ev["n_images"] == 3 and 0 <= ev["miou"] <= 1 and 0 <= ev["pixel_accuracy"] <= 1
     assert set(ev["iou"]) >= {"0"}
+    # the demo masks hold minerals the tiny model (0, 1, 5, 6) does not know: said, and scored apart
+    unknown = sorted(int(c) for c in ev["iou"] if int(c) not in (0, 1, 5, 6))
+    assert unknown and ev["not_in_model"] == unknown and all(ev["iou"][str(c)] == 0 for c in unknown)
+    own = [v for c, v in ev["iou"].items() if int(c) in (0, 1, 5, 6)]
+    assert ev["miou_model_classes"] == pytest.approx(sum(own) / len(own))
+    assert "was not trained to recognise" in r.stdout
 
 
 def test_segment_command_takes_folders_and_keeps_going_past_a_bad_photograph(tiny_model, tmp_path, demo_items):

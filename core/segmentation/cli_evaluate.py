@@ -43,6 +43,8 @@ def evaluate_folders(model, images_dir: Path, masks_dir: Path, *, progress=True)
 
 
 def run(args) -> int:
+    import numpy as np
+
     from ..minerals import by_code
     from .model import load_model
 
@@ -53,6 +55,16 @@ def run(args) -> int:
     for c, v in sorted(s.iou.items()):
         print(f"{c:>4}  {by_code(c).name:<28} {v:7.4f}")
     print(f"mIoU {s.miou:.4f}   pixel accuracy {s.pixel_accuracy:.4f}   ({s.n_images} images, model {model.name})")
+    unknown = sorted(c for c in s.iou if c not in model.classes)
+    if unknown:
+        known = [v for c, v in s.iou.items() if c in model.classes]
+        print(f"note: the masks hold {', '.join(f'{by_code(c).name} ({c})' for c in unknown)}, which model "
+              f"{model.name} was not trained to recognise (IoU 0 by construction); mIoU over the model's own "
+              f"classes: {float(np.mean(known)) if known else float('nan'):.4f}")
     if args.json:
-        Path(args.json).write_text(json.dumps(s.as_dict(), indent=2))
+        out = s.as_dict()
+        if unknown:
+            out["not_in_model"] = unknown
+            out["miou_model_classes"] = float(np.mean(known)) if known else None
+        Path(args.json).write_text(json.dumps(out, indent=2))
     return 0
