@@ -23,6 +23,7 @@ __all__ = [
     "MAX_PIXELS",
     "MIN_SIDE",
     "IMAGE_SUFFIXES",
+    "expand_folders",
     "read_image",
     "read_mask",
     "write_mask",
@@ -451,6 +452,25 @@ def list_dataset(root: str | os.PathLike, split: str | None = None, *, require_m
 
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def expand_folders(items, suffixes=IMAGE_SUFFIXES, *, what: str = "images") -> list[Path]:
+    """``items`` (paths) with every folder replaced by its files ending in ``suffixes`` (sorted by name, not
+    recursive); other paths are kept as given.
+
+    Raises ValueError for a folder that holds no such file.
+    """
+    paths: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in suffixes)
+            if not found:
+                raise ValueError(f"{p}: the folder holds no {what} ({', '.join(suffixes)})")
+            paths += found
+        else:
+            paths.append(p)
+    return paths
 
 
 def safe_name(name: str, default: str = "image") -> str:

@@ -338,6 +338,15 @@ def test_cli_json_schema(layout, tmp_path):
     labelled = sum(truth["pixels"].values())
     assert abs(s["total"]["area_fraction"]["3"] - truth["pixels"][3] / labelled) < 1e-6
     assert (tmp_path / "csv" / "grains.csv").exists() and (tmp_path / "r.html").exists()
+    # a folder stands for its masks: the same statistics as naming them
+    (tmp_path / "folder").mkdir()
+    for n in ("one", "two"):
+        (tmp_path / "folder" / f"{n}.png").write_bytes((tmp_path / f"{n}.png").read_bytes())
+    (tmp_path / "folder" / "notes.txt").write_text("not a mask")
+    assert main(["stats", str(tmp_path / "folder"), "--pixel-size", str(PS), "--json", str(tmp_path / "f.json")]) == 0
+    assert json.loads((tmp_path / "f.json").read_text()) == s
+    (tmp_path / "nothing").mkdir()
+    assert main(["stats", str(tmp_path / "nothing"), "--pixel-size", "1"]) == 2
     # user errors: one line, status 2
     assert main(["stats", str(tmp_path / "one.png"), "--pixel-size", "-1"]) == 2
     assert main(["stats", str(tmp_path / "missing.png"), "--pixel-size", "1"]) == 2

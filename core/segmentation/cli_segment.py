@@ -40,18 +40,9 @@ def expand_images(items: list[str]) -> list[Path]:
 
     Raises ValueError for a folder without images and for two images whose masks would share a name.
     """
-    from ..io import IMAGE_SUFFIXES
+    from ..io import expand_folders
 
-    paths: list[Path] = []
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise ValueError(f"{p}: the folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
-            paths += found
-        else:
-            paths.append(p)
+    paths = expand_folders(items)
     seen: dict[str, Path] = {}
     for p in paths:
         if p.stem in seen and seen[p.stem].resolve() != p.resolve():

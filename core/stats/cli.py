@@ -16,8 +16,9 @@ __all__ = ["configure", "run"]
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("masks", nargs="+", metavar="MASK",
-                   help="8-bit PNG masks of LumenStone class codes (255 = unlabelled); the total pools them all "
-                        "(images of one sample; give a stitched panorama as one mask so that no grain is cut in two)")
+                   help="8-bit PNG masks of LumenStone class codes (255 = unlabelled), or folders of them; the total "
+                        "pools them all (images of one sample; give a stitched panorama as one mask so that no grain "
+                        "is cut in two)")
     p.add_argument("--pixel-size", required=True, type=float, metavar="UM",
                    help="pixel size in µm per pixel (from a stage-micrometer calibration)")
     p.add_argument("--json", metavar="FILE", default=None, help="write the statistics as JSON")
@@ -25,7 +26,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--xlsx", metavar="FILE", default=None, help="write the same tables as an XLSX workbook")
     p.add_argument("--report", metavar="FILE.html", default=None, help="write a self-contained HTML report")
     p.add_argument("--images", nargs="+", metavar="IMAGE", default=None,
-                   help="photographs matching the masks by file stem, shown in the report")
+                   help="photographs (or folders of them) matching the masks by file stem, shown in the report")
     p.add_argument("--border", default="exclude", metavar="POLICY",
                    help="grains cut by the image edge: exclude (default) or keep")
     p.add_argument("--perimeter", default="crofton", metavar="METHOD",
@@ -54,11 +55,12 @@ def run(args) -> int:
     options = Options(border=args.border, perimeter=args.perimeter, series=args.series)
     if not (args.pixel_size > 0):
         raise ValueError(f"--pixel-size must be a positive number of µm per pixel, not {args.pixel_size}")
+    masks = cio.expand_folders(args.masks, (".png", ".tif", ".tiff"), what="masks")
     images = {}
     if args.images:
-        images = {Path(p).stem: p for p in args.images}
+        images = {p.stem: p for p in cio.expand_folders(args.images)}
     results, thumbs = {}, {}
-    for path, stem in zip(args.masks, _unique_stems(args.masks)):
+    for path, stem in zip(masks, _unique_stems(masks)):
         t0 = time.time()
         mask = cio.read_mask(path)
         img = None
