@@ -164,9 +164,7 @@ def _report_failures(record: dict) -> None:
 
 
 def _show(name: str, record: dict) -> None:
-    ppl = state.bucket("images")[name]["image"]
-    if name in state.bucket("calibrated"):
-        ppl = state.bucket("calibrated")[name]
+    ppl = state.pixels(name)
     tag = " (SIMULATED)" if record.get("simulated") else ""
     st.subheader(f"Alignment of {len(record['rows'])} XPL shot(s) to {name}{tag}")
     if record.get("simulated"):

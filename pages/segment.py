@@ -199,7 +199,7 @@ def main() -> None:
                                                       key="segment-all", disabled=not others):
         errors, done = [], 0
         for i, n in enumerate(others, 1):
-            img = state.bucket("calibrated").get(n, state.bucket("images")[n]["image"])
+            img = state.pixels(n)
             res = run_model(model, n, img, balance and n not in state.bucket("calibrated"), minerals, apart, refine,
                             say=lambda text, n=n: errors.append(f"{n}: {text}"), which=f"{n}, {i} of {len(others)}")
             if res is not None:

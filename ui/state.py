@@ -120,14 +120,20 @@ def current_name() -> str | None:
     return cur if cur in st.session_state["images"] else None
 
 
+def pixels(name: str, *, calibrated: bool = True) -> np.ndarray:
+    """The pixels the pages work from for image ``name``: its colour-corrected version when there is one."""
+    _init()
+    if calibrated and name in st.session_state["calibrated"]:
+        return st.session_state["calibrated"][name]
+    return st.session_state["images"][name]["image"]
+
+
 def current_image(*, calibrated: bool = True) -> tuple[str | None, np.ndarray | None]:
     """Name and pixels of the current image (the calibrated version when there is one)."""
     name = current_name()
     if name is None:
         return None, None
-    if calibrated and name in st.session_state["calibrated"]:
-        return name, st.session_state["calibrated"][name]
-    return name, st.session_state["images"][name]["image"]
+    return name, pixels(name, calibrated=calibrated)
 
 
 def ground_truth(name: str | None) -> np.ndarray | None:
@@ -144,10 +150,7 @@ def best_mask(name: str) -> tuple[np.ndarray | None, str]:
             return m, "annotation"
     if name in bucket("predictions"):
         pred = bucket("predictions")[name]
-        now = bucket("calibrated").get(name)
-        if now is None and name in bucket("images"):
-            now = bucket("images")[name]["image"]
-        stale = pred.get("input") is not None and now is not None and pred["input"] != digest(now)
+        stale = pred.get("input") is not None and pred["input"] != digest(pixels(name))
         return pred["labels"], "segmentation (made before the last colour correction)" if stale else "segmentation"
     return None, ""
 

@@ -43,12 +43,12 @@ def expand_images(items: list[str]) -> list[Path]:
     from ..io import expand_folders
 
     paths = expand_folders(items)
-    seen: dict[str, Path] = {}
+    seen: dict[str, Path] = {}  # stem -> the one file of that name (a file given twice is taken once)
     for p in paths:
         if p.stem in seen and seen[p.stem].resolve() != p.resolve():
             raise ValueError(f"{seen[p.stem]} and {p} would both be written as {p.stem}.png; rename one of them")
         seen.setdefault(p.stem, p)
-    return list(dict.fromkeys(seen.values()))
+    return list(seen.values())
 
 
 def run(args) -> int:

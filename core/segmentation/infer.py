@@ -435,12 +435,9 @@ def predict_balanced(model: SegmentationModel, arr: np.ndarray, *, balance: bool
         current.pop("blend", None)  # a first look that was not kept goes before the next one is made
         blend = current["blend"] = _Blend(model, x, **kw)
         blend.add(blend.check_jobs(), progress=step_fn())
-        # half precision: the check needs only labels, the top probability and the probability mass
-        p = finish(blend.probs(copy=True, dtype=np.float16))
-        unseen = ~blend.covered()
-        if unseen.any():
-            p[:, unseen] = 0  # unseen pixels take no part in the check
-        return p
+        # half precision: the check needs only labels, the top probability and the probability mass; the first
+        # tiling covers every pixel, so no pixel is left out of it
+        return finish(blend.probs(copy=True, dtype=np.float16))
 
     def complete(x: np.ndarray) -> np.ndarray:
         blend = current.pop("blend")
