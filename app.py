@@ -87,7 +87,9 @@ def sidebar() -> None:
 
 
 require_login()
+state.app_started()
 nav = st.navigation(PAGES)
+state.open_requested_page()
 autoload_demo()
 sidebar()
 nav.run()

@@ -433,4 +433,5 @@ def main() -> None:
     finetune_section(name, image, mask, w)
 
 
+state.through_app(__file__)
 main()

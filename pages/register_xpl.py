@@ -282,4 +282,5 @@ def main() -> None:
         _show(name, state.bucket("xpl")[name])
 
 
+state.through_app(__file__)
 main()

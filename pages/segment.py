@@ -248,4 +248,5 @@ def main() -> None:
                        "text/csv", key="segment-dl-csv")
 
 
+state.through_app(__file__)
 main()

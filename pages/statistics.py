@@ -265,4 +265,5 @@ def main() -> None:
     _show(res)
 
 
+state.through_app(__file__)
 main()

@@ -252,4 +252,5 @@ def main() -> None:
         show_result(work["last"])
 
 
+state.through_app(__file__)
 main()

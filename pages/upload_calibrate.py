@@ -336,4 +336,5 @@ def calibration_section() -> None:
         widgets.show_image(image, name, key="uc-current")
 
 
+state.through_app(__file__)
 main()

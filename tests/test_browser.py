@@ -11,6 +11,7 @@ finished page is exercised for real and must work.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -52,9 +53,9 @@ def chromium():
     return CHROMIUM
 
 
-@pytest.fixture(scope="session")
-def server(chromium):
-    """URL of a fresh ``streamlit run app.py`` on a free port; stopped at the end of the session."""
+@contextlib.contextmanager
+def _streamlit(log_name: str = "streamlit.log"):
+    """URL of a fresh ``streamlit run app.py`` on a free port, stopped on exit."""
     port = _free_port()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     streamlit = Path(sys.executable).with_name("streamlit")
@@ -62,7 +63,7 @@ def server(chromium):
            "run", "app.py", "--server.port", str(port), "--server.headless", "true",
            "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
            "--client.showErrorDetails", "full"]
-    log = open(ARTIFACTS / "streamlit.log", "w")
+    log = open(ARTIFACTS / log_name, "w")
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
@@ -70,7 +71,7 @@ def server(chromium):
     try:
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"streamlit exited with status {proc.returncode}; see {ARTIFACTS / 'streamlit.log'}")
+                raise RuntimeError(f"streamlit exited with status {proc.returncode}; see {ARTIFACTS / log_name}")
             try:
                 with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
                     if r.status == 200:
@@ -89,6 +90,13 @@ def server(chromium):
             proc.kill()
             proc.wait()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def server(chromium):
+    """URL of a fresh ``streamlit run app.py`` on a free port; stopped at the end of the session."""
+    with _streamlit() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -183,6 +191,28 @@ def load_demo(page) -> None:
 
 
 # --------------------------------------------------------------------------- test 1: every page renders
+
+
+def test_a_page_address_opened_first_on_a_fresh_server_gets_the_whole_app(browser):
+    """A bookmark (or a tab restored after a restart) on a page's own address, before anyone opened the app's
+    root: the page must come with the app's sidebar, model and demo, not as a bare script."""
+    with _streamlit("streamlit-deep-link.log") as url:
+        ctx = browser.new_context(viewport={"width": 1440, "height": 1000})
+        page = ctx.new_page()
+        page.set_default_timeout(90_000)
+        try:
+            page.goto(f"{url}/statistics")
+            page.get_by_role("button", name="Load demo sample").wait_for()
+            settle(page)
+            main = page.locator('[data-testid="stMain"]')
+            assert main.get_by_role("heading", name="Statistics").count() == 1
+            nav = page.locator('[data-testid="stSidebarNav"]').inner_text()
+            assert "Upload & calibrate" in nav and "upload calibrate" not in nav, nav
+            assert page.get_by_text("3 image(s) in this session").count() == 1  # the demo was loaded
+            assert page.url.rstrip("/").endswith("/statistics")
+            shot(page, "deep-link-statistics")
+        finally:
+            ctx.close()
 
 
 def test_all_pages_render_after_loading_demo(browser, server):

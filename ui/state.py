@@ -28,6 +28,36 @@ SAMPLE_DIR = ROOT / "samples"
 MODELS_DIR = ROOT / "models"
 MAX_IMAGES_PER_SESSION = 24
 
+_APP_RAN = False  # app.py has declared its pages in this server process
+
+
+def app_started() -> None:
+    """Called by app.py each run, before it declares its pages."""
+    global _APP_RAN
+    _APP_RAN = True
+
+
+def through_app(page_file: str) -> None:
+    """Open a page through app.py when Streamlit ran it on its own.
+
+    Until app.py has declared its pages in a freshly started server, Streamlit answers a page's own address
+    (``/segment``: a bookmark, or a tab the browser restores after the server restarted) by running that page
+    script alone, the old way of a ``pages/`` folder: no sidebar, no demo, no model. Such a page hands over to
+    app.py, which opens it.
+    """
+    if _APP_RAN:
+        return
+    st.session_state["_open_page"] = Path(page_file).resolve().relative_to(ROOT).as_posix()
+    st.switch_page("app.py")
+
+
+def open_requested_page() -> None:
+    """In app.py after its pages are declared: open the page that :func:`through_app` handed over, if any."""
+    page = st.session_state.pop("_open_page", None)
+    if page:
+        st.switch_page(page)
+
+
 _KEYS = ("images", "calibrated", "predictions", "annotations", "xpl", "annotate_work", "stitch", "statistics")
 
 
