@@ -56,6 +56,12 @@ class Mineral:
         Whether the mineral is anisotropic under crossed polars.
     anisotropy_strength : float
         0 (isotropic) to 1 (strongly anisotropic); drives XPL simulation.
+    density : float or None
+        Typical density in g/cm³ (None for the non-metallic class, whose density the user gives: it depends
+        on the gangue).
+    composition : tuple of (str, float)
+        Atoms per formula unit of the idealised end member the mass balance uses (pyrrhotite as Fe7S8,
+        pentlandite with Fe:Ni 1:1, sphalerite iron-free, tennantite Cu12As4S13, gold pure).
     """
 
     code: int
@@ -67,39 +73,55 @@ class Mineral:
     reflectance: float
     anisotropic: bool
     anisotropy_strength: float
+    density: float | None = None
+    composition: tuple[tuple[str, float], ...] = ()
 
 
 MINERALS: tuple[Mineral, ...] = (
     Mineral(0, "bg", "non-metallic / background", (0, 0, 0), "-",
             "dark grey (gangue, epoxy)", 5.0, False, 0.0),
     Mineral(1, "ccp", "chalcopyrite", (255, 0, 0), "CuFeS2",
-            "brass yellow", 44.0, True, 0.15),
+            "brass yellow", 44.0, True, 0.15,
+            density=4.19, composition=(("Cu", 1), ("Fe", 1), ("S", 2))),
     Mineral(2, "gl", "galena", (203, 255, 0), "PbS",
-            "white, triangular pits", 43.0, False, 0.0),
+            "white, triangular pits", 43.0, False, 0.0,
+            density=7.58, composition=(("Pb", 1), ("S", 1))),
     Mineral(3, "mag", "magnetite", (0, 0, 255), "Fe3O4",
-            "grey with brownish tint", 20.0, False, 0.0),
+            "grey with brownish tint", 20.0, False, 0.0,
+            density=5.18, composition=(("Fe", 3), ("O", 4))),
     Mineral(4, "br", "bornite", (0, 101, 255), "Cu5FeS4",
-            "pinkish brown, tarnishes purple", 22.0, False, 0.0),
+            "pinkish brown, tarnishes purple", 22.0, False, 0.0,
+            density=5.09, composition=(("Cu", 5), ("Fe", 1), ("S", 4))),
     Mineral(5, "po", "pyrrhotite", (255, 153, 0), "Fe1-xS",
-            "creamy pinkish brown", 39.0, True, 0.8),
+            "creamy pinkish brown", 39.0, True, 0.8,
+            density=4.61, composition=(("Fe", 7), ("S", 8))),
     Mineral(6, "py", "pyrite", (255, 76, 76), "FeS2",
-            "pale yellowish white", 52.0, False, 0.0),
+            "pale yellowish white", 52.0, False, 0.0,
+            density=5.01, composition=(("Fe", 1), ("S", 2))),
     Mineral(7, "pn", "pentlandite", (255, 255, 0), "(Fe,Ni)9S8",
-            "light creamy", 47.0, False, 0.0),
+            "light creamy", 47.0, False, 0.0,
+            density=4.8, composition=(("Fe", 4.5), ("Ni", 4.5), ("S", 8))),
     Mineral(8, "sh", "sphalerite", (76, 255, 147), "ZnS",
-            "grey, internal reflections", 17.0, False, 0.0),
+            "grey, internal reflections", 17.0, False, 0.0,
+            density=4.05, composition=(("Zn", 1), ("S", 1))),
     Mineral(9, "apy", "arsenopyrite", (0, 204, 204), "FeAsS",
-            "white with creamy tint", 51.0, True, 0.6),
+            "white with creamy tint", 51.0, True, 0.6,
+            density=6.07, composition=(("Fe", 1), ("As", 1), ("S", 1))),
     Mineral(10, "hem", "hematite", (153, 51, 0), "Fe2O3",
-            "grey-white with bluish tint, red internal reflections", 28.0, True, 0.5),
+            "grey-white with bluish tint, red internal reflections", 28.0, True, 0.5,
+            density=5.26, composition=(("Fe", 2), ("O", 3))),
     Mineral(11, "tnt", "tennantite", (255, 153, 153), "Cu12As4S13",
-            "grey with greenish tint", 29.0, False, 0.0),
+            "grey with greenish tint", 29.0, False, 0.0,
+            density=4.62, composition=(("Cu", 12), ("As", 4), ("S", 13))),
     Mineral(12, "cv", "covellite", (102, 0, 204), "CuS",
-            "indigo blue, strongly pleochroic", 15.0, True, 1.0),
+            "indigo blue, strongly pleochroic", 15.0, True, 1.0,
+            density=4.68, composition=(("Cu", 1), ("S", 1))),
     Mineral(13, "mrc", "marcasite", (255, 0, 204), "FeS2",
-            "creamy white", 49.0, True, 0.9),
+            "creamy white", 49.0, True, 0.9,
+            density=4.89, composition=(("Fe", 1), ("S", 2))),
     Mineral(14, "au", "native gold", (255, 215, 0), "Au",
-            "bright golden yellow", 74.0, False, 0.0),
+            "bright golden yellow", 74.0, False, 0.0,
+            density=19.3, composition=(("Au", 1),)),
 )
 
 CODES: tuple[int, ...] = tuple(m.code for m in MINERALS)

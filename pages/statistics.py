@@ -9,6 +9,7 @@ import streamlit as st
 from core import io as cio
 from core.minerals import by_code
 from core.stats import BORDER_POLICIES, PERIMETER_METHODS, SIZE_SERIES, Options, measure, summarize, tables
+from core.stats.chemistry import DEFAULT_GANGUE_DENSITY
 from core.stats.export import csv_zip, xlsx_bytes
 from core.stats.figures import association_figure, modal_figure, size_figure
 from core.stats.report import build_report, thumbnail
@@ -42,14 +43,19 @@ def _pixel_size() -> float:
 
 def _options() -> Options:
     with st.expander("Method options"):
-        c1, c2, c3 = st.columns(3)
+        c1, c2, c3, c4 = st.columns(4)
         border = c1.selectbox("Grains cut by the image edge", BORDER_POLICIES.names(), key="stats-border",
                               format_func=lambda n: f"{n} — {BORDER_POLICIES.describe(n)}")
         perimeter = c2.selectbox("Perimeter / boundary estimator", PERIMETER_METHODS.names(), key="stats-perimeter",
                                  format_func=lambda n: f"{n} — {PERIMETER_METHODS.describe(n)}")
         series = c3.selectbox("Size classes", SIZE_SERIES.names(), key="stats-series",
                               format_func=lambda n: f"{n} — {SIZE_SERIES.describe(n)}")
-    return Options(border=border, perimeter=perimeter, series=series)
+        gangue = c4.number_input("Gangue density (g/cm³)", min_value=0.5, max_value=10.0, value=DEFAULT_GANGUE_DENSITY,
+                                 step=0.05, format="%.2f", key="stats-gangue",
+                                 help="Density of the non-metallic class, for weight % and the calculated assay "
+                                      "(quartz 2.65, calcite 2.71, feldspars 2.56–2.76). Area %, weight % of the "
+                                      "minerals only and the deportment do not depend on it.")
+    return Options(border=border, perimeter=perimeter, series=series, gangue_density=gangue)
 
 
 def _session_masks() -> dict:
@@ -155,15 +161,34 @@ def build_download(res: dict, kind: str) -> bytes:
     files = res["files"]
     if kind not in files:
         if kind == "report":
-            html = build_report(res["summary"], res["tables"], options=Options(**{
-                "border": res["options"]["border"], "perimeter": res["options"]["perimeter"],
-                "series": res["options"]["size_series"]}), thumbnails=res["thumbs"], sources=res["sources"])
+            html = build_report(res["summary"], res["tables"], options=Options.from_dict(res["options"]),
+                                thumbnails=res["thumbs"], sources=res["sources"])
             files[kind] = html.encode("utf-8")
         elif kind == "csv":
             files[kind] = csv_zip(res["tables"])
         else:
             files[kind] = xlsx_bytes(res["tables"])
     return files[kind]
+
+
+def _assay(tabs: dict, gangue_density: float) -> None:
+    """Element grades of the pooled sample and which minerals carry each element."""
+    assay = tabs["assay"]
+    total = assay[assay["image"] == "total"]
+    if not len(total):
+        st.caption("No ore mineral in these masks, so no element grade to report.")
+        return
+    st.caption(f"From weight % and the minerals' ideal formulas, with the non-metallic class at {gangue_density:g} "
+               "g/cm³ and carrying none of these elements (set under Method options). The report's method section "
+               "lists the densities and formulas.")
+    rows = [{"element": r.element, "wt % of the sample": 100 * r.grade,
+             "wt % of the ore minerals": 100 * r.grade_in_ore_minerals} for r in total.itertuples()]
+    st.dataframe(rows, hide_index=True, width="stretch")
+    dep = tabs["deportment"]
+    dep = dep[dep["image"] == "total"]
+    pivot = dep.pivot_table(index="element", columns="label", values="share", sort=False) * 100
+    st.caption("Deportment: % of each element carried by each mineral.")
+    st.dataframe(pivot.round(2), width="stretch")
 
 
 def _show(res: dict) -> None:
@@ -191,10 +216,15 @@ def _show(res: dict) -> None:
     modal = tabs["modal"].copy()
     modal["area %"] = modal.pop("fraction") * 100
     modal["area % (minerals only)"] = modal.pop("fraction_no_background") * 100
+    modal["wt %"] = modal.pop("mass_fraction") * 100
+    modal["wt % (minerals only)"] = modal.pop("mass_fraction_no_background") * 100
     st.dataframe(modal[modal["image"] == "total"].drop(columns=["image"]), hide_index=True, width="stretch")
     if len(names) > 1:
         with st.expander("Per image"):
             st.dataframe(modal[modal["image"] != "total"], hide_index=True, width="stretch")
+
+    st.markdown("#### Calculated assay")
+    _assay(tabs, res["options"]["gangue_density_g_cm3"])
 
     st.markdown("#### Grain sizes")
     c1, c2 = st.columns(2)

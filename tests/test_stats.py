@@ -295,7 +295,7 @@ def test_tables_and_exports(layout, measured, tmp_path):
     from core.stats.export import csv_zip, write_csv, xlsx_bytes
 
     t = tables({"a": measured})
-    assert set(t) == {"modal", "grain_summary", "size_classes", "association", "grains"}
+    assert set(t) == {"modal", "grain_summary", "size_classes", "association", "grains", "assay", "deportment"}
     assert len(t["grains"]) == len(measured.grains)
     assert t["grains"]["area_px"].sum() == sum(v for c, v in layout[1]["pixels"].items() if c)
     paths = write_csv(t, tmp_path / "csv")
@@ -323,7 +323,8 @@ def test_cli_json_schema(layout, tmp_path):
     s = json.loads(out.read_text())
     assert set(s) == {"images", "total"}
     assert set(s["images"]) == {"one", "two"}
-    assert set(s["total"]) == {"area_fraction", "grains", "association"}
+    assert set(s["total"]) == {"area_fraction", "mass_fraction", "mass_fraction_no_background", "element_grade",
+                               "element_deportment", "grains", "association"}
     for entry in [s["total"], *s["images"].values()]:
         assert all(isinstance(k, str) and k.isdigit() for k in entry["area_fraction"])
         for code, g in entry["grains"].items():

@@ -62,6 +62,16 @@ def test_session_expert_masks_end_to_end():
     at.radio(key="stats-weight").set_value("number").run()
     at.toggle(key="stats-bg").set_value(False).run()
     assert not at.exception, at.exception
+    # the calculated assay: the engine's grades, shown in percent; a new gangue density is a changed setting
+    assay = [d.value for d in at.dataframe if "wt % of the sample" in d.value.columns]
+    assert len(assay) == 1
+    shown = {r["element"]: r["wt % of the sample"] for r in assay[0].to_dict("records")}
+    assert shown and all(abs(v - 100 * ref["total"]["element_grade"][el]) < 1e-9 for el, v in shown.items())
+    at.number_input(key="stats-gangue").set_value(3.0).run()
+    assert any("changed" in w.value for w in at.warning)
+    at.button(key="stats-run").click().run()
+    cu = at.session_state["statistics"]["result"]["summary"]["total"]["element_grade"]["Cu"]
+    assert cu < ref["total"]["element_grade"]["Cu"]
     # a changed setting marks the results as stale
     at.selectbox(key="stats-border").set_value("keep").run()
     assert any("changed" in w.value for w in at.warning)

@@ -32,6 +32,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--perimeter", default="crofton", metavar="METHOD",
                    help="perimeter estimator: crofton (default) or pixel-edges")
     p.add_argument("--series", default="sqrt2", metavar="SERIES", help="size classes: sqrt2 (default) or 2")
+    p.add_argument("--gangue-density", type=float, default=2.7, metavar="G_CM3",
+                   help="density of the non-metallic class in g/cm³ for weight %% and element grades (default 2.7; "
+                        "quartz 2.65, calcite 2.71)")
 
 
 def _unique_stems(paths) -> list[str]:
@@ -52,7 +55,8 @@ def run(args) -> int:
     from .measure import measure
     from .summary import Options, summarize, tables
 
-    options = Options(border=args.border, perimeter=args.perimeter, series=args.series)
+    options = Options(border=args.border, perimeter=args.perimeter, series=args.series,
+                      gangue_density=args.gangue_density)
     if not (args.pixel_size > 0):
         raise ValueError(f"--pixel-size must be a positive number of µm per pixel, not {args.pixel_size}")
     masks = cio.expand_folders(args.masks, (".png", ".tif", ".tiff"), what="masks")
@@ -82,7 +86,10 @@ def run(args) -> int:
     for c, f in sorted(total["area_fraction"].items(), key=lambda kv: int(kv[0])):
         g = total["grains"].get(c)
         extra = f", {g['count']} grains, d50 {g['d50_um']:.3g} µm" if g and g["count"] else ""
-        print(f"  class {c:>2}: {100 * f:7.3f} %{extra}")
+        print(f"  class {c:>2}: {100 * f:7.3f} area %, {100 * total['mass_fraction'][c]:7.3f} wt %{extra}")
+    if total["element_grade"]:
+        print(f"  calculated grade (gangue {options.gangue_density:g} g/cm³): " +
+              ", ".join(f"{el} {100 * g:.3g} %" for el, g in total["element_grade"].items()))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(summary, indent=1))

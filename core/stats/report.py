@@ -107,6 +107,26 @@ def _association_table(entry: dict) -> str:
             "the bg column is its free surface, the rest is locked. Image edges and unlabelled pixels are left out.</p>")
 
 
+def _densities(codes) -> str:
+    return ", ".join(f"{by_code(c).label} {by_code(c).density:g}" for c in codes if by_code(c).density is not None)
+
+
+def _assay_html(tables: Mapping) -> str:
+    """Element grades of the pooled sample and their deportment over the minerals, as two tables."""
+    assay = tables.get("assay")
+    if assay is None or not len(assay[assay["image"] == "total"]):
+        return "<p class='muted'>No ore mineral in these masks, so no element to report.</p>"
+    a = assay[assay["image"] == "total"].drop(columns=["image"]).copy()
+    a["grade"] = a["grade"] * 100
+    a["grade_in_ore_minerals"] = a["grade_in_ore_minerals"] * 100
+    a = a.rename(columns={"grade": "wt % of the sample", "grade_in_ore_minerals": "wt % of the ore minerals"})
+    d = tables["deportment"]
+    d = d[d["image"] == "total"]
+    pivot = (d.pivot_table(index="element", columns="label", values="share", sort=False) * 100).reset_index()
+    return (_table(a, left=("element",), digits=4) + "<p>Deportment (% of each element carried by each mineral):</p>"
+            + _table(pivot, left=("element",), digits=4))
+
+
 def build_report(summary: dict, tables: Mapping, *, options: Options, thumbnails: Mapping[str, dict] | None = None,
                  title: str = "OreLens statistics report", sources: Mapping[str, str] | None = None) -> str:
     """The whole report as one HTML string.
@@ -155,9 +175,10 @@ def build_report(summary: dict, tables: Mapping, *, options: Options, thumbnails
 
     modal = tables["modal"]
     modal_total = modal[modal["image"] == "total"].drop(columns=["image"]).copy()
-    for c in ("fraction", "fraction_no_background"):
+    for c in ("fraction", "fraction_no_background", "mass_fraction", "mass_fraction_no_background"):
         modal_total[c] = modal_total[c] * 100
-    modal_total = modal_total.rename(columns={"fraction": "area %", "fraction_no_background": "area % (minerals only)"})
+    modal_total = modal_total.rename(columns={"fraction": "area %", "fraction_no_background": "area % (minerals only)",
+                                              "mass_fraction": "wt %", "mass_fraction_no_background": "wt % (minerals only)"})
     summ = tables["grain_summary"]
     summ_total = summ[summ["image"] == "total"].drop(columns=["image"])
     per_image = modal[modal["image"] != "total"].pivot_table(index="image", columns="label", values="fraction",
@@ -180,12 +201,19 @@ the grain's second moments. Grains touching the image edge are flagged; border p
 ({html.escape(SIZE_SERIES.describe(options.series))}), by number and by area, with cumulative curves of % finer than
 each class's upper edge. d10/d50/d90 are area-weighted: d50 is the smallest ECD such that grains not larger hold 50 % of
 the mineral's area.</li>
+<li><b>Weight % and calculated assay</b>: area fractions taken as volume fractions (Delesse), weighted by each
+mineral's density ({html.escape(_densities(codes))} g/cm³; the non-metallic class at
+{options.gangue_density:g} g/cm³, the gangue density given); element grades from idealised formulas (pyrrhotite
+Fe7S8, pentlandite Fe:Ni 1:1, iron-free sphalerite, tennantite Cu12As4S13), with the gangue carrying none of
+the elements. "In ore minerals" leaves the non-metallic class out and so does not depend on the gangue
+density; epoxy or holes in the photographs count as gangue. Deportment: the share of each element carried by each
+mineral.</li>
 <li><b>Associations</b>: boundary length shared by every pair of classes, from class changes between neighbouring pixels
 in four directions (Cauchy-Crofton estimate), and for every mineral the share of its boundary against each other class
 (free surface = against background).</li>
 </ul>
 <p>Parameters: border = {html.escape(options.border)}, perimeter = {html.escape(options.perimeter)},
-size series = {html.escape(options.series)}. Generated {when} by OreLens.</p>
+size series = {html.escape(options.series)}, gangue density = {options.gangue_density:g} g/cm³. Generated {when} by OreLens.</p>
 """
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
@@ -198,6 +226,7 @@ size series = {html.escape(options.series)}. Generated {when} by OreLens.</p>
     ]
     if per_image is not None and len(images) > 1:
         parts += ["<p>Area % per image:</p>", _table(per_image, left=("image",))]
+    parts += ["<h2>Calculated assay</h2>", _assay_html(tables)]
     parts += [
         "<h2>Charts</h2>", fig_html,
         "<h2>Grains</h2>", _table(summ_total, left=("label", "mineral")),

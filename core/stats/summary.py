@@ -11,6 +11,9 @@ The numbers follow the conventions of automated mineralogy (MLA, QEMSCAN):
   of the cumulative percentage finer than each class's upper edge. d10, d50
   and d90 are area-weighted (the share of the mineral's area in grains finer
   than d), the optical analogue of the mass-based sieve passing sizes;
+- mass balance: mass fractions from the area fractions (Delesse: area in a
+  section estimates volume) and mineral densities, element grades and their
+  deportment from idealised formulas (:mod:`core.stats.chemistry`);
 - associations: boundary length shared by every pair of classes, and for every
   mineral the fraction of its boundary against each other class; the fraction
   against background (code 0) is its free surface, the rest is locked. The
@@ -35,6 +38,7 @@ import numpy as np
 
 from ..minerals import BACKGROUND, CODES, IGNORE, by_code
 from ..registry import Registry
+from .chemistry import DEFAULT_GANGUE_DENSITY, check_gangue_density, deportment, grades, mass_fractions
 from .measure import OUTSIDE, PERIMETER_METHODS, GrainTable, MaskStats, combine
 
 __all__ = [
@@ -79,18 +83,29 @@ class Options:
         A :data:`PERIMETER_METHODS` name (``"crofton"`` or ``"pixel-edges"``).
     series : str
         A :data:`SIZE_SERIES` name (``"sqrt2"`` or ``"2"``).
+    gangue_density : float
+        Density of the non-metallic class in g/cm³, for mass fractions and element grades (default 2.7).
     """
 
-    def __init__(self, *, border: str = "exclude", perimeter: str = "crofton", series: str = "sqrt2"):
+    def __init__(self, *, border: str = "exclude", perimeter: str = "crofton", series: str = "sqrt2",
+                 gangue_density: float = DEFAULT_GANGUE_DENSITY):
         BORDER_POLICIES.get(border)
         PERIMETER_METHODS.get(perimeter)
         SIZE_SERIES.get(series)
         self.border = BORDER_POLICIES.get_key(border)
         self.perimeter = PERIMETER_METHODS.get_key(perimeter)
         self.series = SIZE_SERIES.get_key(series)
+        self.gangue_density = check_gangue_density(gangue_density)
 
     def as_dict(self) -> dict:
-        return {"border": self.border, "perimeter": self.perimeter, "size_series": self.series}
+        return {"border": self.border, "perimeter": self.perimeter, "size_series": self.series,
+                "gangue_density_g_cm3": self.gangue_density}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "Options":
+        """The inverse of :meth:`as_dict`."""
+        return cls(border=d["border"], perimeter=d["perimeter"], series=d["size_series"],
+                   gangue_density=d.get("gangue_density_g_cm3", DEFAULT_GANGUE_DENSITY))
 
 
 def _codes_present(stats: MaskStats) -> list[int]:
@@ -311,16 +326,24 @@ def image_entry(stats: MaskStats, *, options: Options, extra: bool = True) -> di
     Returns
     -------
     dict
-        ``area_fraction``, ``grains`` and ``association`` keyed by class codes
-        as strings; with ``extra`` also ``shape``, ``pixel_size_um``,
+        ``area_fraction``, ``mass_fraction``, ``mass_fraction_no_background``,
+        ``grains`` and ``association`` keyed by class codes as strings,
+        ``element_grade`` (element -> mass fraction of the sample) and
+        ``element_deportment`` (element -> code -> share of the element); with ``extra`` also ``shape``, ``pixel_size_um``,
         ``pixels``, ``area_um2``, ``area_fraction_no_background``,
         ``boundary_um`` and ``parameters``.
     """
     mod = modal(stats)
     minerals = [c for c in mod if c != BACKGROUND]
     lengths, fractions = association(stats, method=options.perimeter)
+    area = {c: v["fraction"] for c, v in mod.items()}
+    mass = mass_fractions(area, gangue_density=options.gangue_density)
     out = {
-        "area_fraction": {c: v["fraction"] for c, v in mod.items()},
+        "area_fraction": area,
+        "mass_fraction": mass,
+        "mass_fraction_no_background": mass_fractions(area, gangue_density=options.gangue_density, background=False),
+        "element_grade": grades(mass),
+        "element_deportment": deportment(mass),
         "grains": {c: grain_summary(stats.grains, c, options=options, extra=extra) for c in minerals},
         "association": fractions,
     }
@@ -378,12 +401,24 @@ def tables(results: Mapping[str, MaskStats], *, options: Options | None = None) 
     names = list(results)
     pooled = combine([results[n] for n in names])
     scopes = [(n, results[n]) for n in names] + [("total", pooled)]
-    modal_rows, summ_rows, class_rows, assoc_rows = [], [], [], []
+    modal_rows, summ_rows, class_rows, assoc_rows, assay_rows, deport_rows = [], [], [], [], [], []
     for scope, st in scopes:
         mod = modal(st)
+        area = {c: v["fraction"] for c, v in mod.items()}
+        mass = mass_fractions(area, gangue_density=options.gangue_density)
+        mass_ore = mass_fractions(area, gangue_density=options.gangue_density, background=False)
         for c, v in mod.items():
             m = by_code(c)
-            modal_rows.append({"image": scope, "code": c, "label": m.label, "mineral": m.name, **v})
+            modal_rows.append({"image": scope, "code": c, "label": m.label, "mineral": m.name, **v,
+                               "mass_fraction": mass.get(c, 0.0),
+                               "mass_fraction_no_background": mass_ore.get(c, 0.0) if c != BACKGROUND else None})
+        for el, g in grades(mass).items():
+            assay_rows.append({"image": scope, "element": el, "grade": g, "grade_in_ore_minerals": grades(mass_ore)[el]})
+        for el, shares in deportment(mass).items():
+            for c, share in shares.items():
+                m = by_code(c)
+                deport_rows.append({"image": scope, "element": el, "code": c, "label": m.label, "mineral": m.name,
+                                    "share": share})
         for c in mod:
             if c == BACKGROUND:
                 continue
@@ -421,7 +456,10 @@ def tables(results: Mapping[str, MaskStats], *, options: Options | None = None) 
     head = ["image", "code", "label"]
     return {
         "modal": pd.DataFrame(modal_rows, columns=head + ["mineral", "pixels", "area_um2", "fraction",
-                                                          "fraction_no_background"]),
+                                                          "fraction_no_background", "mass_fraction",
+                                                          "mass_fraction_no_background"]),
+        "assay": pd.DataFrame(assay_rows, columns=["image", "element", "grade", "grade_in_ore_minerals"]),
+        "deportment": pd.DataFrame(deport_rows, columns=["image", "element", "code", "label", "mineral", "share"]),
         "grain_summary": pd.DataFrame(summ_rows, columns=head + [
             "mineral", "count", "ecd_um_mean", "ecd_um_median", "d10_um", "d50_um", "d90_um", "count_all",
             "border_cut", "area_um2_mean", "perimeter_um_mean", "circularity_mean", "aspect_ratio_mean"]),
