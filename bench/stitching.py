@@ -219,7 +219,7 @@ def main():
         work.mkdir(parents=True, exist_ok=True)
         rows = bench_sets(args.sets, work, args.crop, args.timing_sets)
         large = None if args.skip_large else bench_large(work)
-    lines = ["# Stitching benchmark", "", f"Command: `nice -n 19 .venv/bin/python bench/stitching.py"
+    lines = ["# Stitching benchmark", "", "Command: `nice -n 19 .venv/bin/python bench/stitching.py"
              + (f" --sets {args.sets}" if args.sets != len(HELD_OUT) else "")
              + (f" --timing-sets {args.timing_sets}" if args.timing_sets < args.sets else "")
              + ("`" if not args.skip_large else " --skip-large`"),

@@ -1,11 +1,9 @@
 """Register XPL page: simulated series and uploaded shots align end to end, bad shots are reported."""
 from __future__ import annotations
 
-import io
 import pathlib
 
 import numpy as np
-import pytest
 from streamlit.testing.v1 import AppTest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
