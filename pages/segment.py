@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 from core import io as cio
@@ -132,21 +131,6 @@ def mineral_choice(model) -> tuple[list[int] | None, bool]:
     return (parse_minerals(chosen, model.classes) if chosen else None), apart
 
 
-def area_table(labels: np.ndarray) -> pd.DataFrame:
-    counts = np.bincount(labels.ravel(), minlength=256)
-    total = labels.size
-    ore = total - counts[0] - counts[IGNORE]
-    rows = []
-    for c in np.flatnonzero(counts):
-        if c == IGNORE:
-            continue
-        m = by_code(int(c))
-        rows.append({"code": int(c), "mineral": m.name, "pixels": int(counts[c]),
-                     "area %": 100.0 * counts[c] / total,
-                     "% of ore minerals": (100.0 * counts[c] / ore) if c != 0 and ore else None})
-    return pd.DataFrame(rows)
-
-
 def error_map(gt: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, float]:
     rgb = np.zeros((*gt.shape, 3), np.uint8)
     lab = gt != IGNORE
@@ -210,6 +194,12 @@ def main() -> None:
                                                f"Segmented {done} of {len(others)} image(s).")]
                               + [("error", e) for e in errors])
     state.show_carried("segment-all")
+    done = {n: p["labels"] for n, p in preds.items()
+            if n in state.bucket("images") and p["labels"].shape == state.bucket("images")[n]["image"].shape[:2]}
+    if len(done) > 1:
+        st.download_button(f"Download all {len(done)} masks (ZIP: masks/*.png of class codes + one area table)",
+                           lambda: widgets.masks_zip(done), "orelens-masks.zip", "application/zip",
+                           key="segment-dl-all")
     if name not in preds:
         widgets.show_image(image, name, key="segment-input")
         st.info("Press **Segment this image** to run the model.")
@@ -229,7 +219,7 @@ def main() -> None:
     colour_check(res, calibrated)
     if res.get("minerals"):
         (st.warning if res.get("minerals_close") else st.caption)("Minerals: " + res["minerals"] + ".")
-    table = area_table(labels)
+    table = widgets.area_table(labels)
     st.dataframe(table, hide_index=True, width="stretch",
                  column_config={"area %": st.column_config.NumberColumn(format="%.2f"),
                                 "% of ore minerals": st.column_config.NumberColumn(format="%.2f")})
@@ -240,9 +230,10 @@ def main() -> None:
         st.caption(f"Green: correct, red: wrong, grey: unlabelled. Pixel accuracy {acc:.3f}.")
         widgets.show_image(emap, "error map", key="segment-error")
     d1, d2, d3 = st.columns(3)
-    d1.download_button("Download mask (PNG of class codes)", cio.encode_png(labels), f"{name}_mask.png",
+    # encoded when asked for, not on every change of the opacity slider
+    d1.download_button("Download mask (PNG of class codes)", lambda: cio.encode_png(labels), f"{name}_mask.png",
                        "image/png", key="segment-dl-mask")
-    d2.download_button("Download overlay (JPEG)", cio.encode_jpeg(ov), f"{name}_overlay.jpg", "image/jpeg",
+    d2.download_button("Download overlay (JPEG)", lambda: cio.encode_jpeg(ov), f"{name}_overlay.jpg", "image/jpeg",
                        key="segment-dl-overlay")
     d3.download_button("Download area table (CSV)", table.to_csv(index=False).encode(), f"{name}_areas.csv",
                        "text/csv", key="segment-dl-csv")

@@ -86,6 +86,9 @@ def test_segment_all_counts_what_is_left_and_names_the_images_that_failed(tiny_m
         assert [w.value for w in at.warning if w.value.startswith("Segmented")] == [
             f"Segmented {len(names) - 2} of {len(names) - 1} image(s)."]
         assert any(e.value.startswith(f"{names[-1]}: Segmentation failed") for e in at.error), [e.value for e in at.error]
+        # every result in one download
+        dl = [d.label for d in at.get("download_button") if d.label.startswith("Download all")]
+        assert len(dl) == 1 and dl[0].startswith(f"Download all {len(names) - 1} masks"), dl
         at.run()  # the messages are shown once
         assert not [w for w in at.warning if w.value.startswith("Segmented")]
     finally:
@@ -283,3 +286,25 @@ def test_segment_page_segments_with_the_users_minerals(assemblage_model):
         assert pred["probs"].shape[0] == 4 and float(pred["probs"][[1, 2]].max()) == 0
     finally:
         os.environ["ORELENS_AUTOLOAD_DEMO"] = "0"
+
+
+def test_masks_zip_holds_every_mask_and_one_area_table():
+    import io
+    import zipfile
+
+    import pandas as pd
+
+    from core.io import read_mask
+    from ui.widgets import masks_zip
+
+    a = np.zeros((10, 10), np.uint8)
+    a[:, :4] = 1
+    b = np.full((9, 9), 6, np.uint8)
+    b[0, :9] = 255
+    z = zipfile.ZipFile(io.BytesIO(masks_zip({"a": a, "b": b})))
+    assert sorted(z.namelist()) == ["areas.csv", "masks/a.png", "masks/b.png"]
+    assert np.array_equal(read_mask(z.read("masks/a.png")), a)
+    assert np.array_equal(read_mask(z.read("masks/b.png")), b)
+    t = pd.read_csv(io.BytesIO(z.read("areas.csv")))
+    assert t[["image", "code", "pixels"]].values.tolist() == [["a", 0, 60], ["a", 1, 40], ["b", 6, 72]]
+    assert t.loc[1, "area %"] == pytest.approx(40.0) and t.loc[2, "area %"] == pytest.approx(7200 / 81)

@@ -1,11 +1,47 @@
-"""Reusable display widgets."""
+"""Reusable display widgets, and the tables and archives that several pages offer for download."""
 from __future__ import annotations
 
+import io
+import zipfile
+from typing import Mapping
+
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from core import io as cio
-from core.minerals import MINERALS, by_code
+from core.minerals import IGNORE, MINERALS, by_code
+
+
+def area_table(labels: np.ndarray) -> pd.DataFrame:
+    """Pixels and area % of every class in a mask of codes (unlabelled pixels count in the total)."""
+    counts = np.bincount(labels.ravel(), minlength=256)
+    total = labels.size
+    ore = total - counts[0] - counts[IGNORE]
+    rows = []
+    for c in np.flatnonzero(counts):
+        if c == IGNORE:
+            continue
+        m = by_code(int(c))
+        rows.append({"code": int(c), "mineral": m.name, "pixels": int(counts[c]),
+                     "area %": 100.0 * counts[c] / total,
+                     "% of ore minerals": (100.0 * counts[c] / ore) if c != 0 and ore else None})
+    return pd.DataFrame(rows)
+
+
+def masks_zip(masks: Mapping[str, np.ndarray]) -> bytes:
+    """A zip of ``masks/<name>.png`` (class codes) for every mask and ``areas.csv``, one area table for all."""
+    buf = io.BytesIO()
+    tables = []
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:  # PNG is compressed already
+        for name, labels in masks.items():
+            z.writestr(f"masks/{name}.png", cio.encode_png(labels))
+            t = area_table(labels)
+            t.insert(0, "image", name)
+            tables.append(t)
+        if tables:
+            z.writestr("areas.csv", pd.concat(tables, ignore_index=True).to_csv(index=False))
+    return buf.getvalue()
 
 
 def show_image(image: np.ndarray, caption: str = "", *, max_side: int = 1400, key: str | None = None) -> None:
