@@ -229,6 +229,16 @@ def main() -> None:
         st.subheader("Error map against the expert mask")
         st.caption(f"Green: correct, red: wrong, grey: unlabelled. Pixel accuracy {acc:.3f}.")
         widgets.show_image(emap, "error map", key="segment-error")
+        from core.segmentation import ConfusionMatrix
+
+        cm = ConfusionMatrix()
+        cm.update(gt, labels)
+        sc = cm.scores()
+        with st.expander(f"IoU per mineral against the expert mask (mean {sc.miou:.3f})"):
+            st.dataframe([{"code": c, "mineral": by_code(c).name, "IoU": round(v, 4)} for c, v in sorted(sc.iou.items())],
+                         hide_index=True, width="stretch")
+            st.caption("Intersection over union of each class present in the expert mask; the mean is over those "
+                       "classes, as `python -m core evaluate` computes it.")
     d1, d2, d3 = st.columns(3)
     # encoded when asked for, not on every change of the opacity slider
     d1.download_button("Download mask (PNG of class codes)", lambda: cio.encode_png(labels), f"{name}_mask.png",

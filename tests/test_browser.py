@@ -54,8 +54,9 @@ def chromium():
 
 
 @contextlib.contextmanager
-def _streamlit(log_name: str = "streamlit.log"):
-    """URL of a fresh ``streamlit run app.py`` on a free port, stopped on exit."""
+def _streamlit(log_name: str = "streamlit.log", **env_extra: str):
+    """URL of a fresh ``streamlit run app.py`` on a free port (``env_extra`` added to its environment), stopped on
+    exit."""
     port = _free_port()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     streamlit = Path(sys.executable).with_name("streamlit")
@@ -64,7 +65,7 @@ def _streamlit(log_name: str = "streamlit.log"):
            "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
            "--client.showErrorDetails", "full"]
     log = open(ARTIFACTS / log_name, "w")
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"), **env_extra}
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
@@ -196,7 +197,7 @@ def load_demo(page) -> None:
 def test_a_page_address_opened_first_on_a_fresh_server_gets_the_whole_app(browser):
     """A bookmark (or a tab restored after a restart) on a page's own address, before anyone opened the app's
     root: the page must come with the app's sidebar, model and demo, not as a bare script."""
-    with _streamlit("streamlit-deep-link.log") as url:
+    with _streamlit("streamlit-deep-link.log", ORELENS_AUTOLOAD_DEMO="1") as url:  # as a user starts it
         ctx = browser.new_context(viewport={"width": 1440, "height": 1000})
         page = ctx.new_page()
         page.set_default_timeout(90_000)

@@ -59,7 +59,16 @@ def test_segment_page_runs_model_and_offers_downloads(tiny_model):
     assert pred["labels"].shape == img.shape[:2]
     assert set(np.unique(pred["labels"])) <= {0, 1, 5, 6}
     assert any("Error map" in s.value for s in at.subheader)  # the demo image has an expert mask
-    assert len(at.dataframe) == 1
+    assert len(at.dataframe) == 2  # the area table and the IoU per mineral against the expert mask
+    from core.segmentation import ConfusionMatrix
+
+    cm = ConfusionMatrix()
+    cm.update(at.session_state["images"][name]["gt"], pred["labels"])
+    ref = cm.scores()
+    assert [e.label for e in at.expander if e.label.startswith("IoU per mineral")] == [
+        f"IoU per mineral against the expert mask (mean {ref.miou:.3f})"]
+    shown = at.dataframe[1].value
+    assert dict(zip(shown["code"], shown["IoU"])) == {c: round(v, 4) for c, v in ref.iou.items()}
     from core.calibration import colour_drift
     from core.segmentation import load_model
 
