@@ -69,6 +69,18 @@ def sidebar() -> None:
         if names:
             state.image_picker("Current image", key="sidebar-current")
             st.caption(f"{len(names)} image(s) in this session")
+            from ui import archive
+
+            # built when clicked, outside this session's script run: the session's buckets are taken now (the
+            # same dicts the pages fill); opened again on Upload & calibrate (Open saved work)
+            work = state.snapshot()
+            st.download_button("Save this session's work", lambda: archive.pack(work),
+                               "orelens-session.zip", "application/zip", icon="💾", width="stretch",
+                               key="save-session",
+                               help="One file with this session's photographs, expert masks, colour corrections, "
+                                    "segmentations and annotations. A reload of the page or a restart of the "
+                                    "server starts a new session: open the file on Upload & calibrate (Open saved "
+                                    "work) to carry on.")
         else:
             st.caption("No image loaded yet.")
         st.divider()

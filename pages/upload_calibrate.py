@@ -86,6 +86,34 @@ def session_images_section() -> None:
         state.show_carried("uc-images")
 
 
+def saved_work_section() -> None:
+    """Open a session saved with the sidebar's **Save this session's work**."""
+    with st.expander("Open saved work (a session saved from the sidebar)"):
+        f = st.file_uploader("Saved session (orelens-session.zip)", type=["zip"], key="uc-open-session")
+        st.caption("Brings back the photographs, expert masks, colour corrections, segmentations and annotations "
+                   "of a saved session. Images of the same name in this session are replaced by the saved ones; "
+                   "the others stay.")
+        if st.button("Open", disabled=f is None, key="uc-open-session-run"):
+            from ui import archive
+
+            try:
+                with st.spinner("Opening the saved session…"):
+                    saved = archive.unpack(f.getvalue(), max_images=state.MAX_IMAGES_PER_SESSION)
+                    names = state.restore(saved)
+            except ValueError as e:
+                st.error(f"{cio.safe_name(f.name)}: {e}. Nothing in this session was changed.")
+            except MemoryError:
+                st.error(f"{cio.safe_name(f.name)}: not enough memory to open this session. Nothing in this session "
+                         "was changed.")
+            else:
+                done = [f"{len(names)} image(s)"] + [f"{len(saved[k])} {label}" for k, label in (
+                    ("calibrated", "colour correction(s)"), ("predictions", "segmentation(s)"),
+                    ("annotations", "annotation(s)")) if saved[k]]
+                state.rerun_then_show("uc-open", [("success", f"Opened the session saved {saved['saved'] or ''}: "
+                                                  + ", ".join(done) + ".")])
+        state.show_carried("uc-open")
+
+
 def reference_colours() -> tuple[dict | None, str]:
     """Reference colour per code, chosen by the user; None (after a message) when there is none."""
     options = []
@@ -273,13 +301,13 @@ def results_section(name: str, marks: np.ndarray | None, reference: dict | None,
     d1.download_button("Download this corrected image (PNG)", data=lambda: cio.encode_png(after),
                        file_name=f"{cio.safe_name(name)}_calibrated.png", mime="image/png", key="uc-dl-one")
     names = list(cal)
-    d2.download_button(f"Download all {len(names)} corrected images (ZIP)", data=lambda: _zip(names),
+    # the bucket is taken now: the download is built later, outside this session's script run
+    d2.download_button(f"Download all {len(names)} corrected images (ZIP)", data=lambda: _zip(names, cal),
                        file_name="calibrated.zip", mime="application/zip", key="uc-dl-all")
 
 
-def _zip(names: list[str]) -> bytes:
+def _zip(names: list[str], cal: dict) -> bytes:
     buf = io.BytesIO()
-    cal = state.bucket("calibrated")
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
         for n in names:
             if n in cal:
@@ -297,6 +325,7 @@ def main() -> None:
     calibration_section()
     with listing:
         session_images_section()
+        saved_work_section()
 
 
 def calibration_section() -> None:

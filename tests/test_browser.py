@@ -216,6 +216,41 @@ def test_a_page_address_opened_first_on_a_fresh_server_gets_the_whole_app(browse
             ctx.close()
 
 
+def test_saved_session_downloads_from_the_sidebar_and_opens_in_a_new_session(browser, server, tmp_path):
+    ctx, page = _new_session(browser, server)
+    try:
+        page.get_by_role("button", name="Load demo sample").click()
+        settle(page)
+        save = page.locator('[data-testid="stSidebar"]').get_by_role("button", name="Save this session's work")
+        assert save.count() == 1, save.count()
+        with page.expect_download(timeout=120_000) as dl:
+            save.click()
+        path = tmp_path / (dl.value.suggested_filename or "session.zip")
+        dl.value.save_as(str(path))
+        assert path.name == "orelens-session.zip"
+        from ui.archive import unpack
+
+        saved = unpack(path.read_bytes())
+        assert sorted(saved["images"]) == ["demo-05", "demo-a14", "demo-a55"]
+        assert all(r["gt"] is not None for r in saved["images"].values())
+    finally:
+        ctx.close()
+    # a new session (as after a reload) opens the file on Upload & calibrate
+    ctx, page = _new_session(browser, server)
+    try:
+        go(page, "Upload & calibrate")
+        page.locator('[data-testid="stMain"] [data-testid="stExpander"]', has_text="Open saved work").first.click()
+        page.locator('[data-testid="stMain"] input[type="file"]').nth(1).set_input_files(str(path))
+        settle(page)
+        button(page, r"^Open$").click()
+        settle(page)
+        assert_no_exception(page, "open saved work")
+        page.get_by_text("Opened the session saved").first.wait_for(timeout=60_000)
+        assert page.get_by_text("3 image(s) in this session").count() == 1
+    finally:
+        ctx.close()
+
+
 def test_all_pages_render_after_loading_demo(browser, server):
     ctx, page = _new_session(browser, server)
     try:
@@ -281,7 +316,21 @@ def test_workflow_2_calibrate(workflow):
     page.locator('[data-testid="stMain"] [data-testid="stDownloadButton"]').filter(
         has_text=re.compile(r"correct", re.I)).first.wait_for(timeout=STEP_TIMEOUT_MS)
     shot(page, "workflow-2-calibrate")
+    # the zip of every corrected image holds them (it is built after the script run, from the session's images)
+    with page.expect_download(timeout=120_000) as dl:
+        page.locator('[data-testid="stMain"]').get_by_role(
+            "button", name=re.compile(r"Download all \d+ corrected images")).first.click()
+    import io
+    import zipfile
+
+    names = zipfile.ZipFile(io.BytesIO(pathlib_read(dl.value))).namelist()
+    assert names and all(n.endswith(".png") for n in names), names
     workflow["done"].add("calibrate")
+
+
+def pathlib_read(download) -> bytes:
+    """The bytes of a finished Playwright download."""
+    return Path(download.path()).read_bytes()
 
 
 def test_workflow_3_segment(workflow):

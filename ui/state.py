@@ -136,6 +136,35 @@ def add_image(name: str, image: np.ndarray, gt: np.ndarray | None = None, *, ori
     return name
 
 
+def snapshot() -> dict:
+    """What a saved session holds (:func:`ui.archive.pack`): the images and the work done on them."""
+    _init()
+    return {k: st.session_state[k] for k in ("images", "calibrated", "predictions", "annotations", "current")}
+
+
+def restore(saved: dict) -> list[str]:
+    """Put a saved session (:func:`ui.archive.unpack`) into this one; returns the names restored.
+
+    Images of the same name are replaced, with their work, by the saved ones; the others stay. Nothing changes
+    when the saved images would not fit into the session (``ValueError``).
+    """
+    _init()
+    imgs = st.session_state["images"]
+    new = [n for n in saved["images"] if n not in imgs]
+    if len(imgs) + len(new) > MAX_IMAGES_PER_SESSION:
+        raise ValueError(f"the saved session's {len(new)} new image(s) would take this session past "
+                         f"{MAX_IMAGES_PER_SESSION} images; remove some first (Images in this session)")
+    for name, rec in saved["images"].items():
+        imgs[name] = rec
+        for key in ("calibrated", "predictions", "annotations", "xpl", "annotate_work"):
+            st.session_state[key].pop(name, None)
+            if key in saved and name in saved[key]:
+                st.session_state[key][name] = saved[key][name]
+    if saved.get("current") in imgs:
+        st.session_state["current"] = saved["current"]
+    return list(saved["images"])
+
+
 def remove_image(name: str) -> None:
     _init()
     for key in _KEYS:

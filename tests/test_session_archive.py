@@ -1,0 +1,161 @@
+"""Saving a session's work to one file and opening it again: lossless, and damaged files are refused whole."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import pathlib
+import zipfile
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from ui.archive import FORMAT, pack, unpack
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _session(seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    b = rng.integers(0, 256, (30, 20, 3), dtype=np.uint8)
+    gt = np.zeros((40, 50), np.uint8)
+    gt[:, 25:] = 6
+    gt[0, :] = 255
+    ann = np.full((30, 20), 255, np.uint8)
+    ann[5:9, 5:9] = 1
+    probs = rng.random((3, 20, 25)).astype(np.float16)
+    pred = {"labels": (gt == 6).astype(np.uint8) * 6, "probs": probs, "classes": [0, 1, 6], "scale": 0.5,
+            "model": "default", "drift": np.float64(3.25), "colour": {"drift": np.float32(3.25), "applied": False},
+            "minerals": "base-metal", "minerals_close": False,
+            "options": {"balance": True, "minerals": None, "assemblage": True, "refine": None}, "input": "abc123"}
+    return {"images": {"first": {"image": a, "gt": gt, "origin": "demo"},
+                       "second one": {"image": b, "gt": None, "origin": "upload"}},
+            "calibrated": {"second one": 255 - b}, "predictions": {"first": pred},
+            "annotations": {"second one": ann}, "current": "second one"}
+
+
+def test_round_trip_is_lossless():
+    s = _session()
+    back = unpack(pack(s))
+    assert list(back["images"]) == ["first", "second one"] and back["current"] == "second one"
+    for n, rec in s["images"].items():
+        assert np.array_equal(back["images"][n]["image"], rec["image"])
+        assert back["images"][n]["origin"] == rec["origin"]
+    assert np.array_equal(back["images"]["first"]["gt"], s["images"]["first"]["gt"])
+    assert back["images"]["second one"]["gt"] is None
+    assert np.array_equal(back["calibrated"]["second one"], s["calibrated"]["second one"])
+    assert np.array_equal(back["annotations"]["second one"], s["annotations"]["second one"])
+    assert set(back["calibrated"]) == {"second one"} and set(back["predictions"]) == {"first"}
+    p, q = s["predictions"]["first"], back["predictions"]["first"]
+    assert np.array_equal(q["labels"], p["labels"]) and q["labels"].dtype == np.uint8
+    assert q["probs"].dtype == np.float16 and np.array_equal(q["probs"], p["probs"])
+    assert q["classes"] == [0, 1, 6] and q["drift"] == 3.25 and q["colour"] == {"drift": 3.25, "applied": False}
+    assert q["options"] == p["options"] and q["input"] == "abc123" and q["model"] == "default"
+
+
+def _rewrite(data: bytes, change) -> bytes:
+    """The archive ``data`` with its members passed through ``change(name, bytes) -> bytes | None`` (None drops)."""
+    src = zipfile.ZipFile(io.BytesIO(data))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        for n in src.namelist():
+            b = change(n, src.read(n))
+            if b is not None:
+                z.writestr(n, b)
+    return out.getvalue()
+
+
+def _manifest(edit):
+    def change(n, b):
+        if n != "manifest.json":
+            return b
+        m = json.loads(b)
+        edit(m)
+        return json.dumps(m).encode()
+    return change
+
+
+def test_damaged_or_foreign_files_are_refused_with_a_reason():
+    good = pack(_session())
+    cases = [
+        (b"not a zip at all", "not a zip"),
+        (_rewrite(good, lambda n, b: None if n == "manifest.json" else b), "no manifest"),
+        (_rewrite(good, lambda n, b: b"{broken" if n == "manifest.json" else b), "damaged"),
+        (_rewrite(good, _manifest(lambda m: m.update(format="something-else"))), "another format"),
+        (_rewrite(good, _manifest(lambda m: m.update(version=99))), "newer OreLens"),
+        (_rewrite(good, lambda n, b: None if n == "gt/0.png" else b), "saved image first: the archive lacks gt/0.png"),
+        (_rewrite(good, lambda n, b: b[:100] if n == "images/1.png" else b), "saved image second one"),
+        (_rewrite(good, lambda n, b: b"junk" if n == "predictions/0.npz" else b), "segmentation is damaged"),
+        (_rewrite(good, _manifest(lambda m: m["images"].append(dict(m["images"][0])))), "lists first twice"),
+    ]
+    # a segmentation that does not fit its photograph
+    s = _session()
+    s["predictions"]["first"]["labels"] = np.zeros((10, 10), np.uint8)
+    cases.append((pack(s), "does not fit the photograph"))
+    s = _session()
+    s["predictions"]["first"]["classes"] = [0, 1]
+    cases.append((pack(s), "probabilities do not fit"))
+    for data, reason in cases:
+        with pytest.raises(ValueError, match=reason):
+            unpack(data)
+    with pytest.raises(ValueError, match="at most 1"):
+        unpack(good, max_images=1)
+    assert json.loads(zipfile.ZipFile(io.BytesIO(good)).read("manifest.json"))["format"] == FORMAT
+
+
+def _upload_page():
+    os.environ["ORELENS_AUTOLOAD_DEMO"] = "1"
+    try:
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+        at.run()
+    finally:
+        os.environ["ORELENS_AUTOLOAD_DEMO"] = "0"
+    assert not at.exception, at.exception
+    return at
+
+
+def test_a_saved_session_opens_in_a_new_one_with_its_work(monkeypatch):
+    at = _upload_page()
+    names = list(at.session_state["images"])
+    assert len(names) == 3
+    assert any(d.label == "Save this session's work" for d in at.get("download_button"))
+    ann = np.full(at.session_state["images"][names[1]]["image"].shape[:2], 255, np.uint8)
+    ann[10:20, 10:20] = 6
+    at.session_state["annotations"][names[1]] = ann
+    at.session_state["current"] = names[1]
+    snapshot = {k: at.session_state[k] for k in ("images", "calibrated", "predictions", "annotations", "current")}
+    data = pack(snapshot)
+
+    fresh = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    fresh.run()  # demo autoload off: an empty session, as after a reload with ORELENS_AUTOLOAD_DEMO=0
+    assert not fresh.session_state["images"]
+    assert not any(d.label == "Save this session's work" for d in fresh.get("download_button"))
+    # a damaged file first: an error, and the session is left as it was
+    fresh.file_uploader(key="uc-open-session").set_value([("broken.zip", data[: len(data) // 2], "application/zip")]).run()
+    fresh.button(key="uc-open-session-run").click().run()
+    assert not fresh.exception, fresh.exception
+    assert any("Nothing in this session was changed" in e.value for e in fresh.error), [e.value for e in fresh.error]
+    assert not fresh.session_state["images"]
+    fresh.file_uploader(key="uc-open-session").set_value([("orelens-session.zip", data, "application/zip")]).run()
+    fresh.button(key="uc-open-session-run").click().run()
+    assert not fresh.exception, fresh.exception
+    assert list(fresh.session_state["images"]) == names
+    assert fresh.session_state["current"] == names[1]
+    assert np.array_equal(fresh.session_state["annotations"][names[1]], ann)
+    for n in names:
+        assert np.array_equal(fresh.session_state["images"][n]["image"], snapshot["images"][n]["image"])
+        assert np.array_equal(fresh.session_state["images"][n]["gt"], snapshot["images"][n]["gt"])
+    assert any(s.value.startswith("Opened the session saved") and "3 image(s), 1 annotation(s)" in s.value
+               for s in fresh.success), [s.value for s in fresh.success]
+    # opened again: the same images are replaced, not added twice
+    fresh.session_state["annotations"].pop(names[1])
+    fresh.button(key="uc-open-session-run").click().run()
+    assert list(fresh.session_state["images"]) == names
+    assert np.array_equal(fresh.session_state["annotations"][names[1]], ann)
+    # more images than a session may hold: refused, nothing changed
+    monkeypatch.setattr("ui.state.MAX_IMAGES_PER_SESSION", 2)
+    fresh.button(key="uc-open-session-run").click().run()
+    assert any("at most 2" in e.value and "Nothing in this session was changed" in e.value for e in fresh.error)
+    assert list(fresh.session_state["images"]) == names

@@ -1,0 +1,170 @@
+"""A session's work as one file: saved from the sidebar, opened again on the Upload & calibrate page.
+
+The archive is a zip (nothing in it is executable or pickled):
+
+- ``manifest.json``: format name and version, the current image, and per image its name, origin, which parts are
+  saved and the segmentation's settings and notes;
+- ``images/<k>.png`` the photograph, ``gt/<k>.png`` its expert mask, ``calibrated/<k>.png`` its colour-corrected
+  copy, ``annotations/<k>.png`` the user's annotation (class codes), ``predictions/<k>.npz`` the segmentation's
+  labels and probabilities (float16, for the uncertainty map), where ``k`` numbers the images.
+
+Lossless throughout: an opened archive gives back the same pixels, labels and probabilities. Aligned XPL stacks
+and the pages' intermediate results (strokes, the last statistics or panorama) are not saved; the panorama and
+statistics have their own downloads.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import json
+import zipfile
+from typing import Mapping
+
+import numpy as np
+
+from core import io as cio
+
+__all__ = ["FORMAT", "VERSION", "pack", "unpack"]
+
+FORMAT = "orelens-session"
+VERSION = 1
+_MAX_MEMBER_BYTES = 8 << 30  # a member that would unpack to more than this is refused before it is read
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"cannot save {type(o).__name__} in a session archive")
+
+
+def pack(session: Mapping) -> bytes:
+    """The archive of ``session`` (``images``, ``calibrated``, ``predictions``, ``annotations``, ``current``; the
+    buckets of :mod:`ui.state`)."""
+    images = session.get("images") or {}
+    buf = io.BytesIO()
+    entries = []
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:  # PNG and npz are compressed already
+        for k, (name, rec) in enumerate(images.items()):
+            entry = {"name": name, "origin": rec.get("origin", "upload"), "key": k}
+            z.writestr(f"images/{k}.png", cio.encode_png(rec["image"]))
+            if rec.get("gt") is not None:
+                z.writestr(f"gt/{k}.png", cio.encode_png(rec["gt"]))
+                entry["gt"] = True
+            cal = (session.get("calibrated") or {}).get(name)
+            if cal is not None:
+                z.writestr(f"calibrated/{k}.png", cio.encode_png(cal))
+                entry["calibrated"] = True
+            ann = (session.get("annotations") or {}).get(name)
+            if ann is not None:
+                z.writestr(f"annotations/{k}.png", cio.encode_png(ann))
+                entry["annotation"] = True
+            pred = (session.get("predictions") or {}).get(name)
+            if pred is not None:
+                arrays = {"labels": np.asarray(pred["labels"], np.uint8)}
+                if pred.get("probs") is not None:
+                    arrays["probs"] = np.asarray(pred["probs"])
+                b = io.BytesIO()
+                np.savez_compressed(b, **arrays)
+                z.writestr(f"predictions/{k}.npz", b.getvalue())
+                entry["prediction"] = {key: v for key, v in pred.items() if key not in ("labels", "probs")}
+            entries.append(entry)
+        manifest = {"format": FORMAT, "version": VERSION, "saved": _dt.datetime.now().isoformat(timespec="seconds"),
+                    "current": session.get("current"), "images": entries}
+        z.writestr("manifest.json", json.dumps(manifest, indent=1, default=_json_default))
+    return buf.getvalue()
+
+
+class _Reader:
+    def __init__(self, z: zipfile.ZipFile):
+        self.z = z
+        self.names = set(z.namelist())
+
+    def read(self, member: str) -> bytes:
+        if member not in self.names:
+            raise ValueError(f"the archive lacks {member}")
+        if self.z.getinfo(member).file_size > _MAX_MEMBER_BYTES:
+            raise ValueError(f"{member} in the archive is too large to open")
+        return self.z.read(member)
+
+
+def unpack(data: bytes, *, max_images: int | None = None) -> dict:
+    """Read an archive made by :func:`pack`; ``ValueError`` (saying what is wrong) when it is not one or is damaged.
+
+    Returns
+    -------
+    dict
+        ``{"images": {name: {"image", "gt", "origin"}}, "calibrated": {...}, "predictions": {...},
+        "annotations": {...}, "current": name or None, "saved": str}``; nothing is half-read: an error anywhere
+        raises before anything is returned.
+    """
+    try:
+        z = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        raise ValueError("not a saved OreLens session (not a zip file)") from None
+    with z:
+        r = _Reader(z)
+        if "manifest.json" not in r.names:
+            raise ValueError("not a saved OreLens session (the zip has no manifest.json)")
+        try:
+            manifest = json.loads(r.read("manifest.json"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise ValueError("the session's manifest.json is damaged") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+            raise ValueError("not a saved OreLens session (its manifest is of another format)")
+        if not isinstance(manifest.get("version"), int) or manifest["version"] > VERSION:
+            raise ValueError(f"this session was saved by a newer OreLens (format version {manifest.get('version')}); "
+                             f"this one reads version {VERSION}")
+        entries = manifest.get("images")
+        if not isinstance(entries, list):
+            raise ValueError("the session's manifest lists no images")
+        if max_images is not None and len(entries) > max_images:
+            raise ValueError(f"the saved session holds {len(entries)} images; a session holds at most {max_images}")
+        out = {"images": {}, "calibrated": {}, "predictions": {}, "annotations": {},
+               "current": manifest.get("current"), "saved": str(manifest.get("saved", ""))}
+        for e in entries:
+            try:
+                name, k = str(e["name"]), int(e["key"])
+            except (KeyError, TypeError, ValueError):
+                raise ValueError("the session's manifest has an image without a name") from None
+            if name in out["images"]:
+                raise ValueError(f"the saved session lists {name} twice")
+            where = f"saved image {name}"
+            try:
+                image = cio.read_image(r.read(f"images/{k}.png"))
+                shape = image.shape[:2]
+                gt = cio.read_mask(r.read(f"gt/{k}.png"), shape=shape) if e.get("gt") else None
+                if e.get("calibrated"):
+                    cal = cio.read_image(r.read(f"calibrated/{k}.png"))
+                    if cal.shape != image.shape:
+                        raise ValueError("its colour-corrected copy has another size")
+                    out["calibrated"][name] = cal
+                if e.get("annotation"):
+                    out["annotations"][name] = cio.read_mask(r.read(f"annotations/{k}.png"), shape=shape)
+                if e.get("prediction") is not None:
+                    out["predictions"][name] = _prediction(r.read(f"predictions/{k}.npz"), e["prediction"], shape)
+            except ValueError as err:
+                raise ValueError(f"{where}: {str(err).replace('uploaded file: ', '')}") from None
+            out["images"][name] = {"image": image, "gt": gt, "origin": str(e.get("origin", "upload"))}
+        if out["current"] not in out["images"]:
+            out["current"] = next(iter(out["images"]), None)
+        return out
+
+
+def _prediction(blob: bytes, meta, shape: tuple[int, int]) -> dict:
+    if not isinstance(meta, dict):
+        raise ValueError("its segmentation's settings are damaged")
+    try:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as f:
+            labels = f["labels"]
+            probs = f["probs"] if "probs" in f.files else None
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        raise ValueError("its segmentation is damaged") from None
+    if labels.dtype != np.uint8 or labels.shape != tuple(shape):
+        raise ValueError("its segmentation does not fit the photograph")
+    if probs is not None:
+        classes = meta.get("classes") or []
+        if probs.ndim != 3 or probs.dtype.kind != "f" or probs.shape[0] != len(classes):
+            raise ValueError("its segmentation's probabilities do not fit its classes")
+    return {**meta, "labels": labels, "probs": probs}
