@@ -46,8 +46,7 @@ def upload_section() -> None:
         if added:  # the sidebar, drawn before this, shows the new images and the current one after a rerun
             state.rerun_then_show("uc-upload", [("success", f"Added {len(added)} image(s): {', '.join(added)}"),
                                                 *messages])
-        for kind, text in messages:
-            getattr(st, kind)(text)
+        state.carry("uc-upload", messages)  # shown below, and kept while the user stays on the page
     if c2.button("Use the demo sample", icon="🧪", key="uc-demo"):
         try:
             names = state.load_demo()
@@ -93,17 +92,24 @@ def saved_work_section() -> None:
         st.caption("Brings back the photographs, expert masks, colour corrections, segmentations and annotations "
                    "of a saved session. Images of the same name in this session are replaced by the saved ones; "
                    "the others stay.")
-        if st.button("Open", disabled=f is None, key="uc-open-session-run"):
-            from ui import archive
+        from ui import archive
 
+        ok = False
+        if f is not None:
+            try:
+                st.caption(archive.describe(f.getvalue()) + ".")
+                ok = True
+            except ValueError as e:
+                st.error(f"{state.plain(f.name)}: {e}.")
+        if st.button("Open", disabled=not ok, key="uc-open-session-run"):
             try:
                 with st.spinner("Opening the saved session…"):
                     saved = archive.unpack(f.getvalue(), max_images=state.MAX_IMAGES_PER_SESSION)
                     names = state.restore(saved)
             except ValueError as e:
-                st.error(f"{cio.safe_name(f.name)}: {e}. Nothing in this session was changed.")
+                st.error(f"{state.plain(f.name)}: {e}. Nothing in this session was changed.")
             except MemoryError:
-                st.error(f"{cio.safe_name(f.name)}: not enough memory to open this session. Nothing in this session "
+                st.error(f"{state.plain(f.name)}: not enough memory to open this session. Nothing in this session "
                          "was changed.")
             else:
                 done = [f"{len(names)} image(s)"] + [f"{len(saved[k])} {label}" for k, label in (
@@ -111,7 +117,6 @@ def saved_work_section() -> None:
                     ("annotations", "annotation(s)")) if saved[k]]
                 state.rerun_then_show("uc-open", [("success", f"Opened the session saved {saved['saved'] or ''}: "
                                                   + ", ".join(done) + ".")])
-        state.show_carried("uc-open")
 
 
 def reference_colours() -> tuple[dict | None, str]:
@@ -321,6 +326,7 @@ def main() -> None:
                "on: mark a few regions of minerals you recognise, and the image's colours are mapped so that "
                "those minerals get their reference colours.")
     upload_section()
+    state.show_carried("uc-open")  # a saved session just opened (above the listing, whose expanders it changes)
     listing = st.container()  # filled after the rest of the page, so that it shows this run's work too
     calibration_section()
     with listing:

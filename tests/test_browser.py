@@ -251,6 +251,27 @@ def test_saved_session_downloads_from_the_sidebar_and_opens_in_a_new_session(bro
         ctx.close()
 
 
+def test_upload_messages_stay_readable_after_the_page_settles(browser, server, tmp_path):
+    """Adding photographs reruns the app; the Upload page then runs once more by itself (its drawing canvas
+    reports its size). The message naming what was added and which file failed must survive that."""
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not an image")
+    ctx, page = _new_session(browser, server)
+    try:
+        go(page, "Upload & calibrate")
+        page.locator('[data-testid="stMain"] input[type="file"]').first.set_input_files(
+            [str(ROOT / "samples/imgs/demo/05.jpg"), str(bad)])
+        settle(page)
+        page.get_by_role("button", name="Add to this session").click()
+        settle(page)
+        page.wait_for_timeout(3000)
+        settle(page)
+        assert page.get_by_text(re.compile(r"Added 1 image\(s\)")).count() == 1
+        assert any("broken" in e for e in errors(page)), errors(page)
+    finally:
+        ctx.close()
+
+
 def test_all_pages_render_after_loading_demo(browser, server):
     ctx, page = _new_session(browser, server)
     try:

@@ -98,7 +98,10 @@ def test_segment_all_counts_what_is_left_and_names_the_images_that_failed(tiny_m
         # every result in one download
         dl = [d.label for d in at.get("download_button") if d.label.startswith("Download all")]
         assert len(dl) == 1 and dl[0].startswith(f"Download all {len(names) - 1} masks"), dl
-        at.run()  # the messages are shown once
+        at.run()  # the messages stay while the user stays on the page (it may run again by itself)
+        assert [w.value for w in at.warning if w.value.startswith("Segmented")]
+        at.switch_page("pages/statistics.py").run()
+        at.switch_page("pages/segment.py").run()  # and are gone once the user has been elsewhere
         assert not [w for w in at.warning if w.value.startswith("Segmented")]
     finally:
         os.environ["ORELENS_AUTOLOAD_DEMO"] = "0"

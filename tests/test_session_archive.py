@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from ui.archive import FORMAT, pack, unpack
+from ui.archive import FORMAT, describe, pack, unpack
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -79,6 +79,9 @@ def _manifest(edit):
 
 def test_damaged_or_foreign_files_are_refused_with_a_reason():
     good = pack(_session())
+    assert describe(good).endswith(": 2 image(s), 1 colour-corrected, 1 segmented, 1 annotated")
+    with pytest.raises(ValueError, match="not a zip"):
+        describe(b"PK but no")
     cases = [
         (b"not a zip at all", "not a zip"),
         (_rewrite(good, lambda n, b: None if n == "manifest.json" else b), "no manifest"),
@@ -132,11 +135,20 @@ def test_a_saved_session_opens_in_a_new_one_with_its_work(monkeypatch):
     fresh.run()  # demo autoload off: an empty session, as after a reload with ORELENS_AUTOLOAD_DEMO=0
     assert not fresh.session_state["images"]
     assert not any(d.label == "Save this session's work" for d in fresh.get("download_button"))
-    # a damaged file first: an error, and the session is left as it was
+    # a file that is not a session is named at once, and cannot be opened
     fresh.file_uploader(key="uc-open-session").set_value([("broken.zip", data[: len(data) // 2], "application/zip")]).run()
+    assert [e.value.replace("\\", "") for e in fresh.error] == [
+        "broken.zip: not a saved OreLens session (not a zip file)."]
+    assert fresh.button(key="uc-open-session-run").disabled
+    # one whose manifest reads but whose contents are damaged: refused when opened, the session left as it was
+    damaged = _rewrite(data, lambda n, b: None if n == "annotations/1.png" else b)
+    fresh.file_uploader(key="uc-open-session").set_value([("damaged.zip", damaged, "application/zip")]).run()
+    assert not fresh.error and any(c.value.startswith("Saved ") and "3 image(s), 1 annotated" in c.value
+                                   for c in fresh.caption), [c.value for c in fresh.caption]
     fresh.button(key="uc-open-session-run").click().run()
     assert not fresh.exception, fresh.exception
-    assert any("Nothing in this session was changed" in e.value for e in fresh.error), [e.value for e in fresh.error]
+    assert any("lacks annotations/1.png" in e.value and "Nothing in this session was changed" in e.value
+               for e in fresh.error), [e.value for e in fresh.error]
     assert not fresh.session_state["images"]
     fresh.file_uploader(key="uc-open-session").set_value([("orelens-session.zip", data, "application/zip")]).run()
     fresh.button(key="uc-open-session-run").click().run()

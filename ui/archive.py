@@ -24,7 +24,7 @@ import numpy as np
 
 from core import io as cio
 
-__all__ = ["FORMAT", "VERSION", "pack", "unpack"]
+__all__ = ["FORMAT", "VERSION", "pack", "describe", "unpack"]
 
 FORMAT = "orelens-session"
 VERSION = 1
@@ -89,6 +89,43 @@ class _Reader:
         return self.z.read(member)
 
 
+def _manifest(z: zipfile.ZipFile) -> dict:
+    r = _Reader(z)
+    if "manifest.json" not in r.names:
+        raise ValueError("not a saved OreLens session (the zip has no manifest.json)")
+    try:
+        manifest = json.loads(r.read("manifest.json"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ValueError("the session's manifest.json is damaged") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ValueError("not a saved OreLens session (its manifest is of another format)")
+    if not isinstance(manifest.get("version"), int) or manifest["version"] > VERSION:
+        raise ValueError(f"this session was saved by a newer OreLens (format version {manifest.get('version')}); "
+                         f"this one reads version {VERSION}")
+    if not isinstance(manifest.get("images"), list):
+        raise ValueError("the session's manifest lists no images")
+    return manifest
+
+
+def _open_zip(data: bytes) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        raise ValueError("not a saved OreLens session (not a zip file)") from None
+
+
+def describe(data: bytes) -> str:
+    """One line on what a saved session holds, from its manifest alone (fast); ``ValueError`` as :func:`unpack`."""
+    with _open_zip(data) as z:
+        m = _manifest(z)
+    entries = [e for e in m["images"] if isinstance(e, dict)]
+    parts = [f"{len(entries)} image(s)"] + [f"{sum(1 for e in entries if e.get(k))} {label}" for k, label in (
+        ("calibrated", "colour-corrected"), ("prediction", "segmented"), ("annotation", "annotated"))
+        if any(e.get(k) for e in entries)]
+    saved = str(m.get("saved", "")).replace("T", " ")
+    return (f"Saved {saved}: " if saved else "") + ", ".join(parts)
+
+
 def unpack(data: bytes, *, max_images: int | None = None) -> dict:
     """Read an archive made by :func:`pack`; ``ValueError`` (saying what is wrong) when it is not one or is damaged.
 
@@ -99,26 +136,10 @@ def unpack(data: bytes, *, max_images: int | None = None) -> dict:
         "annotations": {...}, "current": name or None, "saved": str}``; nothing is half-read: an error anywhere
         raises before anything is returned.
     """
-    try:
-        z = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile:
-        raise ValueError("not a saved OreLens session (not a zip file)") from None
-    with z:
+    with _open_zip(data) as z:
         r = _Reader(z)
-        if "manifest.json" not in r.names:
-            raise ValueError("not a saved OreLens session (the zip has no manifest.json)")
-        try:
-            manifest = json.loads(r.read("manifest.json"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise ValueError("the session's manifest.json is damaged") from None
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            raise ValueError("not a saved OreLens session (its manifest is of another format)")
-        if not isinstance(manifest.get("version"), int) or manifest["version"] > VERSION:
-            raise ValueError(f"this session was saved by a newer OreLens (format version {manifest.get('version')}); "
-                             f"this one reads version {VERSION}")
-        entries = manifest.get("images")
-        if not isinstance(entries, list):
-            raise ValueError("the session's manifest lists no images")
+        manifest = _manifest(z)
+        entries = manifest["images"]
         if max_images is not None and len(entries) > max_images:
             raise ValueError(f"the saved session holds {len(entries)} images; a session holds at most {max_images}")
         out = {"images": {}, "calibrated": {}, "predictions": {}, "annotations": {},

@@ -234,7 +234,7 @@ def _demo_mask(path: str) -> np.ndarray:
     return cio.read_mask(path)
 
 
-def _plain(name: str) -> str:
+def plain(name: str) -> str:
     """A file name safe to show inside Markdown (no links, no formatting)."""
     return "".join("\\" + c if c in "\\`*_{}[]()#+-.!|<>~$" else c for c in str(name))
 
@@ -247,30 +247,47 @@ def read_upload(file, *, kind: str = "image", shape=None, say=None):
             return cio.read_mask(file.getvalue(), shape=shape)
         return cio.read_image(file.getvalue())
     except ValueError as e:
-        say(f"{_plain(file.name)}: {_plain(str(e).replace('uploaded file: ', ''))}")
+        say(f"{plain(file.name)}: {plain(str(e).replace('uploaded file: ', ''))}")
         return None
     except MemoryError:
-        say(f"{_plain(file.name)}: not enough memory to open this image")
+        say(f"{plain(file.name)}: not enough memory to open this image")
         return None
 
 
 def rerun_then_show(where: str, messages: list[tuple[str, str]]) -> None:
     """Run the app again at once, so that every part of it drawn before the change (the sidebar's image list and
     current image) shows it, and show ``messages`` (``(kind, text)``, kind ``"success"``, ``"error"``, ...) where
-    :func:`show_carried` is called with the same ``where``."""
-    st.session_state["_carried"] = (where, list(messages))
+    :func:`show_carried` is called with the same ``where``.
+
+    The messages stay while the user stays on the page, until the next action that carries messages replaces
+    them: a page may run again by itself right after (a drawing canvas reports its size when it first appears),
+    and a message shown for one run only would vanish before it is read.
+    """
+    carry(where, messages)
     st.rerun()
 
 
+def carry(where: str, messages: list[tuple[str, str]]) -> None:
+    """Leave ``messages`` for :func:`show_carried` (``where``) without a rerun, replacing any carried before."""
+    st.session_state["_carried"] = {"where": where, "messages": list(messages), "page": st.session_state.get("_page")}
+
+
 def show_carried(where: str) -> bool:
-    """Show the messages :func:`rerun_then_show` left for ``where`` (once); whether there were any."""
+    """Show the messages :func:`rerun_then_show` left for ``where``; whether there were any."""
     carried = st.session_state.get("_carried")
-    if not carried or carried[0] != where:
+    if not carried or carried["where"] != where:
         return False
-    del st.session_state["_carried"]
-    for kind, text in carried[1]:
+    for kind, text in carried["messages"]:
         getattr(st, kind)(text)
     return True
+
+
+def on_page(page: str) -> None:
+    """Called by app.py each run with the page about to run: carried messages of another page are dropped."""
+    carried = st.session_state.get("_carried")
+    if carried and carried["page"] != page:
+        del st.session_state["_carried"]
+    st.session_state["_page"] = page
 
 
 @st.cache_resource(show_spinner="Loading the segmentation model…")
