@@ -114,5 +114,16 @@ def test_cli_gangue_density_and_report(tmp_path):
     assert out[3.3]["element_grade"]["Cu"] < out[2.7]["element_grade"]["Cu"]
     assert out[3.3]["mass_fraction_no_background"] == pytest.approx(out[2.7]["mass_fraction_no_background"])
     html = (tmp_path / "r.html").read_text()
+    assert "wt % per image" not in html  # one image: no per-image table
     assert "Calculated assay" in html and "wt % of the sample" in html and "gangue density = 3.3 g/cm³" in html
     assert main(["stats", str(tmp_path / "m.png"), "--pixel-size", "1", "--gangue-density", "0"]) == 2
+
+
+def test_report_gives_wt_percent_per_image():
+    from core.stats.report import build_report
+
+    m = _mask()
+    res = {"a": measure(m, pixel_size=1.0), "b": measure(np.zeros_like(m), pixel_size=1.0)}
+    opts = Options()
+    html = build_report(summarize(res, options=opts), tables(res, options=opts), options=opts)
+    assert "wt % per image" in html and "Area % per image" in html

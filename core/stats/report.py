@@ -185,6 +185,10 @@ def build_report(summary: dict, tables: Mapping, *, options: Options, thumbnails
                                                              sort=False) * 100 if len(modal) else None
     if per_image is not None:
         per_image = per_image.reset_index()
+    per_image_wt = modal[modal["image"] != "total"].pivot_table(index="image", columns="label", values="mass_fraction",
+                                                                sort=False) * 100 if len(modal) else None
+    if per_image_wt is not None:
+        per_image_wt = per_image_wt.reset_index()
 
     when = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     method = f"""
@@ -226,6 +230,7 @@ size series = {html.escape(options.series)}, gangue density = {options.gangue_de
     ]
     if per_image is not None and len(images) > 1:
         parts += ["<p>Area % per image:</p>", _table(per_image, left=("image",))]
+        parts += ["<p>wt % per image:</p>", _table(per_image_wt, left=("image",))]
     parts += ["<h2>Calculated assay</h2>", _assay_html(tables)]
     parts += [
         "<h2>Charts</h2>", fig_html,
