@@ -89,9 +89,9 @@ def saved_work_section() -> None:
     """Open a session saved with the sidebar's **Save this session's work**."""
     with st.expander("Open saved work (a session saved from the sidebar)"):
         f = st.file_uploader("Saved session (orelens-session.zip)", type=["zip"], key="uc-open-session")
-        st.caption("Brings back the photographs, expert masks, colour corrections, segmentations and annotations "
-                   "of a saved session. Images of the same name in this session are replaced by the saved ones; "
-                   "the others stay.")
+        st.caption("Brings back the photographs, expert masks, colour corrections, segmentations, annotations and "
+                   "aligned XPL series of a saved session. Images of the same name in this session are replaced by "
+                   "the saved ones; the others stay.")
         from ui import archive
 
         ok = False
@@ -114,7 +114,7 @@ def saved_work_section() -> None:
             else:
                 done = [f"{len(names)} image(s)"] + [f"{len(saved[k])} {label}" for k, label in (
                     ("calibrated", "colour correction(s)"), ("predictions", "segmentation(s)"),
-                    ("annotations", "annotation(s)")) if saved[k]]
+                    ("annotations", "annotation(s)"), ("xpl", "aligned XPL series")) if saved[k]]
                 state.rerun_then_show("uc-open", [("success", f"Opened the session saved {saved['saved'] or ''}: "
                                                   + ", ".join(done) + ".")])
 

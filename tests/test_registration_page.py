@@ -57,6 +57,22 @@ def test_simulated_series_aligns_and_goes_to_segment_page():
     assert not at.exception
     at.radio[1].set_value("Checkerboard").run()
     assert not at.exception
+    # a saved session brings the aligned series back, and the page shows it as before
+    from ui.archive import pack, unpack
+
+    saved = unpack(pack({k: at.session_state[k] for k in ("images", "calibrated", "predictions", "annotations",
+                                                          "xpl", "current")}))
+    fresh = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    fresh.run()
+    fresh.switch_page("pages/register_xpl.py").run()
+    for key in ("images", "xpl"):  # what ui.state.restore puts into an empty session
+        fresh.session_state[key] = saved[key]
+    fresh.session_state["current"] = saved["current"]
+    fresh.run()
+    assert not fresh.exception, fresh.exception
+    back = fresh.session_state["xpl"][name]
+    assert all(np.array_equal(u, v) for u, v in zip(back["aligned"], rec["aligned"])) and back["rows"] == rec["rows"]
+    assert len(fresh.dataframe) == 1 and any("stack" in d.label for d in fresh.get("download_button"))
 
 
 def test_uploaded_unrelated_shot_is_reported():

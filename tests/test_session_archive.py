@@ -30,10 +30,16 @@ def _session(seed: int = 0) -> dict:
             "model": "default", "drift": np.float64(3.25), "colour": {"drift": np.float32(3.25), "applied": False},
             "minerals": "base-metal", "minerals_close": False,
             "options": {"balance": True, "minerals": None, "assemblage": True, "refine": None}, "input": "abc123"}
+    xpl = {"token": "t0", "aligned": [rng.integers(0, 256, a.shape, dtype=np.uint8) for _ in range(2)],
+           "names": ["x-00deg.png", "x-30deg.png"], "angles": [np.float64(0.5), 30.25],
+           "rows": [{"XPL image": "x-00deg.png", "aligned": "yes", "inliers": np.int64(40), "problem": None,
+                     "A": [[1.0, 0.0, 0.5], [0.0, 1.0, -0.25]]}],
+           "maps": {"range": rng.integers(0, 256, (40, 50), dtype=np.uint8)}, "simulated": True,
+           "options": {"model": "similarity", "refine": True}}
     return {"images": {"first": {"image": a, "gt": gt, "origin": "demo"},
                        "second one": {"image": b, "gt": None, "origin": "upload"}},
             "calibrated": {"second one": 255 - b}, "predictions": {"first": pred},
-            "annotations": {"second one": ann}, "current": "second one"}
+            "annotations": {"second one": ann}, "xpl": {"first": xpl}, "current": "second one"}
 
 
 def test_round_trip_is_lossless():
@@ -53,6 +59,13 @@ def test_round_trip_is_lossless():
     assert q["probs"].dtype == np.float16 and np.array_equal(q["probs"], p["probs"])
     assert q["classes"] == [0, 1, 6] and q["drift"] == 3.25 and q["colour"] == {"drift": 3.25, "applied": False}
     assert q["options"] == p["options"] and q["input"] == "abc123" and q["model"] == "default"
+    x, y = s["xpl"]["first"], back["xpl"]["first"]
+    assert set(back["xpl"]) == {"first"} and y["token"] != x["token"]  # a fresh key for the page's caches
+    assert len(y["aligned"]) == 2 and all(np.array_equal(u, v) for u, v in zip(x["aligned"], y["aligned"]))
+    assert np.array_equal(y["maps"]["range"], x["maps"]["range"])
+    assert y["names"] == x["names"] and y["angles"] == [0.5, 30.25] and y["simulated"] is True
+    assert y["rows"] == [{"XPL image": "x-00deg.png", "aligned": "yes", "inliers": 40, "problem": None,
+                          "A": [[1.0, 0.0, 0.5], [0.0, 1.0, -0.25]]}] and y["options"] == x["options"]
 
 
 def _rewrite(data: bytes, change) -> bytes:
@@ -79,7 +92,8 @@ def _manifest(edit):
 
 def test_damaged_or_foreign_files_are_refused_with_a_reason():
     good = pack(_session())
-    assert describe(good).endswith(": 2 image(s), 1 colour-corrected, 1 segmented, 1 annotated")
+    assert describe(good).endswith(": 2 image(s), 1 colour-corrected, 1 segmented, 1 annotated, "
+                                   "1 with aligned XPL shots")
     with pytest.raises(ValueError, match="not a zip"):
         describe(b"PK but no")
     cases = [
@@ -100,6 +114,10 @@ def test_damaged_or_foreign_files_are_refused_with_a_reason():
     s = _session()
     s["predictions"]["first"]["classes"] = [0, 1]
     cases.append((pack(s), "probabilities do not fit"))
+    s = _session()
+    s["xpl"]["first"]["aligned"][1] = s["xpl"]["first"]["aligned"][1][:10]
+    cases.append((pack(s), "aligned XPL shots do not fit"))
+    cases.append((_rewrite(good, lambda n, b: None if n == "xpl/0/1.npz" else b), "lacks xpl/0/1.npz"))
     for data, reason in cases:
         with pytest.raises(ValueError, match=reason):
             unpack(data)
@@ -128,7 +146,8 @@ def test_a_saved_session_opens_in_a_new_one_with_its_work(monkeypatch):
     ann[10:20, 10:20] = 6
     at.session_state["annotations"][names[1]] = ann
     at.session_state["current"] = names[1]
-    snapshot = {k: at.session_state[k] for k in ("images", "calibrated", "predictions", "annotations", "current")}
+    snapshot = {k: at.session_state[k] for k in ("images", "calibrated", "predictions", "annotations", "xpl",
+                                                 "current")}
     data = pack(snapshot)
 
     fresh = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)

@@ -8,8 +8,11 @@ The archive is a zip (nothing in it is executable or pickled):
   copy, ``annotations/<k>.png`` the user's annotation (class codes), ``predictions/<k>.npz`` the segmentation's
   labels and probabilities (float16, for the uncertainty map), where ``k`` numbers the images.
 
-Lossless throughout: an opened archive gives back the same pixels, labels and probabilities. Aligned XPL stacks
-and the pages' intermediate results (strokes, the last statistics or panorama) are not saved; the panorama and
+- ``xpl/<k>/<n>.npz``: the arrays of the image's Register XPL record (the aligned stack, the anisotropy maps), whose
+  other fields (shot names, angles, the alignment table) are in the manifest.
+
+Lossless throughout: an opened archive gives back the same pixels, labels, probabilities and aligned XPL shots.
+The pages' intermediate results (strokes, the last statistics or panorama) are not saved; the panorama and
 statistics have their own downloads.
 """
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import datetime as _dt
 import io
 import json
+import uuid
 import zipfile
 from typing import Mapping
 
@@ -39,9 +43,41 @@ def _json_default(o):
     raise TypeError(f"cannot save {type(o).__name__} in a session archive")
 
 
+def _encode(obj, z: zipfile.ZipFile, folder: str, count: list[int]):
+    """``obj`` as JSON-ready data, its arrays written to ``folder/<n>.npz`` and replaced by ``{"__array__": path}``."""
+    if isinstance(obj, np.ndarray):
+        path = f"{folder}/{count[0]}.npz"
+        count[0] += 1
+        b = io.BytesIO()
+        np.savez_compressed(b, a=obj)
+        z.writestr(path, b.getvalue())
+        return {"__array__": path}
+    if isinstance(obj, Mapping):
+        return {str(k): _encode(v, z, folder, count) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_encode(v, z, folder, count) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def _decode(obj, r: "_Reader"):
+    if isinstance(obj, dict):
+        if set(obj) == {"__array__"}:
+            try:
+                with np.load(io.BytesIO(r.read(str(obj["__array__"]))), allow_pickle=False) as f:
+                    return f["a"]
+            except (OSError, KeyError, zipfile.BadZipFile):
+                raise ValueError(f"{obj['__array__']} is damaged") from None
+        return {k: _decode(v, r) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_decode(v, r) for v in obj]
+    return obj
+
+
 def pack(session: Mapping) -> bytes:
-    """The archive of ``session`` (``images``, ``calibrated``, ``predictions``, ``annotations``, ``current``; the
-    buckets of :mod:`ui.state`)."""
+    """The archive of ``session`` (``images``, ``calibrated``, ``predictions``, ``annotations``, ``xpl``,
+    ``current``; the buckets of :mod:`ui.state`)."""
     images = session.get("images") or {}
     buf = io.BytesIO()
     entries = []
@@ -69,6 +105,9 @@ def pack(session: Mapping) -> bytes:
                 np.savez_compressed(b, **arrays)
                 z.writestr(f"predictions/{k}.npz", b.getvalue())
                 entry["prediction"] = {key: v for key, v in pred.items() if key not in ("labels", "probs")}
+            xpl = (session.get("xpl") or {}).get(name)
+            if xpl is not None:
+                entry["xpl"] = _encode({key: v for key, v in xpl.items() if key != "token"}, z, f"xpl/{k}", [0])
             entries.append(entry)
         manifest = {"format": FORMAT, "version": VERSION, "saved": _dt.datetime.now().isoformat(timespec="seconds"),
                     "current": session.get("current"), "images": entries}
@@ -120,7 +159,8 @@ def describe(data: bytes) -> str:
         m = _manifest(z)
     entries = [e for e in m["images"] if isinstance(e, dict)]
     parts = [f"{len(entries)} image(s)"] + [f"{sum(1 for e in entries if e.get(k))} {label}" for k, label in (
-        ("calibrated", "colour-corrected"), ("prediction", "segmented"), ("annotation", "annotated"))
+        ("calibrated", "colour-corrected"), ("prediction", "segmented"), ("annotation", "annotated"),
+        ("xpl", "with aligned XPL shots"))
         if any(e.get(k) for e in entries)]
     saved = str(m.get("saved", "")).replace("T", " ")
     return (f"Saved {saved}: " if saved else "") + ", ".join(parts)
@@ -133,7 +173,7 @@ def unpack(data: bytes, *, max_images: int | None = None) -> dict:
     -------
     dict
         ``{"images": {name: {"image", "gt", "origin"}}, "calibrated": {...}, "predictions": {...},
-        "annotations": {...}, "current": name or None, "saved": str}``; nothing is half-read: an error anywhere
+        "annotations": {...}, "xpl": {...}, "current": name or None, "saved": str}``; nothing is half-read: an error anywhere
         raises before anything is returned.
     """
     with _open_zip(data) as z:
@@ -142,7 +182,7 @@ def unpack(data: bytes, *, max_images: int | None = None) -> dict:
         entries = manifest["images"]
         if max_images is not None and len(entries) > max_images:
             raise ValueError(f"the saved session holds {len(entries)} images; a session holds at most {max_images}")
-        out = {"images": {}, "calibrated": {}, "predictions": {}, "annotations": {},
+        out = {"images": {}, "calibrated": {}, "predictions": {}, "annotations": {}, "xpl": {},
                "current": manifest.get("current"), "saved": str(manifest.get("saved", ""))}
         for e in entries:
             try:
@@ -165,12 +205,24 @@ def unpack(data: bytes, *, max_images: int | None = None) -> dict:
                     out["annotations"][name] = cio.read_mask(r.read(f"annotations/{k}.png"), shape=shape)
                 if e.get("prediction") is not None:
                     out["predictions"][name] = _prediction(r.read(f"predictions/{k}.npz"), e["prediction"], shape)
+                if e.get("xpl") is not None:
+                    out["xpl"][name] = _xpl(_decode(e["xpl"], r), image.shape)
             except ValueError as err:
                 raise ValueError(f"{where}: {str(err).replace('uploaded file: ', '')}") from None
             out["images"][name] = {"image": image, "gt": gt, "origin": str(e.get("origin", "upload"))}
         if out["current"] not in out["images"]:
             out["current"] = next(iter(out["images"]), None)
         return out
+
+
+def _xpl(record, shape: tuple[int, ...]) -> dict:
+    if not isinstance(record, dict) or not isinstance(record.get("aligned"), list) or \
+            not isinstance(record.get("names"), list) or len(record["names"]) != len(record["aligned"]):
+        raise ValueError("its XPL alignment is damaged")
+    for a in record["aligned"]:
+        if not isinstance(a, np.ndarray) or a.dtype != np.uint8 or a.shape != tuple(shape):
+            raise ValueError("its aligned XPL shots do not fit the photograph")
+    return {**record, "token": uuid.uuid4().hex}  # a new key for the downloads the page caches
 
 
 def _prediction(blob: bytes, meta, shape: tuple[int, int]) -> dict:

@@ -139,7 +139,7 @@ def add_image(name: str, image: np.ndarray, gt: np.ndarray | None = None, *, ori
 def snapshot() -> dict:
     """What a saved session holds (:func:`ui.archive.pack`): the images and the work done on them."""
     _init()
-    return {k: st.session_state[k] for k in ("images", "calibrated", "predictions", "annotations", "current")}
+    return {k: st.session_state[k] for k in ("images", "calibrated", "predictions", "annotations", "xpl", "current")}
 
 
 def restore(saved: dict) -> list[str]:
