@@ -145,6 +145,14 @@ def test_a_saved_session_opens_in_a_new_one_with_its_work(monkeypatch):
     ann = np.full(at.session_state["images"][names[1]]["image"].shape[:2], 255, np.uint8)
     ann[10:20, 10:20] = 6
     at.session_state["annotations"][names[1]] = ann
+    from ui.state import digest
+
+    first = at.session_state["images"][names[0]]
+    at.session_state["predictions"][names[0]] = {
+        "labels": first["gt"].copy(), "probs": None, "classes": [0, 1, 2, 3, 4, 5, 6, 7, 8, 11], "scale": 0.5,
+        "model": "default", "drift": 3.0, "colour": {"drift": 3.0, "applied": False}, "minerals": "",
+        "minerals_close": False, "options": {"balance": True, "minerals": None, "assemblage": True, "refine": None},
+        "input": digest(first["image"])}
     at.session_state["current"] = names[1]
     snapshot = {k: at.session_state[k] for k in ("images", "calibrated", "predictions", "annotations", "xpl",
                                                  "current")}
@@ -162,7 +170,7 @@ def test_a_saved_session_opens_in_a_new_one_with_its_work(monkeypatch):
     # one whose manifest reads but whose contents are damaged: refused when opened, the session left as it was
     damaged = _rewrite(data, lambda n, b: None if n == "annotations/1.png" else b)
     fresh.file_uploader(key="uc-open-session").set_value([("damaged.zip", damaged, "application/zip")]).run()
-    assert not fresh.error and any(c.value.startswith("Saved ") and "3 image(s), 1 annotated" in c.value
+    assert not fresh.error and any(c.value.startswith("Saved ") and "3 image(s), 1 segmented, 1 annotated" in c.value
                                    for c in fresh.caption), [c.value for c in fresh.caption]
     fresh.button(key="uc-open-session-run").click().run()
     assert not fresh.exception, fresh.exception
@@ -178,8 +186,17 @@ def test_a_saved_session_opens_in_a_new_one_with_its_work(monkeypatch):
     for n in names:
         assert np.array_equal(fresh.session_state["images"][n]["image"], snapshot["images"][n]["image"])
         assert np.array_equal(fresh.session_state["images"][n]["gt"], snapshot["images"][n]["gt"])
-    assert any(s.value.startswith("Opened the session saved") and "3 image(s), 1 annotation(s)" in s.value
+    assert any(s.value.startswith("Opened the session saved") and "3 image(s), 1 segmentation(s), 1 annotation(s)"
+               in s.value
                for s in fresh.success), [s.value for s in fresh.success]
+    # the reopened segmentation is shown as current (made from these very pixels) on the Segment page
+    fresh.session_state["current"] = names[0]
+    fresh.switch_page("pages/segment.py").run()
+    assert not fresh.exception, fresh.exception
+    assert not [w.value for w in fresh.warning if "made before" in w.value]
+    assert any("Error map" in h.value for h in fresh.subheader)
+    fresh.switch_page("pages/upload_calibrate.py").run()
+    fresh.file_uploader(key="uc-open-session").set_value([("orelens-session.zip", data, "application/zip")]).run()
     # opened again: the same images are replaced, not added twice
     fresh.session_state["annotations"].pop(names[1])
     fresh.button(key="uc-open-session-run").click().run()
