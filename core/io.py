@@ -208,6 +208,7 @@ def read_image(
     *,
     dtype: str = "uint8",
     max_pixels: int = MAX_PIXELS,
+    max_value: int | None = None,
 ) -> np.ndarray:
     """Read a photograph as RGB.
 
@@ -225,6 +226,9 @@ def read_image(
         in [0, 1] with the file's full precision (for calibration).
     max_pixels : int
         Refuse images with more pixels than this before decoding them.
+    max_value : int, optional
+        The white level of 16-bit data (4095 for a 12-bit camera's values stored right-aligned), overriding the
+        file's MaxSampleValue tag and the full 16-bit range; 8-bit and floating-point data ignore it.
 
     Returns
     -------
@@ -238,6 +242,8 @@ def read_image(
     """
     if dtype not in ("uint8", "float32"):
         raise ValueError(f"dtype must be 'uint8' or 'float32', not {dtype!r}")
+    if max_value is not None and not (255 < int(max_value) <= 65535):
+        raise ValueError(f"the white level of 16-bit data must be between 256 and 65535, not {max_value}")
     name = _name_of(src)
     data = _read_bytes(src)
     im = _open_checked(data, name, max_pixels)
@@ -248,7 +254,7 @@ def read_image(
     if arr.dtype == np.uint8:
         scale = 255.0
     elif arr.dtype == np.uint16:
-        declared = _declared_max(data)
+        declared = int(max_value) if max_value is not None else _declared_max(data)
         scale = float(declared or 65535)
         if declared:
             arr = np.minimum(arr, np.uint16(declared))

@@ -18,6 +18,10 @@ from ui import state, widgets
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "tif", "tiff", "bmp"]
 CANVAS_WIDTH = 760
+# white level of 16-bit files: 0 = as the file declares (MaxSampleValue), else the full 16-bit range
+WHITE_LEVELS = {0: "as the file says (16-bit unless it declares its range)", 4095: "12-bit camera data (0–4095)",
+                16383: "14-bit camera data (0–16383)", 1023: "10-bit camera data (0–1023)"}
+DARK = 16  # an added photograph whose brightest value is at most this (of 255) gets a warning
 
 
 def upload_section() -> None:
@@ -25,12 +29,19 @@ def upload_section() -> None:
     c1, c2 = st.columns([3, 1])
     files = c1.file_uploader("Photographs (JPEG, PNG, TIFF; 8 or 16 bit, or floating-point TIFF)", type=UPLOAD_TYPES,
                              accept_multiple_files=True, key="uc-files")
+    white = c1.selectbox("16-bit files hold", list(WHITE_LEVELS), format_func=WHITE_LEVELS.get, key="uc-white",
+                         help="Cameras with 10, 12 or 14 bits per channel often save their values unscaled in a "
+                              "16-bit file, which then reads 16 times too dark (12-bit) unless the file declares its "
+                              "range. Choose the camera's bit depth here for the files added next; 8-bit and "
+                              "floating-point files are not affected.")
     if files and c1.button("Add to this session", icon="➕", key="uc-add"):
-        added, errors, kept = [], [], []
+        added, errors, kept, dark = [], [], [], []
         for f in files:
-            img = state.read_upload(f, say=errors.append)
+            img = state.read_upload(f, say=errors.append, max_value=white or None)
             if img is None:
                 continue
+            if int(img.max(initial=0)) <= DARK:
+                dark.append(f"{state.plain(f.name)} (brightest value {int(img.max(initial=0))} of 255)")
             if state.already_holds(cio.safe_name(f.name), img, "upload"):
                 kept.append(cio.safe_name(f.name))  # added before: it keeps its results
                 continue
@@ -41,6 +52,10 @@ def upload_section() -> None:
                 errors.append(str(e))
                 break
         messages = [("error", e) for e in errors]
+        if dark:
+            messages.append(("warning", "Almost black: " + ", ".join(dark) + ". If these are 10-, 12- or 14-bit "
+                             "camera data in 16-bit files, choose the bit depth under **16-bit files hold** and add "
+                             "them again; otherwise they are underexposed."))
         if kept:
             messages.append(("info", f"Already in this session, kept with their results: {', '.join(kept)}"))
         if added:  # the sidebar, drawn before this, shows the new images and the current one after a rerun

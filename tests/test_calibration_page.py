@@ -126,3 +126,32 @@ def test_loading_the_demo_again_keeps_the_work_done_on_it():
     assert not at.exception, at.exception
     assert list(at.session_state["images"]) == names and names[1] in at.session_state["annotations"]
     assert at.session_state["current"] == names[0]  # the demo's first image, as on the first load
+
+
+def test_twelve_bit_photographs_are_flagged_and_read_with_the_chosen_bit_depth():
+    import io
+    import os
+
+    import numpy as np
+    import tifffile
+
+    os.environ["ORELENS_AUTOLOAD_DEMO"] = "0"
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.run()
+    rng = np.random.default_rng(3)
+    raw = rng.integers(0, 4096, (64, 80, 3)).astype(np.uint16)  # a 12-bit camera's values, right-aligned
+    raw[0, 0] = 4095
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, raw)
+    at.file_uploader(key="uc-files").set_value([("cam12.tif", buf.getvalue(), "image/tiff")]).run()
+    at.button(key="uc-add").click().run()
+    assert not at.exception, at.exception
+    assert at.session_state["images"]["cam12"]["image"].max() == 16
+    warn = [w.value for w in at.warning if w.value.startswith("Almost black")]
+    assert len(warn) == 1 and "brightest value 16 of 255" in warn[0] and "16-bit files hold" in warn[0]
+    at.selectbox(key="uc-white").set_value(4095).run()
+    at.button(key="uc-add").click().run()
+    img = at.session_state["images"]["cam12"]["image"]
+    assert img.max() == 255 and np.array_equal(img, np.rint(raw * (255 / 4095)).astype(np.uint8))
+    assert not [w for w in at.warning if w.value.startswith("Almost black")]
+    assert list(at.session_state["images"]) == ["cam12"]  # replaced, not added twice

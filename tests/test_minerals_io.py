@@ -90,6 +90,25 @@ def test_read_16bit_tiff_and_png_keeps_precision(tmp_path):
     assert cio.read_image(p2, dtype="float32").shape == (40, 60, 3)
 
 
+def test_a_white_level_scales_right_aligned_16bit_data(tmp_path):
+    import tifffile
+
+    arr = (np.arange(40 * 60 * 3, dtype=np.uint32) % 4096).astype(np.uint16).reshape(40, 60, 3)  # 12-bit values
+    arr[0, 0] = 4095
+    p = tmp_path / "cam12.tif"
+    tifffile.imwrite(p, arr)
+    assert cio.read_image(p).max() == 16  # read on the 16-bit range: 4095 / 65535 of white
+    u8 = cio.read_image(p, max_value=4095)
+    assert u8.max() == 255 and np.array_equal(u8, np.rint(arr * (255 / 4095)).astype(np.uint8))
+    f = cio.read_image(p, dtype="float32", max_value=4095)
+    assert np.allclose(f, arr / 4095.0, atol=1e-6)
+    # 8-bit data ignore it; an impossible white level is refused
+    assert np.array_equal(cio.read_image(cio.encode_png(u8), max_value=4095), u8)
+    for bad in (0, 255, 70000):
+        with pytest.raises(ValueError, match="white level"):
+            cio.read_image(p, max_value=bad)
+
+
 @pytest.mark.parametrize(
     "data, message",
     [

@@ -225,6 +225,21 @@ def test_segment_command_takes_folders_and_keeps_going_past_a_bad_photograph(tin
     assert r.returncode == 2 and "the folder holds no images" in r.stderr
 
 
+def test_segment_command_reads_12_bit_camera_data_with_its_white_level(tiny_model, tmp_path, demo_items):
+    import tifffile
+
+    from core.io import encode_png, read_image, read_mask
+
+    rgb = read_image(demo_items[0].image)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "eight.png").write_bytes(encode_png(rgb))
+    tifffile.imwrite(tmp_path / "in" / "twelve.tif", np.rint(rgb * (4095 / 255)).astype(np.uint16))
+    r = _cli("segment", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--model", str(tiny_model),
+             "--device", "cpu", "--white-level", "4095")
+    assert r.returncode == 0, r.stderr
+    assert np.array_equal(read_mask(tmp_path / "out" / "twelve.png"), read_mask(tmp_path / "out" / "eight.png"))
+
+
 def test_segment_command_balances_unless_told_not_to(balancing_model, tmp_path, demo_items):
     image = str(demo_items[0].image)
     for flag, applied in (([], True), (["--no-auto-balance"], None)):

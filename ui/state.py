@@ -239,13 +239,15 @@ def plain(name: str) -> str:
     return "".join("\\" + c if c in "\\`*_{}[]()#+-.!|<>~$" else c for c in str(name))
 
 
-def read_upload(file, *, kind: str = "image", shape=None, say=None):
-    """Decode an uploaded file; tells why (``say``, default ``st.error``) and returns None when it is unusable."""
+def read_upload(file, *, kind: str = "image", shape=None, say=None, max_value: int | None = None):
+    """Decode an uploaded file; tells why (``say``, default ``st.error``) and returns None when it is unusable.
+
+    ``max_value``: the white level of 16-bit photographs (:func:`core.io.read_image`)."""
     say = say or st.error
     try:
         if kind == "mask":
             return cio.read_mask(file.getvalue(), shape=shape)
-        return cio.read_image(file.getvalue())
+        return cio.read_image(file.getvalue(), max_value=max_value)
     except ValueError as e:
         say(f"{plain(file.name)}: {plain(str(e).replace('uploaded file: ', ''))}")
         return None
