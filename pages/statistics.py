@@ -189,6 +189,12 @@ def _assay(tabs: dict, gangue_density: float) -> None:
     pivot = dep.pivot_table(index="element", columns="label", values="share", sort=False) * 100
     st.caption("Deportment: % of each element carried by each mineral.")
     st.dataframe(pivot.round(2), width="stretch")
+    if assay["image"].nunique() > 2:  # several images and the total
+        with st.expander("Grades per image"):
+            per = assay[assay["image"] != "total"].pivot_table(index="image", columns="element", values="grade",
+                                                               sort=False) * 100
+            st.caption("wt % of each element in each image's sample.")
+            st.dataframe(per.round(4), width="stretch")
 
 
 def _show(res: dict) -> None:

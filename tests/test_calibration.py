@@ -276,6 +276,20 @@ def test_cli_calibrates_and_writes_json(small, tmp_path):
     assert rc == 2
 
 
+def test_cli_reads_12_bit_photographs_with_their_white_level(tmp_path):
+    import tifffile
+
+    from core.calibration.cli import _read
+
+    raw = np.random.default_rng(1).integers(0, 4096, (20, 30, 3)).astype(np.uint16)
+    raw[0, 0] = 4095
+    tifffile.imwrite(tmp_path / "c12.tif", raw)
+    full = _read(tmp_path / "c12.tif", 4095)  # to the 16-bit range the corrected image is written in
+    assert full.dtype == np.uint16 and full.max() == 65535
+    assert np.abs(full.astype(int) - np.rint(raw * (65535 / 4095))).max() <= 1
+    assert _read(tmp_path / "c12.tif").max() == 4095  # as the file says: the 16-bit range
+
+
 def test_cli_missing_default_model_message(small, tmp_path, capsys, monkeypatch):
     from core.calibration import cli
 

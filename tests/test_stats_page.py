@@ -67,6 +67,11 @@ def test_session_expert_masks_end_to_end():
     assert len(assay) == 1
     shown = {r["element"]: r["wt % of the sample"] for r in assay[0].to_dict("records")}
     assert shown and all(abs(v - 100 * ref["total"]["element_grade"][el]) < 1e-9 for el, v in shown.items())
+    per = [e for e in at.expander if e.label == "Grades per image"]
+    assert len(per) == 1
+    cu = ref["images"]["demo-a14"]["element_grade"]["Cu"]
+    shown = [d.value for d in at.dataframe if "Cu" in d.value.columns and "demo-a14" in d.value.index]
+    assert len(shown) == 1 and abs(shown[0].loc["demo-a14", "Cu"] - round(100 * cu, 4)) < 1e-9
     at.number_input(key="stats-gangue").set_value(3.0).run()
     assert any("changed" in w.value for w in at.warning)
     at.button(key="stats-run").click().run()

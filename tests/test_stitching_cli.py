@@ -46,6 +46,22 @@ def test_cli_writes_panorama_and_json(tmp_path, tile_files):
     assert np.corrcoef(patch_t.ravel(), patch_p.ravel())[0, 1] > 0.9
 
 
+def test_cli_reads_12_bit_tiles_with_their_white_level(tmp_path, tile_files):
+    import tifffile
+
+    ts, _ = tile_files
+    paths = {"8": [], "12": []}
+    for k, t in enumerate(ts.tiles[:3]):
+        write_image(tmp_path / f"e{k}.png", t)
+        tifffile.imwrite(tmp_path / f"w{k}.tif", np.rint(t * (4095 / 255)).astype(np.uint16))
+        paths["8"].append(str(tmp_path / f"e{k}.png"))
+        paths["12"].append(str(tmp_path / f"w{k}.tif"))
+    assert main(["stitch", *paths["8"], "--grid", "1x3", "--out", str(tmp_path / "p8.png"), "--quiet"]) == 0
+    assert main(["stitch", *paths["12"], "--grid", "1x3", "--out", str(tmp_path / "p12.png"), "--quiet",
+                 "--white-level", "4095"]) == 0
+    assert np.array_equal(read_image(tmp_path / "p12.png"), read_image(tmp_path / "p8.png"))
+
+
 def test_cli_user_errors(tmp_path, tile_files, capsys):
     _, paths = tile_files
     assert main(["stitch", *paths, "--grid", "2x2", "--out", str(tmp_path / "p.jpg")]) == 2

@@ -46,6 +46,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--linearisation", default="srgb", choices=LINEARISATIONS,
                         help="transfer curve used to linearise colours (default: srgb)")
     parser.add_argument("--json", metavar="FILE", help="write the matrices, CIEDE2000 before/after and timings")
+    parser.add_argument("--white-level", type=int, default=None, metavar="N",
+                        help="white level of 16-bit photographs, e.g. 4095 for a 12-bit camera's values saved "
+                             "unscaled (default: the file's MaxSampleValue tag, else 65535)")
 
 
 def read_reference(path: str | Path) -> dict:
@@ -87,12 +90,12 @@ def _is_8bit(arr) -> bool:
     return bool(np.allclose(sample, np.round(sample), atol=2e-3))
 
 
-def _read(path: Path):
+def _read(path: Path, white_level: int | None = None):
     import numpy as np
 
     from core import io as cio
 
-    arr = cio.read_image(path, dtype="float32")
+    arr = cio.read_image(path, dtype="float32", max_value=white_level)
     if path.suffix.lower() in (".jpg", ".jpeg", ".bmp") or _is_8bit(arr):
         return np.clip(np.rint(arr * 255), 0, 255).astype(np.uint8)
     return np.clip(np.rint(arr * 65535), 0, 65535).astype(np.uint16)
@@ -144,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     if any(p.resolve().parent == out_dir.resolve() for p in paths):
         raise ValueError(f"{out_dir}: the output folder holds the input images; choose another --out folder")
     t_read = time.perf_counter()
-    images = [_read(p) for p in paths]
+    images = [_read(p, args.white_level) for p in paths]
     t_read = (time.perf_counter() - t_read) / len(paths)
     masks = _masks(Path(args.annotation), paths, [im.shape[:2] for im in images], args.series)
 
@@ -153,7 +156,8 @@ def run(args: argparse.Namespace) -> int:
         if args.flat_field.lower() == "auto":
             flat = flat_field_from_series(images, linearisation=args.linearisation)
         else:
-            flat = flat_field_from_reference(_read(Path(args.flat_field)), linearisation=args.linearisation)
+            flat = flat_field_from_reference(_read(Path(args.flat_field), args.white_level),
+                                             linearisation=args.linearisation)
         print(f"flat field ({flat.source}): corners {100 * flat.falloff():.0f} % darker than the brightest point",
               file=sys.stderr)
 

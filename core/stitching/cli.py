@@ -42,6 +42,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-vignetting", action="store_true", help="no vignetting compensation")
     parser.add_argument("--preview", metavar="FILE", help="also write a downscaled JPEG preview")
     parser.add_argument("--quiet", action="store_true", help="no progress messages")
+    parser.add_argument("--white-level", type=int, default=None, metavar="N",
+                        help="white level of 16-bit tiles, e.g. 4095 for a 12-bit camera's values saved unscaled "
+                             "(default: the file's MaxSampleValue tag, else 65535)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,11 +77,11 @@ def run(args: argparse.Namespace) -> int:
 
     gain = None
     if args.flat_field:
-        gain = flat_field_gain(cio.read_image(args.flat_field, dtype="float32") * 255.0)
+        gain = flat_field_gain(cio.read_image(args.flat_field, dtype="float32", max_value=args.white_level) * 255.0)
     lens = read_lens(args.lens) if args.lens else None
     tiles = []
     for p in args.tiles:
-        t = cio.read_image(p)
+        t = cio.read_image(p, max_value=args.white_level)
         if lens is not None:
             t = undistort(t, lens)
         if gain is not None:
