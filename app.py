@@ -78,9 +78,9 @@ def sidebar() -> None:
                                "orelens-session.zip", "application/zip", icon="💾", width="stretch",
                                key="save-session",
                                help="One file with this session's photographs, expert masks, colour corrections, "
-                                    "segmentations, annotations and aligned XPL series. A reload of the page or a restart of the "
-                                    "server starts a new session: open the file on Upload & calibrate (Open saved "
-                                    "work) to carry on.")
+                                    "segmentations, annotations and aligned XPL series. A reload of the page or a "
+                                    "restart of the server starts a new session: open the file on Upload & "
+                                    "calibrate (Open saved work) to carry on.")
         else:
             st.caption("No image loaded yet.")
         st.divider()

@@ -13,7 +13,7 @@ import importlib
 import os
 import sys
 
-__all__ = ["COMMANDS", "build_parser", "main"]
+__all__ = ["COMMANDS", "add_white_level", "build_parser", "main"]
 
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -28,6 +28,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "uncertainty": ("core.annotation.cli_uncertainty", "map where the model is unsure"),
     "stats": ("core.stats.cli", "modal mineralogy, grain sizes and associations from masks"),
 }
+
+
+def add_white_level(parser: argparse.ArgumentParser, what: str = "photographs") -> None:
+    """``--white-level N`` for the commands that read photographs (``core.io.read_image(max_value=N)``)."""
+    parser.add_argument("--white-level", type=int, default=None, metavar="N",
+                        help=f"white level of 16-bit {what}, e.g. 4095 for a 12-bit camera's values saved unscaled "
+                             "(default: the file's MaxSampleValue tag, else 65535)")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -141,6 +141,20 @@ def error_map(gt: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, float]:
     return rgb, float(ok.sum() / max(lab.sum(), 1))
 
 
+def compare_with_expert(name: str, gt: np.ndarray, labels: np.ndarray):
+    """Error map, pixel accuracy and IoU scores of ``labels`` against ``gt``, kept for the current image while both
+    stay the same arrays: moving the opacity slider reruns the page, and a full-size comparison takes about 0.5 s."""
+    from core.segmentation import ConfusionMatrix
+
+    hit = st.session_state.get("_segment_vs_expert")
+    if hit is None or hit[0] != name or hit[1] is not labels or hit[2] is not gt:
+        emap, acc = error_map(gt, labels)
+        cm = ConfusionMatrix()
+        cm.update(gt, labels)
+        hit = st.session_state["_segment_vs_expert"] = (name, labels, gt, emap, acc, cm.scores())
+    return hit[3:]
+
+
 def main() -> None:
     st.header("Segment")
     st.caption("Every pixel labelled with its mineral by the CNN; LumenStone class codes and colours.")
@@ -209,7 +223,7 @@ def main() -> None:
     if labels.shape != image.shape[:2]:
         st.warning("The image changed since it was segmented; segment it again.")
         return
-    if res.get("input") not in (None, state.digest(image)):
+    if state.made_from_other_pixels(res, image):
         st.warning("This result was made before the image's colours were last corrected (Upload & calibrate); "
                    "press **Segment this image** to segment the corrected image.")
     alpha = st.slider("Overlay opacity", 0.0, 1.0, 0.55, 0.05, key="segment-alpha")
@@ -225,15 +239,10 @@ def main() -> None:
                                 "% of ore minerals": st.column_config.NumberColumn(format="%.2f")})
     gt = state.ground_truth(name)
     if gt is not None and gt.shape == labels.shape:
-        emap, acc = error_map(gt, labels)
+        emap, acc, sc = compare_with_expert(name, gt, labels)
         st.subheader("Error map against the expert mask")
         st.caption(f"Green: correct, red: wrong, grey: unlabelled. Pixel accuracy {acc:.3f}.")
         widgets.show_image(emap, "error map", key="segment-error")
-        from core.segmentation import ConfusionMatrix
-
-        cm = ConfusionMatrix()
-        cm.update(gt, labels)
-        sc = cm.scores()
         with st.expander(f"IoU per mineral against the expert mask (mean {sc.miou:.3f})"):
             st.dataframe([{"code": c, "mineral": by_code(c).name, "IoU": round(v, 4)} for c, v in sorted(sc.iou.items())],
                          hide_index=True, width="stretch")

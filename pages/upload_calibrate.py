@@ -40,8 +40,9 @@ def upload_section() -> None:
             img = state.read_upload(f, say=errors.append, max_value=white or None)
             if img is None:
                 continue
-            if int(img.max(initial=0)) <= DARK:
-                dark.append(f"{state.plain(f.name)} (brightest value {int(img.max(initial=0))} of 255)")
+            peak = int(img.max(initial=0))
+            if peak <= DARK:
+                dark.append(f"{state.plain(f.name)} (brightest value {peak} of 255)")
             if state.already_holds(cio.safe_name(f.name), img, "upload"):
                 kept.append(cio.safe_name(f.name))  # added before: it keeps its results
                 continue

@@ -128,8 +128,7 @@ class _Reader:
         return self.z.read(member)
 
 
-def _manifest(z: zipfile.ZipFile) -> dict:
-    r = _Reader(z)
+def _manifest(r: _Reader) -> dict:
     if "manifest.json" not in r.names:
         raise ValueError("not a saved OreLens session (the zip has no manifest.json)")
     try:
@@ -156,7 +155,7 @@ def _open_zip(data: bytes) -> zipfile.ZipFile:
 def describe(data: bytes) -> str:
     """One line on what a saved session holds, from its manifest alone (fast); ``ValueError`` as :func:`unpack`."""
     with _open_zip(data) as z:
-        m = _manifest(z)
+        m = _manifest(_Reader(z))
     entries = [e for e in m["images"] if isinstance(e, dict)]
     parts = [f"{len(entries)} image(s)"] + [f"{sum(1 for e in entries if e.get(k))} {label}" for k, label in (
         ("calibrated", "colour-corrected"), ("prediction", "segmented"), ("annotation", "annotated"),
@@ -178,7 +177,7 @@ def unpack(data: bytes, *, max_images: int | None = None) -> dict:
     """
     with _open_zip(data) as z:
         r = _Reader(z)
-        manifest = _manifest(z)
+        manifest = _manifest(r)
         entries = manifest["images"]
         if max_images is not None and len(entries) > max_images:
             raise ValueError(f"the saved session holds {len(entries)} images; a session holds at most {max_images}")

@@ -100,6 +100,11 @@ def digest(image: np.ndarray) -> str:
                            digest_size=8).hexdigest()
 
 
+def made_from_other_pixels(pred: dict, image: np.ndarray) -> bool:
+    """Whether a segmentation was made from pixels other than ``image`` (e.g. before a colour correction)."""
+    return pred.get("input") is not None and pred["input"] != digest(image)
+
+
 def already_holds(name: str, image: np.ndarray, origin: str) -> bool:
     """Whether the session holds ``image`` under ``name`` already, pixel for pixel, from the same source."""
     _init()
@@ -209,7 +214,7 @@ def best_mask(name: str) -> tuple[np.ndarray | None, str]:
             return m, "annotation"
     if name in bucket("predictions"):
         pred = bucket("predictions")[name]
-        stale = pred.get("input") is not None and pred["input"] != digest(pixels(name))
+        stale = made_from_other_pixels(pred, pixels(name))
         return pred["labels"], "segmentation (made before the last colour correction)" if stale else "segmentation"
     return None, ""
 

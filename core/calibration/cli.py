@@ -18,6 +18,8 @@ import json
 import sys
 from pathlib import Path
 
+from ..cli import add_white_level
+
 __all__ = ["configure", "run", "read_reference"]
 
 DEFAULT_REFERENCE = Path(__file__).resolve().parents[2] / "models" / "default"
@@ -46,9 +48,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--linearisation", default="srgb", choices=LINEARISATIONS,
                         help="transfer curve used to linearise colours (default: srgb)")
     parser.add_argument("--json", metavar="FILE", help="write the matrices, CIEDE2000 before/after and timings")
-    parser.add_argument("--white-level", type=int, default=None, metavar="N",
-                        help="white level of 16-bit photographs, e.g. 4095 for a 12-bit camera's values saved "
-                             "unscaled (default: the file's MaxSampleValue tag, else 65535)")
+    add_white_level(parser)
 
 
 def read_reference(path: str | Path) -> dict:

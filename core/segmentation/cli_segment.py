@@ -6,6 +6,8 @@ import json
 import time
 from pathlib import Path
 
+from ..cli import add_white_level
+
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE",
@@ -17,9 +19,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="crossed-polar shots of the single IMAGE (aligned to it automatically) for models trained with XPL channels")
     p.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.jpg")
     p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default 4)")
-    p.add_argument("--white-level", type=int, default=None, metavar="N",
-                   help="white level of 16-bit photographs, e.g. 4095 for a 12-bit camera's values saved unscaled "
-                        "(default: the file's MaxSampleValue tag, else 65535)")
+    add_white_level(p)
     p.add_argument("--json", metavar="FILE", default=None,
                    help="write per-image class areas, timing and the colour check")
     p.add_argument("--no-auto-balance", action="store_true",

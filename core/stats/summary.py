@@ -143,6 +143,13 @@ def modal(stats: MaskStats) -> dict[int, dict]:
     return out
 
 
+def _mass_balance(mod: dict, options: Options) -> tuple[dict, dict, dict]:
+    """Area fractions of a :func:`modal` table and the mass fractions over everything and over the ore minerals."""
+    area = {c: v["fraction"] for c, v in mod.items()}
+    return (area, mass_fractions(area, gangue_density=options.gangue_density),
+            mass_fractions(area, gangue_density=options.gangue_density, background=False))
+
+
 def select_grains(grains: GrainTable, *, border: str = "exclude") -> GrainTable:
     """The grains a :data:`BORDER_POLICIES` policy keeps."""
     return grains.select(BORDER_POLICIES.get(border)(grains))
@@ -336,12 +343,11 @@ def image_entry(stats: MaskStats, *, options: Options, extra: bool = True) -> di
     mod = modal(stats)
     minerals = [c for c in mod if c != BACKGROUND]
     lengths, fractions = association(stats, method=options.perimeter)
-    area = {c: v["fraction"] for c, v in mod.items()}
-    mass = mass_fractions(area, gangue_density=options.gangue_density)
+    area, mass, mass_ore = _mass_balance(mod, options)
     out = {
         "area_fraction": area,
         "mass_fraction": mass,
-        "mass_fraction_no_background": mass_fractions(area, gangue_density=options.gangue_density, background=False),
+        "mass_fraction_no_background": mass_ore,
         "element_grade": grades(mass),
         "element_deportment": deportment(mass),
         "grains": {c: grain_summary(stats.grains, c, options=options, extra=extra) for c in minerals},
@@ -404,16 +410,15 @@ def tables(results: Mapping[str, MaskStats], *, options: Options | None = None) 
     modal_rows, summ_rows, class_rows, assoc_rows, assay_rows, deport_rows = [], [], [], [], [], []
     for scope, st in scopes:
         mod = modal(st)
-        area = {c: v["fraction"] for c, v in mod.items()}
-        mass = mass_fractions(area, gangue_density=options.gangue_density)
-        mass_ore = mass_fractions(area, gangue_density=options.gangue_density, background=False)
+        _, mass, mass_ore = _mass_balance(mod, options)
         for c, v in mod.items():
             m = by_code(c)
             modal_rows.append({"image": scope, "code": c, "label": m.label, "mineral": m.name, **v,
                                "mass_fraction": mass.get(c, 0.0),
                                "mass_fraction_no_background": mass_ore.get(c, 0.0) if c != BACKGROUND else None})
+        ore_grades = grades(mass_ore)
         for el, g in grades(mass).items():
-            assay_rows.append({"image": scope, "element": el, "grade": g, "grade_in_ore_minerals": grades(mass_ore)[el]})
+            assay_rows.append({"image": scope, "element": el, "grade": g, "grade_in_ore_minerals": ore_grades[el]})
         for el, shares in deportment(mass).items():
             for c, share in shares.items():
                 m = by_code(c)

@@ -16,6 +16,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..cli import add_white_level
+
 __all__ = ["configure", "run"]
 
 _OUT_SUFFIXES = (".tif", ".tiff", ".jpg", ".jpeg", ".png")
@@ -42,9 +44,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-vignetting", action="store_true", help="no vignetting compensation")
     parser.add_argument("--preview", metavar="FILE", help="also write a downscaled JPEG preview")
     parser.add_argument("--quiet", action="store_true", help="no progress messages")
-    parser.add_argument("--white-level", type=int, default=None, metavar="N",
-                        help="white level of 16-bit tiles, e.g. 4095 for a 12-bit camera's values saved unscaled "
-                             "(default: the file's MaxSampleValue tag, else 65535)")
+    add_white_level(parser, "tiles")
 
 
 def run(args: argparse.Namespace) -> int:
