@@ -13,7 +13,7 @@ import importlib
 import os
 import sys
 
-__all__ = ["COMMANDS", "add_white_level", "build_parser", "main"]
+__all__ = ["COMMANDS", "add_pixel_size", "add_white_level", "build_parser", "main"]
 
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -35,6 +35,14 @@ def add_white_level(parser: argparse.ArgumentParser, what: str = "photographs") 
     parser.add_argument("--white-level", type=int, default=None, metavar="N",
                         help=f"white level of 16-bit {what}, e.g. 4095 for a 12-bit camera's values saved unscaled "
                              "(default: the file's MaxSampleValue tag, else 65535)")
+
+
+def add_pixel_size(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--pixel-size UM`` (µm per pixel) for the commands that write images or masks: recorded in what they write
+    (a PNG's physical pixel size, a TIFF's resolution) and used for scale bars."""
+    parser.add_argument("--pixel-size", type=float, default=None, metavar="UM",
+                        help=f"pixel size in µm per pixel, recorded in the {what} (default: the pixel size the "
+                             "input file records, if any; core.io.read_pixel_size)")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -26,8 +26,12 @@ __all__ = [
     "expand_folders",
     "read_image",
     "read_mask",
+    "read_pixel_size",
+    "check_pixel_size",
+    "common_pixel_size",
     "write_mask",
     "write_image",
+    "tiff_resolution",
     "encode_png",
     "encode_jpeg",
     "overlay",
@@ -354,10 +358,118 @@ def read_mask(
     return arr
 
 
-def encode_png(array: np.ndarray) -> bytes:
-    """PNG bytes of a uint8 (M, N) or (M, N, 3) array."""
+# A pixel size recorded in a file is believed between these (µm per pixel): a microscope photograph lies well
+# inside, and the 72-600 dpi that cameras and editors write by default (42-350 µm) lies outside.
+PIXEL_SIZE_RANGE = (1e-3, 25.0)
+_UNIT_UM = {"micron": 1.0, "microns": 1.0, "um": 1.0, "µm": 1.0, "mm": 1e3, "nm": 1e-3,
+            "cm": 1e4, "m": 1e6}
+
+
+def check_pixel_size(value, what: str = "the pixel size") -> float:
+    """``value`` as a float of µm per pixel; ``ValueError`` saying so when it is not a positive finite number."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a number of µm per pixel, not {value!r}") from None
+    if not (v > 0 and np.isfinite(v)):
+        raise ValueError(f"{what} must be a positive number of µm per pixel, not {value}")
+    return v
+
+
+def _believable(um: float | None) -> float | None:
+    if um is None or not np.isfinite(um):
+        return None
+    lo, hi = PIXEL_SIZE_RANGE
+    return float(f"{um:.6g}") if lo <= um <= hi else None  # 6 digits: a PNG keeps whole pixels per metre
+
+
+def _square(x: float, y: float | None) -> float | None:
+    if not (x and x > 0) or (y is not None and y > 0 and abs(x - y) > 0.01 * max(x, y)):
+        return None  # no resolution, or pixels that are not square
+    return x
+
+
+def _ratio(v) -> float | None:
+    try:
+        if isinstance(v, tuple):
+            return float(v[0]) / float(v[1]) if float(v[1]) else None
+        return float(v)
+    except (TypeError, ValueError, IndexError, ZeroDivisionError):
+        return None
+
+
+def _tiff_pixel_size(data: bytes) -> float | None:
+    import tifffile
+
+    with tifffile.TiffFile(_io.BytesIO(data)) as t:
+        ome = t.ome_metadata
+        if ome:
+            m = re.search(r'PhysicalSizeX="([0-9.eE+-]+)"', ome)
+            if m:
+                u = re.search(r'PhysicalSizeXUnit="([^"]+)"', ome)
+                factor = _UNIT_UM.get((u.group(1) if u else "µm").lower().replace("μ", "µ"))
+                return float(m.group(1)) * factor if factor else None
+        tags = t.pages[0].tags
+        x = _ratio(tags["XResolution"].value) if "XResolution" in tags else None
+        y = _ratio(tags["YResolution"].value) if "YResolution" in tags else None
+        per = _square(x or 0.0, y)
+        if per is None:
+            return None
+        ij = t.imagej_metadata or {}
+        if ij.get("unit"):  # ImageJ: pixels per calibrated unit
+            factor = _UNIT_UM.get(str(ij["unit"]).lower().replace("μ", "µ"))
+            return factor / per if factor else None
+        unit = int(tags["ResolutionUnit"].value) if "ResolutionUnit" in tags else 2
+        return {2: 25400.0, 3: 10000.0}.get(unit, 0.0) / per or None
+
+
+def read_pixel_size(src: Source) -> float | None:
+    """The pixel size (µm per pixel) a file records, or None when it records none worth believing.
+
+    Read from a TIFF's OME-XML (``PhysicalSizeX``), its ImageJ calibration (``unit`` with the resolution tags),
+    or its resolution tags in centimetres or inches; from a PNG's physical pixel dimensions (``pHYs``, as OreLens
+    writes its masks), a JPEG's JFIF or EXIF density, or a BMP's. Only sizes between 0.001 and 25 µm are believed:
+    the 72-600 dpi that cameras and editors record by default are not a microscope calibration.
+    """
+    try:
+        data = _read_bytes(src)
+    except ValueError:
+        return None
+    try:
+        if _is_tiff(data):
+            return _believable(_tiff_pixel_size(data))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            im = Image.open(_io.BytesIO(data))
+            dpi = im.info.get("dpi")
+    except Exception:  # an unreadable file records nothing; reading its pixels says why
+        return None
+    if not isinstance(dpi, tuple) or len(dpi) != 2:
+        return None
+    per = _square(_ratio(dpi[0]) or 0.0, _ratio(dpi[1]))
+    return _believable(25400.0 / per) if per else None
+
+
+def common_pixel_size(sizes) -> float | None:
+    """The pixel size every one of ``sizes`` (µm per pixel, None for unknown) agrees on within 1 % (their mean),
+    which a panorama of such tiles keeps; None when one is unknown or they differ."""
+    sizes = list(sizes)
+    if not sizes or any(v is None for v in sizes):
+        return None
+    return float(f"{np.mean(sizes):.6g}") if max(sizes) <= min(sizes) * 1.01 else None
+
+
+def _png_dpi(pixel_um: float | None) -> dict:
+    """Pillow's PNG keyword that writes ``pixel_um`` as the file's physical pixel size (pixels per metre)."""
+    if pixel_um is None:
+        return {}
+    return {"dpi": (25400.0 / check_pixel_size(pixel_um),) * 2}
+
+
+def encode_png(array: np.ndarray, *, pixel_um: float | None = None) -> bytes:
+    """PNG bytes of a uint8 (M, N) or (M, N, 3) array; ``pixel_um`` (µm per pixel) is recorded in the file."""
     buf = _io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(array)).save(buf, format="PNG", compress_level=3)
+    Image.fromarray(np.ascontiguousarray(array)).save(buf, format="PNG", compress_level=3, **_png_dpi(pixel_um))
     return buf.getvalue()
 
 
@@ -367,19 +479,31 @@ def encode_jpeg(array: np.ndarray, quality: int = 92) -> bytes:
     return buf.getvalue()
 
 
-def write_mask(path: str | os.PathLike, mask: np.ndarray) -> Path:
-    """Write a mask of codes as an 8-bit PNG."""
+def write_mask(path: str | os.PathLike, mask: np.ndarray, *, pixel_um: float | None = None) -> Path:
+    """Write a mask of codes as an 8-bit PNG; ``pixel_um`` (µm per pixel) is recorded in the file."""
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"a mask must be 2-D, got shape {mask.shape}")
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(mask.astype(np.uint8)).save(p, format="PNG")
+    Image.fromarray(mask.astype(np.uint8)).save(p, format="PNG", **_png_dpi(pixel_um))
     return p
 
 
-def write_image(path: str | os.PathLike, image: np.ndarray, *, quality: int = 95) -> Path:
-    """Write an RGB uint8 image; format from the suffix (JPEG, PNG, TIFF)."""
+def tiff_resolution(pixel_um: float | None) -> dict:
+    """tifffile keywords recording ``pixel_um`` (µm per pixel) as the resolution in pixels per centimetre."""
+    if pixel_um is None:
+        return {}
+    per_cm = 1e4 / check_pixel_size(pixel_um)
+    return {"resolution": (per_cm, per_cm), "resolutionunit": "CENTIMETER"}
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray, *, quality: int = 95,
+                pixel_um: float | None = None) -> Path:
+    """Write an RGB uint8 image; format from the suffix (JPEG, PNG, TIFF).
+
+    ``pixel_um`` (µm per pixel) is recorded in a PNG or TIFF (a JPEG's 16-bit density field cannot hold a
+    microscope's resolution, so JPEGs go without)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     suffix = p.suffix.lower()
@@ -387,11 +511,11 @@ def write_image(path: str | os.PathLike, image: np.ndarray, *, quality: int = 95
     if suffix in (".tif", ".tiff"):
         import tifffile
 
-        tifffile.imwrite(p, image, bigtiff=image.nbytes > 2**31, compression="zlib")
+        tifffile.imwrite(p, image, bigtiff=image.nbytes > 2**31, compression="zlib", **tiff_resolution(pixel_um))
     elif suffix in (".jpg", ".jpeg"):
         Image.fromarray(image).save(p, format="JPEG", quality=quality)
     else:
-        Image.fromarray(image).save(p, format="PNG")
+        Image.fromarray(image).save(p, format="PNG", **_png_dpi(pixel_um))
     return p
 
 

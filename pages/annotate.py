@@ -145,13 +145,13 @@ def outline(rgb: np.ndarray, region: np.ndarray, color=(255, 0, 255)) -> np.ndar
     return out
 
 
-def dataset_zip(name: str, image: np.ndarray, mask: np.ndarray, split: str) -> bytes:
+def dataset_zip(name: str, image: np.ndarray, mask: np.ndarray, split: str, pixel_um: float | None = None) -> bytes:
     stem = cio.safe_name(name)
     split = cio.safe_name(split, "train")
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr(f"imgs/{split}/{stem}.jpg", cio.encode_jpeg(image, quality=95))
-        z.writestr(f"masks/{split}/{stem}.png", cio.encode_png(mask))
+        z.writestr(f"masks/{split}/{stem}.png", cio.encode_png(mask, pixel_um=pixel_um))
     return buf.getvalue()
 
 
@@ -422,13 +422,16 @@ def main() -> None:
         st.caption(f"Agreement with the expert mask: pixel accuracy {float((mask[lab] == gt[lab]).mean()):.3f}")
 
     st.subheader("Save")
+    pixel_um = state.pixel_size(name)
     s1, s2, s3 = st.columns(3)
     split = s1.text_input("Dataset split", "train", key="annotate-split")
     rk = w["result_key"]
     s2.download_button("Download image + mask (LumenStone dataset zip)",
-                       cached_bytes(w, ("zip", rk, split), lambda: dataset_zip(name, image, mask, split)),
+                       cached_bytes(w, ("zip", rk, split, pixel_um),
+                                    lambda: dataset_zip(name, image, mask, split, pixel_um)),
                        f"{cio.safe_name(name)}_dataset.zip", "application/zip", key="annotate-dl-zip")
-    s3.download_button("Download mask (PNG of class codes)", cached_bytes(w, ("png", rk), lambda: cio.encode_png(mask)),
+    s3.download_button("Download mask (PNG of class codes)",
+                       cached_bytes(w, ("png", rk, pixel_um), lambda: cio.encode_png(mask, pixel_um=pixel_um)),
                        f"{cio.safe_name(name)}_mask.png", "image/png", key="annotate-dl-mask")
     finetune_section(name, image, mask, w)
 

@@ -115,7 +115,8 @@ def _upload_flow(opts: dict) -> None:
         return
     if not use_current:
         try:
-            name = state.add_image(cio.safe_name(ppl_file.name), ppl, origin="upload")
+            name = state.add_image(cio.safe_name(ppl_file.name), ppl, origin="upload",
+                                   pixel_um=cio.read_pixel_size(ppl_file.getvalue()))
         except ValueError as e:
             st.error(str(e))
             return

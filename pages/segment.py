@@ -168,7 +168,10 @@ def main() -> None:
     if model is None:
         return
     c1, c2 = st.columns([3, 2])
-    c1.write(f"**{name}** — {image.shape[1]}×{image.shape[0]} px" + (" · colour-corrected" if calibrated else ""))
+    pixel_um = state.pixel_size(name)
+    c1.write(f"**{name}** — {image.shape[1]}×{image.shape[0]} px"
+             + (f" at {pixel_um:g} µm/px" if pixel_um else " (pixel size unknown)")
+             + (" · colour-corrected" if calibrated else ""))
     from core.segmentation.model import describe_network
 
     c2.write(f"Model **{model.name}** ({describe_network(model.config)}, "
@@ -211,11 +214,12 @@ def main() -> None:
     done = {n: p["labels"] for n, p in preds.items()
             if n in state.bucket("images") and p["labels"].shape == state.bucket("images")[n]["image"].shape[:2]}
     if len(done) > 1:
+        sizes = {n: state.pixel_size(n) for n in done}  # taken now: the download is built after this run
         st.download_button(f"Download all {len(done)} masks (ZIP: masks/*.png of class codes + one area table)",
-                           lambda: widgets.masks_zip(done), "orelens-masks.zip", "application/zip",
+                           lambda: widgets.masks_zip(done, sizes), "orelens-masks.zip", "application/zip",
                            key="segment-dl-all")
     if name not in preds:
-        widgets.show_image(image, name, key="segment-input")
+        widgets.show_image(image, name, key="segment-input", pixel_um=pixel_um)
         st.info("Press **Segment this image** to run the model.")
         return
     res = preds[name]
@@ -228,15 +232,16 @@ def main() -> None:
                    "press **Segment this image** to segment the corrected image.")
     alpha = st.slider("Overlay opacity", 0.0, 1.0, 0.55, 0.05, key="segment-alpha")
     ov = cio.overlay(image, labels, alpha)
-    widgets.show_image(ov, f"{name}: segmentation ({res['model']})", key="segment-overlay")
+    widgets.show_image(ov, f"{name}: segmentation ({res['model']})", key="segment-overlay", pixel_um=pixel_um)
     widgets.legend(np.unique(labels))
     colour_check(res, calibrated)
     if res.get("minerals"):
         (st.warning if res.get("minerals_close") else st.caption)("Minerals: " + res["minerals"] + ".")
-    table = widgets.area_table(labels)
+    table = widgets.area_table(labels, pixel_um)
     st.dataframe(table, hide_index=True, width="stretch",
                  column_config={"area %": st.column_config.NumberColumn(format="%.2f"),
-                                "% of ore minerals": st.column_config.NumberColumn(format="%.2f")})
+                                "% of ore minerals": st.column_config.NumberColumn(format="%.2f"),
+                                "area (mm²)": st.column_config.NumberColumn(format="%.4g")})
     gt = state.ground_truth(name)
     if gt is not None and gt.shape == labels.shape:
         emap, acc, sc = compare_with_expert(name, gt, labels)
@@ -250,10 +255,15 @@ def main() -> None:
                        "classes, as `python -m core evaluate` computes it.")
     d1, d2, d3 = st.columns(3)
     # encoded when asked for, not on every change of the opacity slider
-    d1.download_button("Download mask (PNG of class codes)", lambda: cio.encode_png(labels), f"{name}_mask.png",
-                       "image/png", key="segment-dl-mask")
-    d2.download_button("Download overlay (JPEG)", lambda: cio.encode_jpeg(ov), f"{name}_overlay.jpg", "image/jpeg",
-                       key="segment-dl-overlay")
+    d1.download_button("Download mask (PNG of class codes)", lambda: cio.encode_png(labels, pixel_um=pixel_um),
+                       f"{name}_mask.png", "image/png", key="segment-dl-mask",
+                       help="8-bit PNG of LumenStone class codes" + (f"; it records the pixel size ({pixel_um:g} µm), "
+                                                                     "which `python -m core stats` reads"
+                                                                     if pixel_um else ""))
+    d2.download_button("Download overlay (JPEG)", lambda: cio.encode_jpeg(widgets.with_scale_bar(ov, pixel_um)),
+                       f"{name}_overlay.jpg", "image/jpeg", key="segment-dl-overlay",
+                       help="The photograph with the mineral colours at the chosen opacity"
+                            + (", and a scale bar" if pixel_um else ""))
     d3.download_button("Download area table (CSV)", table.to_csv(index=False).encode(), f"{name}_areas.csv",
                        "text/csv", key="segment-dl-csv")
 

@@ -28,17 +28,34 @@ def _preset_label(name: str) -> str:
     return f"{name} objective (≈ {CAMERA_PIXEL_UM / OBJECTIVES[name]:.3g} µm/px)"
 
 
-def _pixel_size() -> float:
-    c1, c2 = st.columns([2, 1])
-    preset = c1.selectbox("Pixel size preset", list(OBJECTIVES) + [CUSTOM], index=3, format_func=_preset_label,
-                          key="stats-preset")
-    default = CAMERA_PIXEL_UM / OBJECTIVES[preset] if preset != CUSTOM else 1.0
-    value = c2.number_input("Pixel size (µm per pixel)", min_value=1e-4, max_value=1000.0, value=float(default),
-                            step=None, format="%.4f", key=f"stats-ps-{preset}")
-    st.info("The presets are typical values (a 3.45 µm camera pixel behind a 1× adapter), not your microscope's: "
-            "check the pixel size against your own stage-micrometer calibration before you report sizes in µm. "
-            "Area fractions and associations do not depend on it.", icon="📏")
-    return float(value)
+def _pixel_sizes(inputs: dict | None) -> dict[str, float] | None:
+    """The pixel size (µm) of every mask to analyse: its own where known, else the page's value; None when no
+    input."""
+    if not inputs:
+        return None
+    own = {n: rec.get("pixel_um") for n, rec in inputs.items()}
+    missing = [n for n, v in own.items() if v is None]
+    if missing:
+        c1, c2 = st.columns([2, 1])
+        preset = c1.selectbox("Pixel size preset", list(OBJECTIVES) + [CUSTOM], index=3, format_func=_preset_label,
+                              key="stats-preset")
+        default = CAMERA_PIXEL_UM / OBJECTIVES[preset] if preset != CUSTOM else 1.0
+        label = ("Pixel size (µm per pixel)" if len(missing) == len(own) else
+                 f"Pixel size of the {len(missing)} image(s) without one (µm per pixel)")
+        value = float(c2.number_input(label, min_value=1e-4, max_value=1000.0, value=float(default), step=None,
+                                      format="%.4f", key=f"stats-ps-{preset}"))
+        st.info("The presets are typical values (a 3.45 µm camera pixel behind a 1× adapter), not your microscope's: "
+                "check the pixel size against your own stage-micrometer calibration before you report sizes in µm. "
+                "Area fractions and associations do not depend on it. An image's own pixel size (recorded in its "
+                "file, or set under Upload & calibrate → Images in this session) is used where it has one.",
+                icon="📏")
+    sizes = {n: v if v is not None else value for n, v in own.items()}
+    if len(missing) < len(own):
+        st.dataframe([{"image": n, "µm per pixel": sizes[n],
+                       "from": "this page" if own[n] is None else "the image"} for n in sizes],
+                     hide_index=True, width="stretch", column_config={
+                         "µm per pixel": st.column_config.NumberColumn(format="%.4g")})
+    return sizes
 
 
 def _options() -> Options:
@@ -73,7 +90,7 @@ def _session_masks() -> dict:
             mask, source = rec["gt"], "expert mask"
         rows.append({"image": name, "mask": source or "none (segment or annotate it first)"})
         if mask is not None:
-            found[name] = {"mask": mask, "image": rec["image"], "source": source}
+            found[name] = {"mask": mask, "image": rec["image"], "source": source, "pixel_um": rec.get("pixel_um")}
     st.dataframe(rows, hide_index=True, width="stretch")
     if not found:
         st.warning("No image of this session has a mask yet: run the Segment or Annotate step, or upload masks.")
@@ -130,25 +147,29 @@ def _uploaded_masks() -> dict | None:
             st.error(f"{f.name}: two masks for {key}; give each image one mask.")
             ok = False
             continue
+        # the mask's own record of its pixel size (OreLens writes one), else its image's
+        pixel_um = cio.read_pixel_size(f.getvalue())
+        if pixel_um is None and target:
+            pixel_um = images[target].get("pixel_um")
         out[key] = {"mask": mask, "image": images[target]["image"] if target else None,
-                    "source": f"uploaded {cio.safe_name(f.name)}"}
+                    "source": f"uploaded {cio.safe_name(f.name)}", "pixel_um": pixel_um}
     return out if ok else None
 
 
-def _compute(inputs: dict, pixel_size: float, options: Options) -> dict:
+def _compute(inputs: dict, pixel_sizes: dict[str, float], options: Options) -> dict:
     bar = st.progress(0.0, text="Measuring…")
     results, thumbs, sources = {}, {}, {}
     n = len(inputs)
     for i, (name, rec) in enumerate(inputs.items()):
         bar.progress(i / (n + 1), text=f"Measuring {name} ({i + 1} of {n})…")
-        results[name] = measure(rec["mask"], pixel_size=pixel_size)
-        thumbs[name] = thumbnail(image=rec["image"], mask=rec["mask"])
+        results[name] = measure(rec["mask"], pixel_size=pixel_sizes[name])
+        thumbs[name] = thumbnail(image=rec["image"], mask=rec["mask"], pixel_um=pixel_sizes[name])
         sources[name] = rec["source"]
     bar.progress(n / (n + 1), text="Summarising…")
     summary = summarize(results, options=options)
     out = {
         "token": uuid.uuid4().hex, "summary": summary, "tables": tables(results, options=options), "thumbs": thumbs,
-        "sources": sources, "pixel_size": pixel_size, "options": options.as_dict(),
+        "sources": sources, "pixel_sizes": dict(pixel_sizes), "options": options.as_dict(),
         "json": json.dumps(summary, indent=1).encode(), "files": {},
     }
     bar.progress(1.0, text="Done")
@@ -201,7 +222,10 @@ def _show(res: dict) -> None:
     summary, tabs = res["summary"], res["tables"]
     names = list(summary["images"])
     st.subheader("Results")
-    st.caption(f"{len(names)} image(s) at {res['pixel_size']:g} µm/px; " +
+    sizes = sorted(set(res["pixel_sizes"].values()))
+    at = (f"at {sizes[0]:g} µm/px" if len(sizes) == 1 else
+          "at " + ", ".join(f"{n} {v:g}" for n, v in res["pixel_sizes"].items()) + " µm/px")
+    st.caption(f"{len(names)} image(s) {at}; " +
                ", ".join(f"{k} = {v}" for k, v in res["options"].items()) + "; masks: " +
                "; ".join(f"{n} ({s})" for n, s in res["sources"].items()))
     c = st.columns(4)
@@ -273,7 +297,7 @@ def main() -> None:
     inputs = uploaded if uploaded is None or uploaded else session
     if uploaded:
         st.info(f"The {len(uploaded)} uploaded mask(s) are analysed instead of the session's masks.")
-    pixel_size = _pixel_size()
+    pixel_sizes = _pixel_sizes(inputs)
     try:
         options = _options()
     except ValueError as e:
@@ -282,7 +306,7 @@ def main() -> None:
     store = state.bucket("statistics")
     if st.button("Compute statistics", type="primary", disabled=not inputs, key="stats-run"):
         try:
-            store["result"] = _compute(inputs, pixel_size, options)
+            store["result"] = _compute(inputs, pixel_sizes, options)
         except ValueError as e:
             st.error(f"Statistics could not be computed: {e}")
         except MemoryError:
@@ -294,7 +318,7 @@ def main() -> None:
         if inputs:
             st.caption(f"{len(inputs)} mask(s) ready: press **Compute statistics**.")
         return
-    if set(res["summary"]["images"]) != set(inputs) or res["pixel_size"] != pixel_size or \
+    if set(res["summary"]["images"]) != set(inputs) or res.get("pixel_sizes") != pixel_sizes or \
             res["options"] != options.as_dict():
         st.warning("The settings or masks changed since these results were computed; press **Compute statistics** "
                    "to update them.")

@@ -22,9 +22,10 @@ def _natural_key(name: str):
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
 
 
-def read_tiles(files) -> list[tuple[str, np.ndarray]] | None:
-    """Decode uploaded images and zip archives into (name, RGB) tiles sorted by name; None after an error."""
-    tiles = []
+def read_tiles(files) -> tuple[list[tuple[str, np.ndarray]], float | None] | None:
+    """Decode uploaded images and zip archives into (name, RGB) tiles sorted by name, with the pixel size they
+    record (:func:`core.io.common_pixel_size`); None after an error."""
+    tiles, sizes = [], []
     for f in files:
         if f.name.lower().endswith(".zip"):
             try:
@@ -35,7 +36,9 @@ def read_tiles(files) -> list[tuple[str, np.ndarray]] | None:
                         st.error(f"{f.name}: the archive unpacks to more than {MAX_ZIP_BYTES // 2 ** 30} GB")
                         return None
                     for m in members:
-                        tiles.append((m.filename.rsplit("/", 1)[-1], cio.read_image(z.read(m))))
+                        data = z.read(m)
+                        tiles.append((m.filename.rsplit("/", 1)[-1], cio.read_image(data)))
+                        sizes.append(cio.read_pixel_size(data))
             except zipfile.BadZipFile:
                 st.error(f"{f.name}: not a readable zip archive")
                 return None
@@ -47,11 +50,12 @@ def read_tiles(files) -> list[tuple[str, np.ndarray]] | None:
             if img is None:
                 return None
             tiles.append((f.name, img))
+            sizes.append(cio.read_pixel_size(f.getvalue()))
         if len(tiles) > MAX_TILES:
             st.error(f"at most {MAX_TILES} tiles can be stitched here; use the command line for more")
             return None
     tiles.sort(key=lambda t: _natural_key(t[0]))
-    return tiles
+    return tiles, cio.common_pixel_size(sizes)
 
 
 def demo_tiles() -> list[tuple[str, np.ndarray]]:
@@ -177,21 +181,23 @@ def show_result(result) -> None:
     c3.metric("Residual RMSE", f"{rec['rmse_px']:.3f} px",
               help="Root-mean-square disagreement of all pairwise matches after the global adjustment")
     c4.metric("Time", f"{rec['seconds']:.1f} s")
-    st.caption(f"Panorama {w}×{h} px at the tiles' pixel size; model {rec['model']}.")
+    pixel_um = result.get("pixel_um")
+    st.caption(f"Panorama {w}×{h} px at the tiles' pixel size"
+               + (f" ({pixel_um:g} µm per pixel, as the tiles record)" if pixel_um else "") + f"; model {rec['model']}.")
     if rec["rejected_pairs"]:
         st.warning("Pairs not used: " + "; ".join(f"{i + 1}–{j + 1} ({why})" for i, j, why in rec["rejected_pairs"]))
     st.plotly_chart(match_graph(result), width="stretch")
-    widgets.show_image(pano, "Panorama", key="stitch-pano")
+    widgets.show_image(pano, "Panorama", key="stitch-pano", pixel_um=pixel_um)
     d1, d2, d3, d4 = st.columns(4)
     d1.download_button("Panorama (JPEG)", data=lambda: cio.encode_jpeg(pano, quality=95), file_name="panorama.jpg",
                        mime="image/jpeg", width="stretch")
-    d2.download_button("Panorama (TIFF)", data=lambda: _tiff_bytes(pano), file_name="panorama.tif",
+    d2.download_button("Panorama (TIFF)", data=lambda: _tiff_bytes(pano, pixel_um), file_name="panorama.tif",
                        mime="image/tiff", width="stretch")
     d3.download_button("Transforms (JSON)", data=json.dumps(rec, indent=1), file_name="panorama.json",
                        mime="application/json", width="stretch")
     if d4.button("Send to segmentation", icon="➡️", width="stretch"):
         try:
-            name = state.add_image("panorama", pano, origin="stitch")
+            name = state.add_image("panorama", pano, origin="stitch", pixel_um=pixel_um)
         except ValueError as e:
             st.error(str(e))
         else:  # run again so that the sidebar lists the panorama as the current image
@@ -200,11 +206,11 @@ def show_result(result) -> None:
         st.page_link("pages/segment.py", label="Go to Segment", icon="🗺️")
 
 
-def _tiff_bytes(pano: np.ndarray) -> bytes:
+def _tiff_bytes(pano: np.ndarray, pixel_um: float | None = None) -> bytes:
     import tifffile
 
     buf = io.BytesIO()
-    tifffile.imwrite(buf, pano, photometric="rgb", bigtiff=pano.nbytes > 2 ** 31)
+    tifffile.imwrite(buf, pano, photometric="rgb", bigtiff=pano.nbytes > 2 ** 31, **cio.tiff_resolution(pixel_um))
     return buf.getvalue()
 
 
@@ -217,7 +223,7 @@ def main() -> None:
     files = st.file_uploader("Tiles (images, or one zip of them)", type=["jpg", "jpeg", "png", "tif", "tiff", "bmp", "zip"],
                              accept_multiple_files=True, key="stitch-files")
     if st.button("Use demo tiles (3×3 cut from the sample with known offsets)", key="stitch-demo"):
-        work["tiles"] = demo_tiles()
+        work["tiles"], work["pixel_um"] = demo_tiles(), None
         work["grid_hint"] = "3x3"
         work.pop("sig", None)
         work.pop("last", None)
@@ -227,9 +233,10 @@ def main() -> None:
         if work.get("sig") == sig and "tiles" in work:
             tiles = work["tiles"]  # decoded on an earlier run of this page
         else:
-            tiles = read_tiles(files)
-            if tiles is None:
+            read = read_tiles(files)
+            if read is None:
                 return
+            tiles, work["pixel_um"] = read
             work["tiles"], work["sig"] = tiles, sig
             work.pop("last", None)
     elif "tiles" in work:
@@ -247,6 +254,7 @@ def main() -> None:
     if st.button("Stitch", type="primary", icon="🧩", key="stitch-run"):
         result = run_stitch(tiles, opts)
         if result is not None:
+            result["pixel_um"] = work.get("pixel_um")
             work["last"] = result
     if "last" in work:
         show_result(work["last"])

@@ -1,6 +1,7 @@
 """Upload & calibrate: bring photographs in, colour-correct them from a few marked minerals."""
 from __future__ import annotations
 
+import hashlib
 import io
 import zipfile
 
@@ -22,6 +23,24 @@ CANVAS_WIDTH = 760
 WHITE_LEVELS = {0: "as the file says (16-bit unless it declares its range)", 4095: "12-bit camera data (0–4095)",
                 16383: "14-bit camera data (0–16383)", 1023: "10-bit camera data (0–1023)"}
 DARK = 16  # an added photograph whose brightest value is at most this (of 255) gets a warning
+PIXEL_FROM_FILE, PIXEL_GIVEN = "as each file records", "enter it (µm per pixel)"
+
+
+def pixel_size_choice(where) -> tuple[bool, float | None]:
+    """(whether to use the pixel size each file records, the size the user entered or None) for the files added
+    next."""
+    a, b = where.columns([1, 1])
+    how = a.selectbox("Pixel size", [PIXEL_FROM_FILE, PIXEL_GIVEN], key="uc-px-how",
+                      help="Grain sizes in µm and scale bars need each photograph's pixel size: the camera's pixel "
+                           "pitch divided by the objective's magnification (and the camera adapter's), best "
+                           "measured on a stage micrometer. Many microscope programs record it in the file (TIFF "
+                           "resolution, ImageJ or OME calibration); a photograph without one is added with an "
+                           "unknown pixel size, which can be set later under **Images in this session**.")
+    if how == PIXEL_FROM_FILE:
+        return True, None
+    value = b.number_input("µm per pixel", min_value=1e-4, max_value=1000.0, value=0.5, step=None, format="%.4f",
+                           key="uc-px-value")
+    return False, float(value)
 
 
 def upload_section() -> None:
@@ -34,8 +53,9 @@ def upload_section() -> None:
                               "16-bit file, which then reads 16 times too dark (12-bit) unless the file declares its "
                               "range. Choose the camera's bit depth here for the files added next; 8-bit and "
                               "floating-point files are not affected.")
+    from_file, given = pixel_size_choice(c1)
     if files and c1.button("Add to this session", icon="➕", key="uc-add"):
-        added, errors, kept, dark = [], [], [], []
+        added, errors, kept, dark, recorded, unknown = [], [], [], [], [], []
         for f in files:
             img = state.read_upload(f, say=errors.append, max_value=white or None)
             if img is None:
@@ -43,12 +63,18 @@ def upload_section() -> None:
             peak = int(img.max(initial=0))
             if peak <= DARK:
                 dark.append(f"{state.plain(f.name)} (brightest value {peak} of 255)")
+            pixel_um = cio.read_pixel_size(f.getvalue()) if from_file else given
+            if from_file:
+                (recorded if pixel_um is not None else unknown).append(
+                    f"{cio.safe_name(f.name)}" + (f" ({pixel_um:g} µm/px)" if pixel_um is not None else ""))
             if state.already_holds(cio.safe_name(f.name), img, "upload"):
                 kept.append(cio.safe_name(f.name))  # added before: it keeps its results
+                if pixel_um is not None:
+                    state.set_pixel_size(cio.safe_name(f.name), pixel_um)
                 continue
             try:
                 added.append(state.add_image(cio.safe_name(f.name), img, origin="upload",
-                                             make_current=not added))
+                                             make_current=not added, pixel_um=pixel_um))
             except ValueError as e:
                 errors.append(str(e))
                 break
@@ -59,6 +85,12 @@ def upload_section() -> None:
                              "them again; otherwise they are underexposed."))
         if kept:
             messages.append(("info", f"Already in this session, kept with their results: {', '.join(kept)}"))
+        if recorded:
+            messages.append(("info", "Pixel size recorded in the file: " + ", ".join(recorded) + "."))
+        if unknown:
+            messages.append(("info", "No pixel size recorded in " + ", ".join(unknown) + ": set it under **Images in "
+                             "this session** (or choose **Pixel size: enter it** and add them again) before "
+                             "reporting grain sizes in µm."))
         if added:  # the sidebar, drawn before this, shows the new images and the current one after a rerun
             state.rerun_then_show("uc-upload", [("success", f"Added {len(added)} image(s): {', '.join(added)}"),
                                                 *messages])
@@ -85,10 +117,32 @@ def session_images_section() -> None:
             done = [label for key, label in (("calibrated", "colour-corrected"), ("predictions", "segmented"),
                                              ("annotations", "annotated"), ("xpl", "XPL aligned"))
                     if n in state.bucket(key)]
-            rows.append({"image": n, "size (px)": f"{w}×{h}", "from": v.get("origin", ""),
-                         "expert mask": "yes" if v.get("gt") is not None else "",
+            rows.append({"image": n, "size (px)": f"{w}×{h}", "µm per pixel": v.get("pixel_um"),
+                         "from": v.get("origin", ""), "expert mask": "yes" if v.get("gt") is not None else "",
                          "work on it": ", ".join(done)})
-        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        table = pd.DataFrame(rows)
+        # keyed by what it shows, so that an edit made here is never replayed over a size set since (a reopened
+        # session, an image added again with its pixel size)
+        key = "uc-images-" + hashlib.blake2b(repr(rows).encode(), digest_size=6).hexdigest()
+        edited = st.data_editor(table, hide_index=True, width="stretch", key=key, disabled=[c for c in table if
+                                                                                      c != "µm per pixel"],
+                                column_config={"µm per pixel": st.column_config.NumberColumn(
+                                    min_value=1e-4, max_value=1000.0, format="%.4g",
+                                    help="Pixel size: double-click to set or correct it (empty: unknown). Grain "
+                                         "sizes in µm, the Statistics page and scale bars use it.")})
+        for n, v in zip(edited["image"], edited["µm per pixel"]):
+            v = None if v is None or pd.isna(v) else float(v)
+            if n in imgs and v != imgs[n].get("pixel_um"):
+                state.set_pixel_size(n, v)
+        with st.container(horizontal=True, vertical_alignment="bottom"):
+            every = st.number_input("Pixel size of every image (µm per pixel)", min_value=1e-4, max_value=1000.0,
+                                    value=None, step=None, format="%.4f", key="uc-px-all",
+                                    placeholder="e.g. 0.069 for a 50× objective")
+            if st.button("Set for all", disabled=every is None, key="uc-px-all-set"):
+                for n in imgs:
+                    state.set_pixel_size(n, every)
+                state.rerun_then_show("uc-images", [("success", f"Pixel size {every:g} µm/px set for "
+                                                                f"{len(imgs)} image(s).")])
         gone = st.multiselect("Remove from this session", list(imgs), key="uc-remove-pick",
                               help="Removes the image and everything made from it in this session (colour "
                                    "correction, segmentation, annotation, XPL alignment). Download what you "
@@ -296,9 +350,9 @@ def results_section(name: str, marks: np.ndarray | None, reference: dict | None,
     st.subheader("Before and after")
     c1, c2 = st.columns(2)
     with c1:
-        widgets.show_image(before, "before", key="uc-before")
+        widgets.show_image(before, "before", key="uc-before", pixel_um=state.pixel_size(name))
     with c2:
-        widgets.show_image(after, "after", key="uc-after")
+        widgets.show_image(after, "after", key="uc-after", pixel_um=state.pixel_size(name))
     corr = (last or {}).get("correction")
     if corr:
         st.caption(f"Method {corr['method']}, fitted on {last['fitted_on']}, applied to "
@@ -319,20 +373,22 @@ def results_section(name: str, marks: np.ndarray | None, reference: dict | None,
         st.markdown("**Colour-correction matrix** (linear RGB: `[r, g, b, 1] @ M`)")
         st.dataframe(pd.DataFrame(corr["matrix"], columns=["R", "G", "B"], index=["r", "g", "b", "1"]))
     d1, d2 = st.columns(2)
-    d1.download_button("Download this corrected image (PNG)", data=lambda: cio.encode_png(after),
+    pixel_um = state.pixel_size(name)
+    d1.download_button("Download this corrected image (PNG)", data=lambda: cio.encode_png(after, pixel_um=pixel_um),
                        file_name=f"{cio.safe_name(name)}_calibrated.png", mime="image/png", key="uc-dl-one")
     names = list(cal)
+    sizes = {n: state.pixel_size(n) for n in names}
     # the bucket is taken now: the download is built later, outside this session's script run
-    d2.download_button(f"Download all {len(names)} corrected images (ZIP)", data=lambda: _zip(names, cal),
+    d2.download_button(f"Download all {len(names)} corrected images (ZIP)", data=lambda: _zip(names, cal, sizes),
                        file_name="calibrated.zip", mime="application/zip", key="uc-dl-all")
 
 
-def _zip(names: list[str], cal: dict) -> bytes:
+def _zip(names: list[str], cal: dict, sizes: dict) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
         for n in names:
             if n in cal:
-                z.writestr(f"{cio.safe_name(n)}.png", cio.encode_png(cal[n]))
+                z.writestr(f"{cio.safe_name(n)}.png", cio.encode_png(cal[n], pixel_um=sizes.get(n)))
     return buf.getvalue()
 
 
@@ -384,7 +440,7 @@ def calibration_section() -> None:
             st.error(str(e))
     results_section(name, marks, reference, last)
     if name not in state.bucket("calibrated"):
-        widgets.show_image(image, name, key="uc-current")
+        widgets.show_image(image, name, key="uc-current", pixel_um=state.pixel_size(name))
 
 
 state.through_app(__file__)

@@ -171,13 +171,22 @@ def _cli(*args):
 def test_segment_and_evaluate_commands(tiny_model, tmp_path, demo_items):
     images = [str(it.image) for it in demo_items[:2]]
     r = _cli("segment", *images, "--out", str(tmp_path / "out"), "--model", str(tiny_model), "--device", "cpu",
-             "--json", str(tmp_path / "seg.json"))
+             "--json", str(tmp_path / "seg.json"), "--pixel-size", "0.069", "--overlay")
     assert r.returncode == 0, r.stderr
-    from core.io import read_image, read_mask
+    from core.io import overlay, read_image, read_mask, read_pixel_size
 
     for it in demo_items[:2]:
         m = read_mask(tmp_path / "out" / f"{it.stem}.png")
-        assert m.shape == read_image(it.image).shape[:2]
+        img = read_image(it.image)
+        assert m.shape == img.shape[:2]
+        # the mask records the pixel size, for `stats`; the overlay has a scale bar in its lower right corner
+        assert read_pixel_size(tmp_path / "out" / f"{it.stem}.png") == 0.069
+        ov = read_image(tmp_path / "out" / f"{it.stem}_overlay.jpg").astype(int)
+        diff = np.abs(ov - overlay(img, m, 0.5)).max(axis=2) > 60
+        h, w = m.shape
+        assert diff[int(h * 0.9):, int(w * 0.6):].sum() > 1000 and diff[: h // 2].sum() < 50
+    seg = json.loads((tmp_path / "seg.json").read_text())
+    assert {v["pixel_size_um"] for v in seg["images"].values()} == {0.069}
     assert set(json.loads((tmp_path / "seg.json").read_text())["images"]) == {it.stem for it in demo_items[:2]}
     assert all(v["colour"] is None for v in json.loads((tmp_path / "seg.json").read_text())["images"].values())
     r = _cli("evaluate", "--images", str(ROOT / "samples/imgs/demo"), "--masks", str(ROOT / "samples/masks/demo"),

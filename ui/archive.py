@@ -2,8 +2,8 @@
 
 The archive is a zip (nothing in it is executable or pickled):
 
-- ``manifest.json``: format name and version, the current image, and per image its name, origin, which parts are
-  saved and the segmentation's settings and notes;
+- ``manifest.json``: format name and version, the current image, and per image its name, origin, pixel size (µm,
+  when known), which parts are saved and the segmentation's settings and notes;
 - ``images/<k>.png`` the photograph, ``gt/<k>.png`` its expert mask, ``calibrated/<k>.png`` its colour-corrected
   copy, ``annotations/<k>.png`` the user's annotation (class codes), ``predictions/<k>.npz`` the segmentation's
   labels and probabilities (float16, for the uncertainty map), where ``k`` numbers the images.
@@ -84,6 +84,8 @@ def pack(session: Mapping) -> bytes:
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:  # PNG and npz are compressed already
         for k, (name, rec) in enumerate(images.items()):
             entry = {"name": name, "origin": rec.get("origin", "upload"), "key": k}
+            if rec.get("pixel_um") is not None:
+                entry["pixel_um"] = float(rec["pixel_um"])
             z.writestr(f"images/{k}.png", cio.encode_png(rec["image"]))
             if rec.get("gt") is not None:
                 z.writestr(f"gt/{k}.png", cio.encode_png(rec["gt"]))
@@ -171,7 +173,7 @@ def unpack(data: bytes, *, max_images: int | None = None) -> dict:
     Returns
     -------
     dict
-        ``{"images": {name: {"image", "gt", "origin"}}, "calibrated": {...}, "predictions": {...},
+        ``{"images": {name: {"image", "gt", "origin", "pixel_um"}}, "calibrated": {...}, "predictions": {...},
         "annotations": {...}, "xpl": {...}, "current": name or None, "saved": str}``; nothing is half-read: an error anywhere
         raises before anything is returned.
     """
@@ -208,7 +210,12 @@ def unpack(data: bytes, *, max_images: int | None = None) -> dict:
                     out["xpl"][name] = _xpl(_decode(e["xpl"], r), image.shape)
             except ValueError as err:
                 raise ValueError(f"{where}: {str(err).replace('uploaded file: ', '')}") from None
-            out["images"][name] = {"image": image, "gt": gt, "origin": str(e.get("origin", "upload"))}
+            try:
+                pixel_um = None if e.get("pixel_um") is None else cio.check_pixel_size(e["pixel_um"])
+            except ValueError:
+                raise ValueError(f"{where}: its pixel size is damaged") from None
+            out["images"][name] = {"image": image, "gt": gt, "origin": str(e.get("origin", "upload")),
+                                   "pixel_um": pixel_um}
         if out["current"] not in out["images"]:
             out["current"] = next(iter(out["images"]), None)
         return out

@@ -3,7 +3,7 @@
 Session state holds only the current user's work; the model is cached once
 per server. Pages exchange work only through the functions here:
 
-- ``images``: name -> ``{"image": uint8 RGB, "gt": mask or None, "origin": str}``
+- ``images``: name -> ``{"image": uint8 RGB, "gt": mask or None, "origin": str, "pixel_um": µm per pixel or None}``
 - ``calibrated``: name -> colour-corrected uint8 RGB
 - ``predictions``: name -> ``{"labels", "probs", "classes", "scale", "model", "options"}``; ``options`` are the
   Segment page's settings for the image (``{"balance", "minerals", "assemblage", "refine"}``, see :func:`predict_options`)
@@ -113,17 +113,20 @@ def already_holds(name: str, image: np.ndarray, origin: str) -> bool:
 
 
 def add_image(name: str, image: np.ndarray, gt: np.ndarray | None = None, *, origin: str = "upload",
-              make_current: bool = True) -> str:
+              make_current: bool = True, pixel_um: float | None = None) -> str:
     """Store an image for this session; returns the (unique) name used.
 
     An image the session already holds unchanged (the demo loaded again, a file added twice) is kept as it is,
-    with everything done to it (colour correction, segmentation, annotation).
+    with everything done to it (colour correction, segmentation, annotation). ``pixel_um``: its pixel size in µm,
+    when known (from the file, or given by the user).
     """
     _init()
     imgs = st.session_state["images"]
     if already_holds(name, image, origin):
         if gt is not None:
             imgs[name]["gt"] = gt
+        if pixel_um is not None:
+            imgs[name]["pixel_um"] = float(pixel_um)
         if make_current:
             st.session_state["current"] = name
         return name
@@ -133,7 +136,8 @@ def add_image(name: str, image: np.ndarray, gt: np.ndarray | None = None, *, ori
     while name in imgs and imgs[name].get("origin") != origin:
         name = f"{base}-{k}"
         k += 1
-    imgs[name] = {"image": image, "gt": gt, "origin": origin}
+    imgs[name] = {"image": image, "gt": gt, "origin": origin,
+                  "pixel_um": None if pixel_um is None else cio.check_pixel_size(pixel_um)}
     for key in ("calibrated", "predictions", "annotations", "xpl"):
         st.session_state[key].pop(name, None)
     if make_current:
@@ -176,6 +180,17 @@ def remove_image(name: str) -> None:
         st.session_state[key].pop(name, None)
     if st.session_state["current"] == name:
         st.session_state["current"] = next(iter(st.session_state["images"]), None)
+
+
+def pixel_size(name: str | None) -> float | None:
+    """The pixel size (µm per pixel) of the session's image ``name``, None when it is not known."""
+    rec = bucket("images").get(name) if name is not None else None
+    return rec.get("pixel_um") if rec else None
+
+
+def set_pixel_size(name: str, value: float | None) -> None:
+    """Record the pixel size of the session's image ``name`` (None: not known); ``ValueError`` for a bad value."""
+    bucket("images")[name]["pixel_um"] = None if value is None else cio.check_pixel_size(value)
 
 
 def current_name() -> str | None:

@@ -13,8 +13,9 @@ from core import io as cio
 from core.minerals import IGNORE, MINERALS, by_code
 
 
-def area_table(labels: np.ndarray) -> pd.DataFrame:
-    """Pixels and area % of every class in a mask of codes (unlabelled pixels count in the total)."""
+def area_table(labels: np.ndarray, pixel_um: float | None = None) -> pd.DataFrame:
+    """Pixels and area % of every class in a mask of codes (unlabelled pixels count in the total); with the pixel
+    size (µm) also the area in mm²."""
     counts = np.bincount(labels.ravel(), minlength=256)
     total = labels.size
     ore = total - counts[0] - counts[IGNORE]
@@ -23,20 +24,24 @@ def area_table(labels: np.ndarray) -> pd.DataFrame:
         if c == IGNORE:
             continue
         m = by_code(int(c))
-        rows.append({"code": int(c), "mineral": m.name, "pixels": int(counts[c]),
-                     "area %": 100.0 * counts[c] / total,
+        row = {"code": int(c), "mineral": m.name, "pixels": int(counts[c])}
+        if pixel_um is not None:
+            row["area (mm²)"] = counts[c] * (pixel_um * 1e-3) ** 2
+        rows.append({**row, "area %": 100.0 * counts[c] / total,
                      "% of ore minerals": (100.0 * counts[c] / ore) if c != 0 and ore else None})
     return pd.DataFrame(rows)
 
 
-def masks_zip(masks: Mapping[str, np.ndarray]) -> bytes:
-    """A zip of ``masks/<name>.png`` (class codes) for every mask and ``areas.csv``, one area table for all."""
+def masks_zip(masks: Mapping[str, np.ndarray], pixel_sizes: Mapping[str, float | None] | None = None) -> bytes:
+    """A zip of ``masks/<name>.png`` (class codes; each records its image's pixel size from ``pixel_sizes`` when
+    known) for every mask and ``areas.csv``, one area table for all."""
     buf = io.BytesIO()
     tables = []
+    pixel_sizes = pixel_sizes or {}
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:  # PNG is compressed already
         for name, labels in masks.items():
-            z.writestr(f"masks/{name}.png", cio.encode_png(labels))
-            t = area_table(labels)
+            z.writestr(f"masks/{name}.png", cio.encode_png(labels, pixel_um=pixel_sizes.get(name)))
+            t = area_table(labels, pixel_sizes.get(name))
             t.insert(0, "image", name)
             tables.append(t)
         if tables:
@@ -44,11 +49,23 @@ def masks_zip(masks: Mapping[str, np.ndarray]) -> bytes:
     return buf.getvalue()
 
 
-def show_image(image: np.ndarray, caption: str = "", *, max_side: int = 1400, key: str | None = None) -> None:
-    """Show a downscaled copy, with a full-resolution crop inspector for large images."""
+def with_scale_bar(image: np.ndarray, pixel_um: float | None, full_width: int | None = None) -> np.ndarray:
+    """``image`` with a scale bar when the pixel size is known; ``full_width``: the width of the full-size image
+    that ``image`` is a reduced copy of."""
+    if pixel_um is None or image.ndim != 3:
+        return image
+    from core.scalebar import draw_scale_bar
+
+    return draw_scale_bar(image, pixel_um * (full_width or image.shape[1]) / image.shape[1])
+
+
+def show_image(image: np.ndarray, caption: str = "", *, max_side: int = 1400, key: str | None = None,
+               pixel_um: float | None = None) -> None:
+    """Show a downscaled copy, with a full-resolution crop inspector for large images; with a scale bar when the
+    pixel size (µm) is given."""
     h, w = image.shape[:2]
-    st.image(cio.display_copy(image, max_side), caption=f"{caption} ({w}×{h} px)" if caption else f"{w}×{h} px",
-             width="stretch")
+    st.image(with_scale_bar(cio.display_copy(image, max_side), pixel_um, w),
+             caption=f"{caption} ({w}×{h} px)" if caption else f"{w}×{h} px", width="stretch")
     if max(h, w) > max_side:
         with st.expander("Inspect full-resolution detail"):
             c1, c2, c3 = st.columns(3)
@@ -57,7 +74,8 @@ def show_image(image: np.ndarray, caption: str = "", *, max_side: int = 1400, ke
             cy = c2.slider("Centre y", 0, h - 1, h // 2, key=f"{key}-cy")
             y0 = int(np.clip(cy - size // 2, 0, max(0, h - size)))
             x0 = int(np.clip(cx - size // 2, 0, max(0, w - size)))
-            st.image(image[y0:y0 + size, x0:x0 + size], caption=f"x {x0}–{x0 + size}, y {y0}–{y0 + size} (1:1)")
+            st.image(with_scale_bar(np.ascontiguousarray(image[y0:y0 + size, x0:x0 + size]), pixel_um),
+                     caption=f"x {x0}–{x0 + size}, y {y0}–{y0 + size} (1:1)")
 
 
 def legend(codes) -> None:

@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from ..cli import add_white_level
+from ..cli import add_pixel_size, add_white_level
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -17,9 +17,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--xpl", nargs="+", metavar="IMAGE", default=None,
                    help="crossed-polar shots of the single IMAGE (aligned to it automatically) for models trained with XPL channels")
-    p.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.jpg")
+    p.add_argument("--overlay", action="store_true",
+                   help="also write <stem>_overlay.jpg (with a scale bar when the pixel size is known)")
     p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default 4)")
     add_white_level(p)
+    add_pixel_size(p, "masks, for the statistics")
     p.add_argument("--json", metavar="FILE", default=None,
                    help="write per-image class areas, timing and the colour check")
     p.add_argument("--no-auto-balance", action="store_true",
@@ -67,6 +69,8 @@ def run(args) -> int:
 
     out = Path(args.out)
     paths = expand_images(args.images)
+    if args.pixel_size is not None:
+        cio.check_pixel_size(args.pixel_size, "--pixel-size")
     model = load_model(args.model, device=args.device)
     resolve_refine(model.config, args.refine)  # an unknown method fails before any image is read
     if args.xpl and len(paths) != 1:
@@ -102,13 +106,20 @@ def run(args) -> int:
             report["failed"][stem] = why
             tqdm.write(f"skipped: {why}", file=sys.stderr)
             continue
-        cio.write_mask(out / f"{stem}.png", pred.labels)
+        pixel_um = args.pixel_size if args.pixel_size is not None else cio.read_pixel_size(path)
+        cio.write_mask(out / f"{stem}.png", pred.labels, pixel_um=pixel_um)
         if args.overlay:
-            cio.write_image(out / f"{stem}_overlay.jpg", cio.overlay(image, pred.labels, 0.5))
+            ov = cio.overlay(image, pred.labels, 0.5)
+            if pixel_um is not None:
+                from ..scalebar import draw_scale_bar
+
+                ov = draw_scale_bar(ov, pixel_um)
+            cio.write_image(out / f"{stem}_overlay.jpg", ov)
         counts = np.bincount(pred.labels.ravel(), minlength=256)
         report["images"][stem] = {
             "seconds": round(time.time() - t0, 3),
             "size": [image.shape[1], image.shape[0]],
+            "pixel_size_um": pixel_um,
             "area_fraction": {str(c): float(counts[c] / pred.labels.size) for c in np.flatnonzero(counts)},
             "colour": pred.colour.as_dict() if pred.colour is not None else None,
             "minerals": pred.assemblage.as_dict() if pred.assemblage is not None else None,

@@ -19,8 +19,10 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="8-bit PNG masks of LumenStone class codes (255 = unlabelled), or folders of them; the total "
                         "pools them all (images of one sample; give a stitched panorama as one mask so that no grain "
                         "is cut in two)")
-    p.add_argument("--pixel-size", required=True, type=float, metavar="UM",
-                   help="pixel size in µm per pixel (from a stage-micrometer calibration)")
+    p.add_argument("--pixel-size", type=float, default=None, metavar="UM",
+                   help="pixel size in µm per pixel (from a stage-micrometer calibration), for every mask; default: "
+                        "the pixel size each mask file records (OreLens writes it into the masks of images whose "
+                        "pixel size it knows)")
     p.add_argument("--json", metavar="FILE", default=None, help="write the statistics as JSON")
     p.add_argument("--csv", metavar="DIR", default=None, help="write modal, grain, size-class and association tables as CSV")
     p.add_argument("--xlsx", metavar="FILE", default=None, help="write the same tables as an XLSX workbook")
@@ -57,14 +59,19 @@ def run(args) -> int:
 
     options = Options(border=args.border, perimeter=args.perimeter, series=args.series,
                       gangue_density=args.gangue_density)
-    if not (args.pixel_size > 0):
-        raise ValueError(f"--pixel-size must be a positive number of µm per pixel, not {args.pixel_size}")
+    if args.pixel_size is not None:
+        cio.check_pixel_size(args.pixel_size, "--pixel-size")
     masks = cio.expand_folders(args.masks, (".png", ".tif", ".tiff"), what="masks")
+    sizes = [args.pixel_size if args.pixel_size is not None else cio.read_pixel_size(p) for p in masks]
+    unknown = [Path(p).name for p, s in zip(masks, sizes) if s is None]
+    if unknown:  # before anything is measured
+        raise ValueError(f"{len(unknown)} mask(s) record no pixel size ({', '.join(unknown[:5])}"
+                         f"{', …' if len(unknown) > 5 else ''}); give it with --pixel-size UM")
     images = {}
     if args.images:
         images = {p.stem: p for p in cio.expand_folders(args.images)}
     results, thumbs = {}, {}
-    for path, stem in zip(masks, _unique_stems(masks)):
+    for path, stem, pixel_um in zip(masks, _unique_stems(masks), sizes):
         t0 = time.time()
         mask = cio.read_mask(path)
         img = None
@@ -73,14 +80,14 @@ def run(args) -> int:
             if img.shape[:2] != mask.shape:
                 raise ValueError(f"{images[Path(path).stem]}: image is {img.shape[1]}x{img.shape[0]} px but its "
                                  f"mask is {mask.shape[1]}x{mask.shape[0]} px")
-        results[stem] = measure(mask, pixel_size=args.pixel_size)
+        results[stem] = measure(mask, pixel_size=pixel_um)
         if args.report:
             from .report import thumbnail
 
-            thumbs[stem] = thumbnail(image=img, mask=mask)
+            thumbs[stem] = thumbnail(image=img, mask=mask, pixel_um=pixel_um)
         del img
         del mask
-        print(f"{stem}: {len(results[stem].grains)} grains, {time.time() - t0:.1f} s")
+        print(f"{stem}: {len(results[stem].grains)} grains at {pixel_um:g} µm/px, {time.time() - t0:.1f} s")
     summary = summarize(results, options=options)
     total = summary["total"]
     for c, f in sorted(total["area_fraction"].items(), key=lambda kv: int(kv[0])):

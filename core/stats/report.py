@@ -33,7 +33,8 @@ vertical-align:middle;margin-right:4px}.muted{color:#666;font-size:13px}
 """
 
 
-def thumbnail(*, image: np.ndarray | None = None, mask: np.ndarray | None = None, max_side: int = 480) -> dict:
+def thumbnail(*, image: np.ndarray | None = None, mask: np.ndarray | None = None, max_side: int = 480,
+              pixel_um: float | None = None) -> dict:
     """Small display copies for the report.
 
     Parameters
@@ -43,6 +44,8 @@ def thumbnail(*, image: np.ndarray | None = None, mask: np.ndarray | None = None
     mask : (M, N) uint8 ndarray, optional
         The class mask (coloured in the LumenStone colours).
     max_side : int
+    pixel_um : float, optional
+        Pixel size of the full-size image and mask, µm: both copies then carry a scale bar.
 
     Returns
     -------
@@ -54,6 +57,13 @@ def thumbnail(*, image: np.ndarray | None = None, mask: np.ndarray | None = None
         out["image"] = cio.display_copy(np.asarray(image), max_side)
     if mask is not None:
         out["mask"] = colorize(cio.display_copy(np.asarray(mask, np.uint8), max_side))
+    if pixel_um is not None:
+        from ..scalebar import draw_scale_bar
+
+        full_width = (image if image is not None else mask).shape[1] if (image is not None or mask is not None) else 0
+        for k, v in out.items():
+            if v is not None:
+                out[k] = draw_scale_bar(v, pixel_um * full_width / v.shape[1])
     return out
 
 

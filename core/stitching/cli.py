@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..cli import add_white_level
+from ..cli import add_pixel_size, add_white_level
 
 __all__ = ["configure", "run"]
 
@@ -45,6 +45,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preview", metavar="FILE", help="also write a downscaled JPEG preview")
     parser.add_argument("--quiet", action="store_true", help="no progress messages")
     add_white_level(parser, "tiles")
+    add_pixel_size(parser, "panorama (.tif or .png); default: the size every tile records, if they agree")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,6 +81,10 @@ def run(args: argparse.Namespace) -> int:
         gain = flat_field_gain(cio.read_image(args.flat_field, dtype="float32", max_value=args.white_level) * 255.0)
     lens = read_lens(args.lens) if args.lens else None
     tiles = []
+    if args.pixel_size is not None:
+        pixel_um = cio.check_pixel_size(args.pixel_size, "--pixel-size")
+    else:
+        pixel_um = cio.common_pixel_size(cio.read_pixel_size(p) for p in args.tiles)
     for p in args.tiles:
         t = cio.read_image(p, max_value=args.white_level)
         if lens is not None:
@@ -103,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
 
             out.parent.mkdir(parents=True, exist_ok=True)
             return tifffile.memmap(str(out), shape=(h, w, 3), dtype=np.uint8, photometric="rgb",
-                                   bigtiff=w * h * 3 > 2 ** 31)
+                                   bigtiff=w * h * 3 > 2 ** 31, **cio.tiff_resolution(pixel_um))
         if out.suffix.lower() in (".jpg", ".jpeg") and max(w, h) > 65500:
             raise ValueError(f"a {w}x{h} panorama is too large for JPEG; write .tif instead")
         return None
@@ -115,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(pano, np.memmap):
         pano.flush()
     else:
-        cio.write_image(out, pano)
+        cio.write_image(out, pano, pixel_um=pixel_um)
     if args.preview:
         cio.write_image(args.preview, cio.display_copy(np.asarray(pano), 2000), quality=90)
     seconds = time.perf_counter() - t0
@@ -123,9 +128,10 @@ def run(args: argparse.Namespace) -> int:
         rec = res.to_json([Path(p).name for p in args.tiles])
         rec["seconds"] = round(seconds, 3)
         rec["rejected_pairs"] = [[int(i), int(j), why] for i, j, why in res.alignment.rejected]
+        rec["pixel_size_um"] = pixel_um
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(rec, indent=1))
     w, h = res.alignment.size
     say(f"{out}: {w}x{h} px from {len(tiles)} tiles, {len(res.alignment.pairs)} pairs, "
-        f"residual {res.rmse_px:.3f} px, {seconds:.1f} s")
+        f"residual {res.rmse_px:.3f} px, {seconds:.1f} s" + (f", {pixel_um:g} µm/px" if pixel_um else ""))
     return 0
