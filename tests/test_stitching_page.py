@@ -18,10 +18,13 @@ def test_stitch_page_demo_tiles():
     at.run()
     assert not at.exception
     assert at.text_input(key="stitch-grid").value == "3x3"
+    # as if the tiles had recorded their pixel size (uploaded tiles do, through core.io.common_pixel_size)
+    at.session_state["stitch"]["pixel_um"] = 0.345
     next(b for b in at.button if b.key == "stitch-run").click()
     at.run()
     assert not at.exception
     assert not at.error
+    assert any("0.345 µm per pixel, as the tiles record" in c.value for c in at.caption)
     labels = [m.label for m in at.metric]
     assert "Residual RMSE" in labels
     rmse = float(next(m for m in at.metric if m.label == "Residual RMSE").value.split()[0])
@@ -31,6 +34,7 @@ def test_stitch_page_demo_tiles():
     assert not at.exception
     assert "panorama" in at.session_state["images"]
     assert at.session_state["images"]["panorama"]["origin"] == "stitch"
+    assert at.session_state["images"]["panorama"]["pixel_um"] == 0.345
     # the sidebar, drawn before the page, shows the panorama as the current image at once
     assert at.session_state["current"] == "panorama" and at.selectbox(key="sidebar-current").value == "panorama"
     assert [x.value for x in at.success] == ["“panorama” is now the current image."]
