@@ -181,12 +181,13 @@ def test_cli_annotate_and_uncertainty(tmp_path):
     from core.cli import main
 
     img, truth = _synthetic()
-    cio.write_image(tmp_path / "img.png", img)
+    cio.write_image(tmp_path / "img.png", img, pixel_um=0.138)
     cio.write_mask(tmp_path / "scr.png", synthetic_scribbles(truth, min_area=100, width=3))
     assert main(["annotate", str(tmp_path / "img.png"), "--scribbles", str(tmp_path / "scr.png"),
                  "--out", str(tmp_path / "out.png")]) == 0
     out = cio.read_mask(tmp_path / "out.png")
     assert (out == truth).mean() > 0.97
+    assert cio.read_pixel_size(tmp_path / "out.png") == 0.138  # the photograph's, for `stats`
     assert main(["annotate", str(tmp_path / "img.png"), "--scribbles", str(tmp_path / "scr.png"),
                  "--out", str(tmp_path / "o.png"), "--method", "bogus"]) == 2
     _tiny_model(tmp_path)

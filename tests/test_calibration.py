@@ -256,7 +256,7 @@ def test_cli_calibrates_and_writes_json(small, tmp_path):
     names = []
     for i, (im, m) in enumerate(small):
         p = tmp_path / "in" / f"img{i}.png"
-        write_image(p, simulate_optics(im, "blue-filter"))
+        write_image(p, simulate_optics(im, "blue-filter"), pixel_um=0.5 + i)
         names.append(str(p))
     write_mask(tmp_path / "marks" / "img0.png", partial_annotation(small[0][1], fraction=0.3))
     rc = main(["calibrate", *names, "--annotation", str(tmp_path / "marks"), "--series", "--out",
@@ -267,6 +267,9 @@ def test_cli_calibrates_and_writes_json(small, tmp_path):
     d = rep["images"]["img0.png"]
     assert d["delta_e_after"] < d["delta_e_before"] and len(d["matrix"]) == 4 and d["seconds"] > 0
     assert read_image(tmp_path / "out" / "img1.png").shape == small[1][0].shape
+    from core.io import read_pixel_size  # each corrected photograph keeps its own pixel size
+
+    assert [read_pixel_size(tmp_path / "out" / f"img{i}.png") for i in range(3)] == [0.5, 1.5, 2.5]
     # per-image mode with one mask for several images is refused with a clear message
     rc = main(["calibrate", *names, "--annotation", str(tmp_path / "marks" / "img0.png"), "--out",
                str(tmp_path / "o2"), "--reference", str(tmp_path / "model")])

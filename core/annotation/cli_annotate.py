@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     image = cio.read_image(args.image)
     scribbles = cio.read_mask(args.scribbles, shape=image.shape[:2])
     result = propagate(image, scribbles, method=args.method)
-    cio.write_mask(args.out, result.mask)
+    cio.write_mask(args.out, result.mask, pixel_um=cio.read_pixel_size(args.image))  # for `stats`
     sys.stdout.write(f"{args.out}: {image.shape[1]}x{image.shape[0]} px, classes {result.classes}, "
                      f"{(scribbles != 255).mean() * 100:.2f}% scribbled, {time.time() - t0:.1f} s\n")
     return 0

@@ -176,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
         if res.image.dtype != "uint8" and p.suffix.lower() not in (".tif", ".tiff", ".png"):
             dst = dst.with_suffix(".tif")
         t0 = time.perf_counter()
-        cio.write_image(dst, res.image)
+        cio.write_image(dst, res.image, pixel_um=cio.read_pixel_size(p))  # the photograph's own, kept
         d = res.as_dict()
         d["output"] = str(dst)
         d["seconds_with_io"] = round(res.seconds + t_read + time.perf_counter() - t0, 3)
