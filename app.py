@@ -84,14 +84,13 @@ def sidebar() -> None:
         else:
             st.caption("No image loaded yet.")
         st.divider()
-        models = state.available_models()
+        models = state.available_models() + list(state.session_models())
         cur = st.session_state["model_dir"]
-        if cur and cur not in models:
+        if cur and cur not in models and not cur.startswith(state.SESSION_MODEL):
             models.append(cur)  # a model folder chosen outside models/; pages report if it cannot be loaded
         if models:
             idx = models.index(cur) if cur in models else 0
-            st.session_state["model_dir"] = st.selectbox(
-                "Model", models, index=idx, format_func=lambda p: p.rsplit("/", 1)[-1])
+            st.session_state["model_dir"] = st.selectbox("Model", models, index=idx, format_func=state.model_label)
             st.caption(state.model_summary(st.session_state["model_dir"]), help="Scores on images the model never trained on")
         else:
             st.warning("No model found in models/.")

@@ -292,9 +292,25 @@ def finetune_section(name: str, image: np.ndarray, mask: np.ndarray, w: dict) ->
         if ft["old"] is not None and ft["old"].shape == new.shape:
             cols[0].image(small_overlay(w["small"], ft["old"], 0.55), caption="before fine-tuning")
         cols[1].image(small_overlay(w["small"], new, 0.55), caption="after fine-tuning")
-        st.download_button("Download the fine-tuned model (zip)",
+        u1, u2 = st.columns(2)
+        in_use = any(r["model"] is ft["model"] for r in state.session_models().values())
+        if u1.button("Use it for this session's images" if not in_use else "In use in this session",
+                     disabled=in_use, key="annotate-use-model", icon="➡️",
+                     help="Chosen in the sidebar for every page of this session, so that **Segment all images** "
+                          "on the Segment page applies it to the rest of the series. It stays in this session "
+                          "only: download it to keep it."):
+            f = ft["model"].config.get("finetune", {})
+            state.add_session_model(ft["model"], f"fine-tuned from {f.get('from', '?')} on {name} "
+                                                 f"({f.get('iterations', '?')} iterations); not scored on held-out images")
+            state.rerun_then_show("annotate-use", [("success", f"Model {ft['model'].name} is now this session's "
+                                                              "model (sidebar).")])
+        u2.download_button("Download the fine-tuned model (zip)",
                            cached_bytes(w, ("model", id(ft["model"])), lambda: model_zip(ft["model"])),
-                           f"{ft['model'].name}.zip", "application/zip", key="annotate-dl-model")
+                           f"{ft['model'].name}.zip", "application/zip", key="annotate-dl-model",
+                           help="config.json + weights.pt: open it on the Segment page (Use a model of your own) "
+                                "in another session, or unpack it into the server's models/ folder for everyone.")
+        if state.show_carried("annotate-use"):
+            st.page_link("pages/segment.py", label="Go to Segment", icon="🗺️")
 
 
 def main() -> None:

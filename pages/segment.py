@@ -155,6 +155,32 @@ def compare_with_expert(name: str, gt: np.ndarray, labels: np.ndarray):
     return hit[3:]
 
 
+def own_model_section() -> None:
+    """Open a model archive (config.json + weights.pt) as a model of this session."""
+    with st.expander("Use a model of your own"):
+        f = st.file_uploader("Model archive (zip of config.json + weights.pt, as Annotate's “Download the "
+                             "fine-tuned model” or a zipped model folder of `python -m core train`)", type=["zip"],
+                             key="segment-model-file")
+        st.caption("The model is used in this session only (it is chosen in the sidebar) and goes with it. Nothing "
+                   "in the archive is run: its config is read as JSON and its weights as tensors only.")
+        if f is not None and st.button("Use this model", key="segment-model-open"):
+            from core.segmentation import load_model_archive
+
+            try:
+                with st.spinner("Loading the model…"):
+                    model = load_model_archive(f.getvalue(), device=st.session_state.get("device", "auto"),
+                                               name=cio.safe_name(f.name.rsplit(".", 1)[0], "uploaded"))
+            except ValueError as e:
+                st.error(f"{state.plain(f.name)}: {e}")
+            except MemoryError:
+                st.error(f"{state.plain(f.name)}: not enough memory to load this model")
+            else:
+                state.add_session_model(model, f"opened from {cio.safe_name(f.name)}")
+                state.rerun_then_show("segment-model", [("success", f"Model {model.name} is now this session's "
+                                                                   "model (sidebar).")])
+        state.show_carried("segment-model")
+
+
 def main() -> None:
     st.header("Segment")
     st.caption("Every pixel labelled with its mineral by the CNN; LumenStone class codes and colours.")
@@ -165,6 +191,7 @@ def main() -> None:
     _, image = state.current_image()
     calibrated = name in state.bucket("calibrated")
     model = state.model_or_error()
+    own_model_section()
     if model is None:
         return
     c1, c2 = st.columns([3, 2])
@@ -195,9 +222,11 @@ def main() -> None:
         res = run_model(model, name, image, balance and not calibrated, minerals, apart, refine)
         if res is not None:
             preds[name] = res
-    others = [n for n in state.bucket("images") if n not in preds]
-    if len(state.bucket("images")) > 1 and b2.button(f"Segment all images without a result ({len(others)})",
-                                                      key="segment-all", disabled=not others):
+    # images without a result of this model: after a change of model (one fine-tuned on Annotate, say), the whole
+    # series can be segmented again with it
+    others = [n for n in state.bucket("images") if n not in preds or preds[n].get("model") != model.name]
+    if len(state.bucket("images")) > 1 and b2.button(f"Segment all images without a result of {model.name} "
+                                                      f"({len(others)})", key="segment-all", disabled=not others):
         errors, done = [], 0
         for i, n in enumerate(others, 1):
             img = state.pixels(n)

@@ -78,6 +78,29 @@ def test_annotate_page_finetune(tmp_path):
     assert at.session_state["annotate_work"][name]["ft_job"] is None
     assert at.session_state["predictions"][name]["model"] == "tiny-finetuned"
     assert any(b.key == "annotate-dl-model" for b in at.get("download_button"))
+    # the tuned model segments the rest of the series: chosen for the session, not for other sessions
+    at.button(key="annotate-use-model").click().run()
+    assert not at.exception, at.exception
+    assert at.session_state["model_dir"] == "session:tiny-finetuned"
+    assert at.button(key="annotate-use-model").disabled
+    assert at.sidebar.selectbox[1].value == "session:tiny-finetuned"
+    assert any("not scored on held-out images" in c.value for c in at.sidebar.caption)
+    at.switch_page("pages/segment.py").run()
+    assert not at.exception, at.exception
+    # the images segmented with the model before count as without a result of this one
+    for n in at.session_state["images"]:
+        if n != name:
+            at.session_state["predictions"][n] = {**at.session_state["predictions"][name], "model": "tiny"}
+    at.run()
+    assert at.button(key="segment-all").label == "Segment all images without a result of tiny-finetuned (2)"
+    at.button(key="segment-all").click().run()
+    assert not at.exception, at.exception
+    preds = at.session_state["predictions"]
+    assert len(preds) == 3 and all(p["model"] == "tiny-finetuned" for p in preds.values())
+    other = AppTest.from_file("../app.py", default_timeout=240)
+    other.run()
+    assert not other.session_state["model_dir"].startswith("session:")
+    assert not any(str(o).startswith("session:") for o in other.sidebar.selectbox[-1].options)
 
 
 def test_annotate_page_finetune_resegments_with_the_segment_page_settings(tmp_path):

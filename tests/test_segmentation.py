@@ -553,3 +553,85 @@ def test_float16_conversion_matches_numpy_bit_for_bit():
     assert np.array_equal(to_float16(p).view(np.uint16), p.astype(np.float16).view(np.uint16))
     h = p.astype(np.float16)
     assert to_float16(h) is h
+
+
+def _model_zip(folder, arcname: str = "mine", extra: dict | None = None) -> bytes:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for p in sorted(folder.iterdir()):
+            z.write(p, f"{arcname}/{p.name}" if arcname else p.name)
+        for n, data in (extra or {}).items():
+            z.writestr(n, data)
+    return buf.getvalue()
+
+
+def test_a_model_archive_loads_its_weights_only(tmp_path, monkeypatch):
+    """A user's model zip: the same network as its folder; its inference graph is never read; bad archives are
+    refused with what is wrong, without the server's temporary paths."""
+    import json
+
+    from core.segmentation import create_model, load_model, load_model_archive, save_model
+
+    torch.manual_seed(0)
+    net = create_model("unet", "resnet18", classes=3, in_channels=3)
+    cfg = {"architecture": "unet", "encoder": "resnet18", "in_channels": 3, "classes": [0, 1, 5], "scale": 1.0,
+           "tile": 64, "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}
+    folder = save_model(tmp_path / "m", net, cfg)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        ref = load_model(folder, device="cpu").fused(x)
+    for arc in ("mine", ""):
+        m = load_model_archive(_model_zip(folder, arc), device="cpu", name="fallback")
+        assert m.name == (arc or "fallback")
+        with torch.no_grad():
+            assert torch.allclose(m.fused(x), ref, atol=1e-5)
+    # an inference graph in the archive is never even looked at (torch.jit.load is not for untrusted files)
+    import core.segmentation.model as model_module
+
+    def refuse(*a, **k):
+        raise AssertionError("an uploaded model's graph was read")
+
+    monkeypatch.setattr(model_module, "_load_graph", refuse)
+    (folder / "inference.pt").write_bytes(b"not a graph")
+    with torch.no_grad():
+        assert torch.allclose(load_model_archive(_model_zip(folder), device="cpu").fused(x), ref, atol=1e-5)
+    monkeypatch.undo()
+    cases = {
+        b"not a zip": "not a zip file",
+        _model_zip(folder, extra={"other/config.json": "{}", "other/weights.pt": b"x"}): "several models",
+        _model_zip(folder, extra={"deep/er/config.json": "{}"}).replace(b"mine/weights.pt", b"mine/weights.px"):
+            "one config.json and one weights.pt",
+    }
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text("{not json")
+    (tmp_path / "bad" / "weights.pt").write_bytes((folder / "weights.pt").read_bytes())
+    cases[_model_zip(tmp_path / "bad")] = "not valid JSON"
+    c2 = dict(cfg, classes=[0, 1, 5, 6])  # the weights hold three classes
+    (tmp_path / "bad" / "config.json").write_text(json.dumps(c2))
+    cases[_model_zip(tmp_path / "bad")] = "weights do not match the config"
+    for data, why in cases.items():
+        with pytest.raises(ValueError, match=why) as e:
+            load_model_archive(data, device="cpu")
+        assert "orelens-model-" not in str(e.value), e.value
+
+
+def test_finetuned_config_does_not_claim_the_parent_scores():
+    from core.annotation.finetune import finetune
+    from core.segmentation import SegmentationModel, create_model
+
+    torch.manual_seed(0)
+    net = create_model("unet", "resnet18", classes=2, in_channels=3)
+    cfg = {"name": "p", "architecture": "unet", "encoder": "resnet18", "in_channels": 3, "classes": [0, 1],
+           "scale": 1.0, "tile": 64, "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3},
+           "validation": {"miou": 0.9}, "validation_full_resolution": {"miou": 0.8}}
+    model = SegmentationModel(net=net, config=cfg, device=torch.device("cpu"))
+    img = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    mask = np.zeros((64, 64), np.uint8)
+    mask[:, 32:] = 1
+    tuned = finetune(model, [img], [mask], iterations=1, patch=64, batch_size=2)
+    assert "validation" not in tuned.config and "validation_full_resolution" not in tuned.config
+    assert tuned.config["finetune"]["parent_validation"] == {"validation": {"miou": 0.9},
+                                                              "validation_full_resolution": {"miou": 0.8}}

@@ -319,11 +319,52 @@ def get_model(model_dir: str, device: str = "auto"):
     return load_model(model_dir, device=device)
 
 
+SESSION_MODEL = "session:"  # prefix of the sidebar's choices that are models of this session, not folders
+MAX_SESSION_MODELS = 3
+
+
+def session_models() -> dict:
+    """This session's own models (fine-tuned on Annotate, or uploaded on Segment): key -> ``{"model", "note"}``.
+    Other sessions never see them; they go with the session."""
+    return st.session_state.setdefault("session_models", {})
+
+
+def add_session_model(model, note: str) -> str:
+    """Keep ``model`` for this session and choose it in the sidebar; returns its key. Beyond
+    :data:`MAX_SESSION_MODELS` the oldest one goes (each holds some tens of MB of weights)."""
+    _init()
+    models = session_models()
+    base = key = f"{SESSION_MODEL}{model.name}"
+    k = 2
+    while key in models:
+        key = f"{base}-{k}"
+        k += 1
+    while len(models) >= MAX_SESSION_MODELS:
+        models.pop(next(iter(models)))
+    models[key] = {"model": model, "note": note}
+    st.session_state["model_dir"] = key
+    return key
+
+
+def model_label(choice: str) -> str:
+    """The sidebar's name for a model folder or a session model."""
+    if choice.startswith(SESSION_MODEL):
+        return f"{choice[len(SESSION_MODEL):]} (this session)"
+    return choice.rsplit("/", 1)[-1]
+
+
 def model_or_error():
     """The session's model, or None after showing why it cannot be loaded."""
     _init()
+    choice = st.session_state["model_dir"]
+    if choice.startswith(SESSION_MODEL):
+        rec = session_models().get(choice)
+        if rec is None:
+            st.error(f"Model {model_label(choice)} is no longer in this session; choose another in the sidebar.")
+            return None
+        return rec["model"]
     try:
-        return get_model(st.session_state["model_dir"], st.session_state["device"])
+        return get_model(choice, st.session_state["device"])
     except ValueError as e:
         st.error(f"Model could not be loaded: {e}")
         return None
@@ -353,12 +394,19 @@ def xpl_channels_or_error(model, name: str, say=None):
 
 
 def model_summary(model_dir: str) -> str:
-    """One line on a model folder for the sidebar: architecture, classes, held-out scores (read from its config)."""
+    """One line on a model folder (or a session model) for the sidebar: architecture, classes, held-out scores
+    (read from its config)."""
     import json
 
     from core.segmentation.model import describe_network
 
     try:
+        if model_dir.startswith(SESSION_MODEL):
+            rec = session_models().get(model_dir)
+            if rec is None:
+                return "no longer in this session"
+            cfg = rec["model"].config
+            return f"{describe_network(cfg)}, {len(cfg['classes'])} classes · {rec['note']}"
         cfg = json.loads((Path(model_dir) / "config.json").read_text())
         text = f"{describe_network(cfg)}, {len(cfg['classes'])} classes"
         if cfg.get("in_channels", 3) > 3:

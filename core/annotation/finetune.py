@@ -149,9 +149,11 @@ def finetune(
     if "assemblage" in config:
         # the user's labels may show minerals together that the training photographs never did
         config["assemblage"] = widen_assemblage(config["assemblage"], masks, classes)
+    # the parent's held-out scores do not describe the new weights: kept as the parent's, not as this model's
+    parent_scores = {k: config.pop(k) for k in ("validation", "validation_full_resolution") if k in config}
     config["finetune"] = {"from": model.name, "iterations": done, "batch_size": batch_size, "patch": patch,
                           "lr": lr, "images": len(work_imgs), "loss_first": losses[0] if losses else None,
                           "loss_last": float(np.mean(losses[-5:])) if losses else None,
-                          "seconds": round(time.time() - t0, 1)}
+                          "seconds": round(time.time() - t0, 1), "parent_validation": parent_scores}
     return SegmentationModel(net=net, config=config, device=model.device,
                              fused=fuse_batchnorm(net, int(config["in_channels"])))

@@ -31,6 +31,7 @@ __all__ = [
     "SegmentationModel",
     "save_model",
     "load_model",
+    "load_model_archive",
     "resolve_device",
     "DEFAULT_MODEL_DIR",
     "describe_network",
@@ -310,6 +311,58 @@ def save_model(path: str | Path, net: torch.nn.Module, config: dict[str, Any]) -
 _REQUIRED = ("architecture", "encoder", "in_channels", "classes", "scale", "normalization")
 
 
+MAX_ARCHIVE_BYTES = 1 << 30  # a model archive's config and weights may unpack to this much
+
+
+def load_model_archive(data: bytes, *, device: str = "auto", name: str | None = None) -> SegmentationModel:
+    """A model from a zip holding ``config.json`` and ``weights.pt`` (at its root or in one folder, as the app's
+    "Download the fine-tuned model" writes it); ``ValueError`` saying what is wrong.
+
+    Nothing in the archive is executed: the config is JSON, the weights are read with ``weights_only=True`` and an
+    inference graph in it is ignored. A model without a name in its config takes the name of its folder in the
+    archive, else ``name``, else "uploaded".
+    """
+    import io
+    import tempfile
+    import zipfile
+
+    try:
+        z = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        raise ValueError("not a model archive (not a zip file)") from None
+    with z:
+        found = {}
+        for info in z.infolist():
+            parts = [p for p in info.filename.replace("\\", "/").split("/") if p]
+            if info.is_dir() or not parts or parts[-1] not in ("config.json", "weights.pt") or len(parts) > 2:
+                continue
+            folder = parts[0] if len(parts) == 2 else ""
+            found.setdefault(folder, {})[parts[-1]] = info
+        complete = {f: m for f, m in found.items() if len(m) == 2}
+        if len(complete) != 1:
+            raise ValueError("not a model archive: it needs one config.json and one weights.pt, at its root or in "
+                             "one folder" if not complete else "the archive holds several models; give one at a time")
+        folder, members = next(iter(complete.items()))
+        if sum(m.file_size for m in members.values()) > MAX_ARCHIVE_BYTES:
+            raise ValueError(f"the model archive unpacks to more than {MAX_ARCHIVE_BYTES >> 30} GB")
+        with tempfile.TemporaryDirectory(prefix="orelens-model-") as d:
+            for fname, info in members.items():
+                Path(d, fname).write_bytes(z.read(info))
+            try:
+                config = json.loads(Path(d, "config.json").read_text())
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                raise ValueError("the archive's config.json is not valid JSON") from None
+            if not isinstance(config, dict):
+                raise ValueError("the archive's config.json does not describe a model")
+            if not config.get("name"):
+                config["name"] = folder or name or "uploaded"
+                Path(d, "config.json").write_text(json.dumps(config))
+            try:
+                return load_model(d, device=device, trust_graph=False)
+            except ValueError as e:
+                raise ValueError(str(e).replace(str(d) + "/", "").replace(str(d), "the archive")) from None
+
+
 def _load_graph(path: Path, config: dict[str, Any]) -> torch.nn.Module | None:
     """The folder's inference graph when it was made from these weights by this torch version, else None."""
     entry = config.get("inference_graph")
@@ -347,12 +400,13 @@ def _build_net(path: Path, config: dict[str, Any], dev: torch.device) -> torch.n
     return net.to(dev).eval()
 
 
-def load_model(path: str | Path | None = None, *, device: str = "auto") -> SegmentationModel:
+def load_model(path: str | Path | None = None, *, device: str = "auto", trust_graph: bool = True) -> SegmentationModel:
     """Load a model directory.
 
     On the CPU a folder's inference graph (:func:`save_model`) is used when it matches the weights; the
     trainable network is then built only when first needed (``SegmentationModel.net``). Otherwise the network
-    is built now, with its batch normalisation folded for inference.
+    is built now, with its batch normalisation folded for inference. ``trust_graph=False`` never reads a graph
+    (a model a user uploaded: only its config and its weights, loaded with ``weights_only=True``, are read).
 
     Raises
     ------
@@ -372,7 +426,7 @@ def load_model(path: str | Path | None = None, *, device: str = "auto") -> Segme
         raise ValueError(f"{cfg_path}: missing fields {missing}")
     dev = resolve_device(device)
     config.setdefault("name", path.name)
-    graph = _load_graph(path, config) if dev.type == "cpu" else None
+    graph = _load_graph(path, config) if dev.type == "cpu" and trust_graph else None
     if graph is not None:
         return SegmentationModel(config=config, device=dev, fused=graph, build=lambda: _build_net(path, config, dev))
     net = _build_net(path, config, dev)
