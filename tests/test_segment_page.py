@@ -344,3 +344,33 @@ def test_masks_zip_holds_every_mask_and_one_area_table():
     t = pd.read_csv(io.BytesIO(z.read("areas.csv")))
     assert t[["image", "code", "pixels"]].values.tolist() == [["a", 0, 60], ["a", 1, 40], ["b", 6, 72]]
     assert t.loc[1, "area %"] == pytest.approx(40.0) and t.loc[2, "area %"] == pytest.approx(7200 / 81)
+
+
+def test_a_model_archive_opened_on_the_page_segments_this_session_only(tiny_model):
+    import io
+    import zipfile
+
+    os.environ["ORELENS_AUTOLOAD_DEMO"] = "1"
+    try:
+        at = _segment_page(tiny_model)
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            for f in ("config.json", "weights.pt"):
+                z.write(tiny_model / f, f"lab-model/{f}")
+        up = next(u for u in at.file_uploader if "Model archive" in u.label)
+        up.set_value(("lab.zip", buf.getvalue(), "application/zip")).run()
+        at.button(key="segment-model-open").click().run()
+        assert not at.exception, at.exception
+        assert at.session_state["model_dir"] == "session:lab-model"
+        assert any("lab-model is now this session's model" in s.value for s in at.success)
+        at.button(key="segment-run").click().run()
+        assert not at.exception, at.exception
+        assert at.session_state["predictions"][at.session_state["current"]]["model"] == "lab-model"
+        # a file that is not a model: said, and the session's model stays
+        up = next(u for u in at.file_uploader if "Model archive" in u.label)
+        up.set_value(("notes.zip", b"hello", "application/zip")).run()
+        at.button(key="segment-model-open").click().run()
+        assert any(e.value.startswith("notes") and "not a model archive (not a zip file)" in e.value for e in at.error)
+        assert at.session_state["model_dir"] == "session:lab-model"
+    finally:
+        os.environ["ORELENS_AUTOLOAD_DEMO"] = "0"
