@@ -159,9 +159,9 @@ def saved_work_section() -> None:
     """Open a session saved with the sidebar's **Save this session's work**."""
     with st.expander("Open saved work (a session saved from the sidebar)"):
         f = st.file_uploader("Saved session (orelens-session.zip)", type=["zip"], key="uc-open-session")
-        st.caption("Brings back the photographs, expert masks, colour corrections, segmentations, annotations and "
-                   "aligned XPL series of a saved session. Images of the same name in this session are replaced by "
-                   "the saved ones; the others stay.")
+        st.caption("Brings back the photographs, expert masks, colour corrections, segmentations, annotations, "
+                   "aligned XPL series and the session's own models of a saved session. Images of the same name in "
+                   "this session are replaced by the saved ones; the others stay.")
         from ui import archive
 
         ok = False
@@ -174,7 +174,8 @@ def saved_work_section() -> None:
         if st.button("Open", disabled=not ok, key="uc-open-session-run"):
             try:
                 with st.spinner("Opening the saved session…"):
-                    saved = archive.unpack(f.getvalue(), max_images=state.MAX_IMAGES_PER_SESSION)
+                    saved = archive.unpack(f.getvalue(), max_images=state.MAX_IMAGES_PER_SESSION,
+                                           device=st.session_state.get("device", "auto"))
                     names = state.restore(saved)
             except ValueError as e:
                 st.error(f"{state.plain(f.name)}: {e}. Nothing in this session was changed.")
@@ -184,7 +185,8 @@ def saved_work_section() -> None:
             else:
                 done = [f"{len(names)} image(s)"] + [f"{len(saved[k])} {label}" for k, label in (
                     ("calibrated", "colour correction(s)"), ("predictions", "segmentation(s)"),
-                    ("annotations", "annotation(s)"), ("xpl", "aligned XPL series")) if saved[k]]
+                    ("annotations", "annotation(s)"), ("xpl", "aligned XPL series"),
+                    ("session_models", "model(s) of the session")) if saved[k]]
                 state.rerun_then_show("uc-open", [("success", f"Opened the session saved {saved['saved'] or ''}: "
                                                   + ", ".join(done) + ".")])
 

@@ -207,3 +207,58 @@ def test_a_saved_session_opens_in_a_new_one_with_its_work(monkeypatch):
     fresh.button(key="uc-open-session-run").click().run()
     assert any("at most 2" in e.value and "Nothing in this session was changed" in e.value for e in fresh.error)
     assert list(fresh.session_state["images"]) == names
+
+
+def _tiny_session_model(name: str = "lab"):
+    import torch
+
+    from core.segmentation import SegmentationModel, create_model
+    from core.segmentation.model import fuse_batchnorm
+
+    torch.manual_seed(1)
+    net = create_model("unet", "resnet18", classes=3, in_channels=3).eval()
+    cfg = {"name": name, "architecture": "unet", "encoder": "resnet18", "in_channels": 3, "classes": [0, 1, 5],
+           "scale": 1.0, "tile": 64, "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}
+    return SegmentationModel(net=net, config=cfg, device=torch.device("cpu"), fused=fuse_batchnorm(net, 3))
+
+
+def test_the_session_models_are_saved_and_come_back_in_use(monkeypatch):
+    import torch
+
+    from core.segmentation.model import model_from_parts, model_parts
+    from ui.state import restore
+
+    model = _tiny_session_model()
+    s = _session()
+    s["session_models"] = {"session:lab": {"model": model, "note": "fine-tuned from default on first"}}
+    s["model_dir"] = "session:lab"
+    data = pack(s)
+    assert describe(data).endswith("1 with aligned XPL shots, 1 model(s) of the session")
+    out = unpack(data)
+    assert out["model_in_use"] == "session:lab"
+    back = out["session_models"]["session:lab"]
+    assert back["note"] == "fine-tuned from default on first" and back["model"].name == "lab"
+    # the network of its own download (fp16 weights), output for output
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        ref = model_from_parts(*model_parts(model), device="cpu").fused(x)
+        assert torch.allclose(back["model"].fused(x), ref, atol=1e-5)
+        assert torch.allclose(back["model"].fused(x), model.fused(x), atol=5e-2)
+    # a session without own models saves none and selects none
+    assert unpack(pack(_session()))["session_models"] == {} and unpack(pack(_session()))["model_in_use"] is None
+    # damaged weights are refused whole, with the model's name
+    bad = _rewrite(data, lambda n, b: b"junk" if n == "models/0/weights.pt" else b)
+    with pytest.raises(ValueError, match="saved model lab: .*weights"):
+        unpack(bad)
+    # restore: the saved model joins the session's (at most three, the oldest going) and is chosen again
+    state = {"images": {}, "calibrated": {}, "predictions": {}, "annotations": {}, "xpl": {}, "annotate_work": {},
+             "current": None, "model_dir": "models/default",
+             "session_models": {f"session:old{i}": {"model": None, "note": ""} for i in range(3)}}
+    import streamlit as st
+
+    fake = dict(state)
+    monkeypatch.setattr(st, "session_state", fake)  # restore() reads and writes st.session_state only
+    restore(out)
+    monkeypatch.undo()
+    assert list(fake["session_models"]) == ["session:old1", "session:old2", "session:lab"]
+    assert fake["model_dir"] == "session:lab"

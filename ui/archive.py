@@ -10,8 +10,12 @@ The archive is a zip (nothing in it is executable or pickled):
 
 - ``xpl/<k>/<n>.npz``: the arrays of the image's Register XPL record (the aligned stack, the anisotropy maps), whose
   other fields (shot names, angles, the alignment table) are in the manifest.
+- ``models/<m>/config.json`` and ``models/<m>/weights.pt``: the session's own models (fine-tuned on Annotate or
+  opened on Segment), as their download holds them (fp16 weights), listed in the manifest with their notes and
+  whether the session was using one; read back with ``weights_only=True``.
 
-Lossless throughout: an opened archive gives back the same pixels, labels, probabilities and aligned XPL shots.
+Lossless throughout: an opened archive gives back the same pixels, labels, probabilities and aligned XPL shots (a
+session model comes back with the fp16 weights its own download holds).
 The pages' intermediate results (strokes, the last statistics or panorama) are not saved; the panorama and
 statistics have their own downloads.
 """
@@ -77,7 +81,7 @@ def _decode(obj, r: "_Reader"):
 
 def pack(session: Mapping) -> bytes:
     """The archive of ``session`` (``images``, ``calibrated``, ``predictions``, ``annotations``, ``xpl``,
-    ``current``; the buckets of :mod:`ui.state`)."""
+    ``current``, ``session_models``, ``model_dir``; the buckets of :mod:`ui.state`)."""
     images = session.get("images") or {}
     buf = io.BytesIO()
     entries = []
@@ -111,8 +115,18 @@ def pack(session: Mapping) -> bytes:
             if xpl is not None:
                 entry["xpl"] = _encode({key: v for key, v in xpl.items() if key != "token"}, z, f"xpl/{k}", [0])
             entries.append(entry)
+        models = []
+        from core.segmentation.model import model_parts
+
+        for m, (key, rec) in enumerate((session.get("session_models") or {}).items()):
+            config, weights = model_parts(rec["model"])
+            z.writestr(f"models/{m}/config.json", config)
+            z.writestr(f"models/{m}/weights.pt", weights)
+            models.append({"key": key, "note": rec.get("note", ""), "member": m})
         manifest = {"format": FORMAT, "version": VERSION, "saved": _dt.datetime.now().isoformat(timespec="seconds"),
-                    "current": session.get("current"), "images": entries}
+                    "current": session.get("current"), "images": entries, "models": models,
+                    "model_in_use": session.get("model_dir") if any(
+                        e["key"] == session.get("model_dir") for e in models) else None}
         z.writestr("manifest.json", json.dumps(manifest, indent=1, default=_json_default))
     return buf.getvalue()
 
@@ -163,19 +177,23 @@ def describe(data: bytes) -> str:
         ("calibrated", "colour-corrected"), ("prediction", "segmented"), ("annotation", "annotated"),
         ("xpl", "with aligned XPL shots"))
         if any(e.get(k) for e in entries)]
+    models = m.get("models") if isinstance(m.get("models"), list) else []
+    if models:
+        parts.append(f"{len(models)} model(s) of the session")
     saved = str(m.get("saved", "")).replace("T", " ")
     return (f"Saved {saved}: " if saved else "") + ", ".join(parts)
 
 
-def unpack(data: bytes, *, max_images: int | None = None) -> dict:
+def unpack(data: bytes, *, max_images: int | None = None, device: str = "cpu") -> dict:
     """Read an archive made by :func:`pack`; ``ValueError`` (saying what is wrong) when it is not one or is damaged.
 
     Returns
     -------
     dict
         ``{"images": {name: {"image", "gt", "origin", "pixel_um"}}, "calibrated": {...}, "predictions": {...},
-        "annotations": {...}, "xpl": {...}, "current": name or None, "saved": str}``; nothing is half-read: an error anywhere
-        raises before anything is returned.
+        "annotations": {...}, "xpl": {...}, "current": name or None, "saved": str, "session_models": {key: {"model",
+        "note"}}, "model_in_use": key or None}`` (the models loaded on ``device``); nothing is half-read: an error
+        anywhere raises before anything is returned.
     """
     with _open_zip(data) as z:
         r = _Reader(z)
@@ -218,7 +236,34 @@ def unpack(data: bytes, *, max_images: int | None = None) -> dict:
                                    "pixel_um": pixel_um}
         if out["current"] not in out["images"]:
             out["current"] = next(iter(out["images"]), None)
+        out["session_models"] = _models(r, manifest, device)
+        use = manifest.get("model_in_use")
+        out["model_in_use"] = use if use in out["session_models"] else None
         return out
+
+
+def _models(r: "_Reader", manifest: dict, device: str) -> dict:
+    """The session models an archive lists: key -> ``{"model", "note"}``."""
+    from core.segmentation.model import model_from_parts
+
+    entries = manifest.get("models", [])
+    if not isinstance(entries, list):
+        raise ValueError("the session's manifest lists its models wrongly")
+    out = {}
+    for e in entries:
+        try:
+            key, m = str(e["key"]), int(e["member"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError("the session's manifest has a model without a name") from None
+        if not key.startswith("session:") or key in out:
+            raise ValueError(f"the session's manifest lists model {key} wrongly")
+        try:
+            model = model_from_parts(r.read(f"models/{m}/config.json"), r.read(f"models/{m}/weights.pt"),
+                                     device=device, name=key.split(":", 1)[1])
+        except ValueError as err:
+            raise ValueError(f"saved model {key.split(':', 1)[1]}: {err}") from None
+        out[key] = {"model": model, "note": str(e.get("note", ""))}
+    return out
 
 
 def _xpl(record, shape: tuple[int, ...]) -> dict:

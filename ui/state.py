@@ -148,7 +148,9 @@ def add_image(name: str, image: np.ndarray, gt: np.ndarray | None = None, *, ori
 def snapshot() -> dict:
     """What a saved session holds (:func:`ui.archive.pack`): the images and the work done on them."""
     _init()
-    return {k: st.session_state[k] for k in ("images", "calibrated", "predictions", "annotations", "xpl", "current")}
+    return {**{k: st.session_state[k] for k in ("images", "calibrated", "predictions", "annotations", "xpl", "current",
+                                               "model_dir")},
+            "session_models": session_models()}
 
 
 def restore(saved: dict) -> list[str]:
@@ -171,6 +173,14 @@ def restore(saved: dict) -> list[str]:
                 st.session_state[key][name] = saved[key][name]
     if saved.get("current") in imgs:
         st.session_state["current"] = saved["current"]
+    models = session_models()
+    for key, rec in (saved.get("session_models") or {}).items():
+        models.pop(key, None)  # the saved one replaces one of the same name, as images do
+        while len(models) >= MAX_SESSION_MODELS:
+            models.pop(next(iter(models)))
+        models[key] = rec
+    if saved.get("model_in_use") in models:
+        st.session_state["model_dir"] = saved["model_in_use"]
     return list(saved["images"])
 
 

@@ -32,6 +32,8 @@ __all__ = [
     "save_model",
     "load_model",
     "load_model_archive",
+    "model_from_parts",
+    "model_parts",
     "resolve_device",
     "DEFAULT_MODEL_DIR",
     "describe_network",
@@ -276,6 +278,45 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _saved_state(net: torch.nn.Module) -> dict:
+    return {k: (v.detach().half() if v.is_floating_point() else v.detach()).cpu() for k, v in net.state_dict().items()}
+
+
+def model_parts(model: "SegmentationModel") -> tuple[bytes, bytes]:
+    """``config.json`` and ``weights.pt`` of ``model`` as bytes (fp16 weights, as :func:`save_model` writes them;
+    no inference graph), for an archive; :func:`model_from_parts` reads them back."""
+    import io
+
+    buf = io.BytesIO()
+    torch.save(_saved_state(model.net), buf)
+    config = {k: v for k, v in model.config.items() if k != "inference_graph"}
+    return json.dumps(config, indent=1).encode(), buf.getvalue()
+
+
+def model_from_parts(config: bytes, weights: bytes, *, device: str = "auto", name: str = "uploaded") -> SegmentationModel:
+    """A model from the bytes of its ``config.json`` and ``weights.pt``; ``ValueError`` saying what is wrong.
+    Nothing is executed: the config is JSON, the weights are read with ``weights_only=True``, no graph is read. A
+    config without a name gets ``name``."""
+    import tempfile
+
+    try:
+        cfg = json.loads(config)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ValueError("its config.json is not valid JSON") from None
+    if not isinstance(cfg, dict):
+        raise ValueError("its config.json does not describe a model")
+    cfg.pop("inference_graph", None)
+    cfg["name"] = cfg.get("name") or name
+    with tempfile.TemporaryDirectory(prefix="orelens-model-") as d:
+        Path(d, "config.json").write_text(json.dumps(cfg))
+        Path(d, "weights.pt").write_bytes(weights)
+        try:
+            return load_model(d, device=device, trust_graph=False)
+        except ValueError as e:
+            raise ValueError(str(e).replace(str(Path(d, "config.json")), "its config.json")
+                             .replace(str(Path(d, "weights.pt")), "its weights.pt").replace(str(d), "it")) from None
+
+
 def save_model(path: str | Path, net: torch.nn.Module, config: dict[str, Any]) -> Path:
     """Write ``weights.pt`` (fp16), the frozen inference graph ``inference.pt`` and ``config.json`` into ``path``.
 
@@ -284,7 +325,7 @@ def save_model(path: str | Path, net: torch.nn.Module, config: dict[str, Any]) -
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    state = {k: (v.detach().half() if v.is_floating_point() else v.detach()).cpu() for k, v in net.state_dict().items()}
+    state = _saved_state(net)
     tmp = path / "weights.pt.tmp"
     torch.save(state, tmp)
     tmp.replace(path / "weights.pt")
@@ -323,7 +364,6 @@ def load_model_archive(data: bytes, *, device: str = "auto", name: str | None = 
     archive, else ``name``, else "uploaded".
     """
     import io
-    import tempfile
     import zipfile
 
     try:
@@ -345,22 +385,12 @@ def load_model_archive(data: bytes, *, device: str = "auto", name: str | None = 
         folder, members = next(iter(complete.items()))
         if sum(m.file_size for m in members.values()) > MAX_ARCHIVE_BYTES:
             raise ValueError(f"the model archive unpacks to more than {MAX_ARCHIVE_BYTES >> 30} GB")
-        with tempfile.TemporaryDirectory(prefix="orelens-model-") as d:
-            for fname, info in members.items():
-                Path(d, fname).write_bytes(z.read(info))
-            try:
-                config = json.loads(Path(d, "config.json").read_text())
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                raise ValueError("the archive's config.json is not valid JSON") from None
-            if not isinstance(config, dict):
-                raise ValueError("the archive's config.json does not describe a model")
-            if not config.get("name"):
-                config["name"] = folder or name or "uploaded"
-                Path(d, "config.json").write_text(json.dumps(config))
-            try:
-                return load_model(d, device=device, trust_graph=False)
-            except ValueError as e:
-                raise ValueError(str(e).replace(str(d) + "/", "").replace(str(d), "the archive")) from None
+        try:
+            return model_from_parts(z.read(members["config.json"]), z.read(members["weights.pt"]), device=device,
+                                    name=folder or name or "uploaded")
+        except ValueError as e:
+            raise ValueError(f"the archive's {str(e).replace('its ', '', 1)}" if str(e).startswith("its ")
+                             else str(e)) from None
 
 
 def _load_graph(path: Path, config: dict[str, Any]) -> torch.nn.Module | None:
