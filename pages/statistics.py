@@ -245,13 +245,24 @@ def _show(res: dict) -> None:
     st.plotly_chart(modal_figure(summary, background=bg), key=f"modal-{res['token']}-{bg}")
     modal = tabs["modal"].copy()
     modal["area %"] = modal.pop("fraction") * 100
+    modal["± area % (95 %)"] = modal.pop("fraction_ci95") * 100
+    modal.pop("fraction_se")
     modal["area % (minerals only)"] = modal.pop("fraction_no_background") * 100
     modal["wt %"] = modal.pop("mass_fraction") * 100
     modal["wt % (minerals only)"] = modal.pop("mass_fraction_no_background") * 100
-    st.dataframe(modal[modal["image"] == "total"].drop(columns=["image"]), hide_index=True, width="stretch")
+    total = modal[modal["image"] == "total"].drop(columns=["image"])
+    if total["± area % (95 %)"].isna().all():
+        total = total.drop(columns=["± area % (95 %)"])
+    st.dataframe(total, hide_index=True, width="stretch",
+                 column_config={"± area % (95 %)": st.column_config.NumberColumn(format="%.3g")})
+    if len(names) > 1:
+        st.caption(f"± area %: half-width of the 95 % interval of each pooled area % from how much the {len(names)} "
+                   "images differ (ratio estimator, Student's t). It tells whether more fields are needed; it does "
+                   "not include errors of the segmentation itself.")
     if len(names) > 1:
         with st.expander("Per image"):
-            st.dataframe(modal[modal["image"] != "total"], hide_index=True, width="stretch")
+            st.dataframe(modal[modal["image"] != "total"].drop(columns=["± area % (95 %)"]), hide_index=True,
+                         width="stretch")
 
     st.markdown("#### Calculated assay")
     _assay(tabs, res["options"]["gangue_density_g_cm3"])

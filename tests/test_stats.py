@@ -324,7 +324,9 @@ def test_cli_json_schema(layout, tmp_path):
     assert set(s) == {"images", "total"}
     assert set(s["images"]) == {"one", "two"}
     assert set(s["total"]) == {"area_fraction", "mass_fraction", "mass_fraction_no_background", "element_grade",
-                               "element_deportment", "grains", "association"}
+                               "element_deportment", "grains", "association",
+                               "area_fraction_se", "area_fraction_ci95"}  # two images: their spread
+    assert set(s["total"]["area_fraction_ci95"]) == set(s["total"]["area_fraction"])
     for entry in [s["total"], *s["images"].values()]:
         assert all(isinstance(k, str) and k.isdigit() for k in entry["area_fraction"])
         for code, g in entry["grains"].items():
@@ -365,3 +367,36 @@ def test_masks_without_minerals_still_report():
         t = tables({"e": st})
         assert len(t["grains"]) == 0 and list(t["modal"].columns)[:3] == ["image", "code", "label"]
         assert "<html" in build_report(s, t, options=Options())
+
+
+def test_between_image_precision_of_the_pooled_modal_mineralogy():
+    """Three fields of equal area with 10, 20 and 30 % chalcopyrite: pooled 20 %, standard error
+    sqrt(A²(0.1² + 0 + 0.1²) / (2 · 3 · A²)) = 0.0577, 95 % half-width t(0.975, 2) = 4.303 times that."""
+    from core.stats import tables
+    from core.stats.summary import between_images
+
+    masks = []
+    for share in (10, 20, 30):
+        m = np.zeros((10, 100), np.uint8)
+        m[:, :share] = 1
+        masks.append(measure(m, pixel_size=0.5))
+    got = between_images(masks)
+    se = (0.02 / 6) ** 0.5
+    assert got[1]["se"] == pytest.approx(se, rel=1e-9)
+    assert got[1]["ci95"] == pytest.approx(4.302652729 * se, rel=1e-6)
+    assert got[0]["se"] == pytest.approx(se, rel=1e-9)  # the background's share varies as much
+    s = summarize({"a": masks[0], "b": masks[1], "c": masks[2]})
+    assert s["total"]["area_fraction"]["1"] == pytest.approx(0.2)
+    assert s["total"]["area_fraction_ci95"]["1"] == pytest.approx(got[1]["ci95"])
+    t = tables({"a": masks[0], "b": masks[1], "c": masks[2]})["modal"]
+    row = t[(t["image"] == "total") & (t["code"] == 1)].iloc[0]
+    assert row["fraction_se"] == pytest.approx(se) and t[t["image"] != "total"]["fraction_se"].isna().all()
+    # identical fields: no spread; one field: nothing to estimate
+    same = between_images([masks[1], masks[1]])
+    assert same[1]["se"] == pytest.approx(0.0, abs=1e-12)
+    assert between_images([masks[0]]) == {} and "area_fraction_se" not in summarize({"a": masks[0]})["total"]
+    # fields of different sizes weigh by their labelled area (a ratio of sums, not a mean of ratios)
+    big = np.zeros((40, 100), np.uint8)
+    big[:, :10] = 1
+    pooled = summarize({"small": masks[2], "big": measure(big, pixel_size=0.5)})["total"]["area_fraction"]["1"]
+    assert pooled == pytest.approx((300 + 400) / (1000 + 4000))

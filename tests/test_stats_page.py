@@ -8,6 +8,7 @@ import pathlib
 import zipfile
 
 import numpy as np
+import pytest
 from streamlit.testing.v1 import AppTest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -47,6 +48,12 @@ def test_session_expert_masks_end_to_end():
     assert res["summary"]["total"]["area_fraction"] == ref["total"]["area_fraction"]
     assert {c: g["count"] for c, g in res["summary"]["total"]["grains"].items()} == \
         {c: g["count"] for c, g in ref["total"]["grains"].items()}
+    # the pooled area % with its 95 % interval from the spread of the three images
+    total = next(d.value for d in at.dataframe if "± area % (95 %)" in d.value.columns)
+    for code, ci in ref["total"]["area_fraction_ci95"].items():
+        shown = total[total["code"] == int(code)]["± area % (95 %)"].iloc[0]
+        assert shown == pytest.approx(100 * ci)
+    assert any("95 % interval" in c.value for c in at.caption)
     labels = _downloads(at)
     assert {"Report (HTML)", "Tables (CSV, zip)", "Tables (XLSX)", "Statistics (JSON)"} <= set(labels)
     assert json.loads(res["json"]) == json.loads(json.dumps(ref))
@@ -56,6 +63,7 @@ def test_session_expert_masks_end_to_end():
 
     assert "grains.csv" in zipfile.ZipFile(io.BytesIO(csv_zip(res["tables"]))).namelist()
     html = build_report(res["summary"], res["tables"], options=Options(), thumbnails=res["thumbs"])
+    assert "± area % (95 %)" in html and "2 degrees of freedom" in html
     assert "<html" in html and "Plotly" in html and "data:image/png;base64," in html and "<script src" not in html
     # the views switch without recomputing
     at.selectbox(key="stats-scope").set_value("demo-a14").run()

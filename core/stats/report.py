@@ -184,10 +184,13 @@ def build_report(summary: dict, tables: Mapping, *, options: Options, thumbnails
     legend = " ".join(f"<span style='margin-right:12px'>{_mineral_cell(c)}</span>" for c in codes)
 
     modal = tables["modal"]
-    modal_total = modal[modal["image"] == "total"].drop(columns=["image"]).copy()
-    for c in ("fraction", "fraction_no_background", "mass_fraction", "mass_fraction_no_background"):
+    modal_total = modal[modal["image"] == "total"].drop(columns=["image", "fraction_se"]).copy()
+    for c in ("fraction", "fraction_ci95", "fraction_no_background", "mass_fraction", "mass_fraction_no_background"):
         modal_total[c] = modal_total[c] * 100
-    modal_total = modal_total.rename(columns={"fraction": "area %", "fraction_no_background": "area % (minerals only)",
+    if modal_total["fraction_ci95"].isna().all():  # one image: no spread between images to estimate
+        modal_total = modal_total.drop(columns=["fraction_ci95"])
+    modal_total = modal_total.rename(columns={"fraction": "area %", "fraction_ci95": "± area % (95 %)",
+                                              "fraction_no_background": "area % (minerals only)",
                                               "mass_fraction": "wt %", "mass_fraction_no_background": "wt % (minerals only)"})
     summ = tables["grain_summary"]
     summ_total = summ[summ["image"] == "total"].drop(columns=["image"])
@@ -238,6 +241,11 @@ size series = {html.escape(options.series)}, gangue density = {options.gangue_de
         "<h2>Sample</h2>", f"<div class='thumbs'>{''.join(thumbs)}</div>" if thumbs else "<p class='muted'>(no thumbnails)</p>",
         "<h2>Modal mineralogy</h2>", _table(modal_total, left=("label", "mineral")),
     ]
+    if "± area % (95 %)" in modal_total:
+        parts.append(f"<p class='muted'>± area %: half-width of the 95 % interval of each pooled area % from the "
+                     f"variation between the {len(images)} images (ratio estimator, Student's t on "
+                     f"{len(images) - 1} degrees of freedom): whether more fields are needed, not the error of the "
+                     "segmentation itself.</p>")
     if per_image is not None and len(images) > 1:
         parts += ["<p>Area % per image:</p>", _table(per_image, left=("image",))]
         parts += ["<p>wt % per image:</p>", _table(per_image_wt, left=("image",))]

@@ -14,6 +14,13 @@ The numbers follow the conventions of automated mineralogy (MLA, QEMSCAN):
 - mass balance: mass fractions from the area fractions (Delesse: area in a
   section estimates volume) and mineral densities, element grades and their
   deportment from idealised formulas (:mod:`core.stats.chemistry`);
+- precision of the pooled modal mineralogy over several images (fields of one
+  section): the standard error of each class's area fraction from the
+  variation between images, by the ratio estimator (Cochran, *Sampling
+  Techniques*, 3rd ed., 1977, ch. 6: the fraction is a ratio of two sums over
+  the images), and the 95 % interval with Student's t on n − 1 degrees of
+  freedom. It measures how much the fields differ, not how well they were
+  segmented;
 - associations: boundary length shared by every pair of classes, and for every
   mineral the fraction of its boundary against each other class; the fraction
   against background (code 0) is its free surface, the rest is locked. The
@@ -140,6 +147,43 @@ def modal(stats: MaskStats) -> dict[int, dict]:
             "fraction": a / total if total else 0.0,
             "fraction_no_background": (a / minerals if minerals else 0.0) if c != BACKGROUND else None,
         }
+    return out
+
+
+def between_images(results) -> dict[int, dict]:
+    """Precision of the pooled area fractions from the variation between images.
+
+    Parameters
+    ----------
+    results : sequence of MaskStats
+        One measurement per image (field) of the sample.
+
+    Returns
+    -------
+    dict
+        code -> ``{"se", "ci95"}``: the standard error of the pooled area fraction r = Σ aᵢ / Σ Aᵢ (aᵢ the
+        class's area in image i, Aᵢ the image's labelled area, both µm²), Var(r) ≈ Σ (aᵢ − r Aᵢ)² /
+        ((n − 1) n Ā²), and the half-width of its 95 % interval (Student's t, n − 1 degrees of freedom). Empty
+        for fewer than two images.
+    """
+    results = list(results)
+    n = len(results)
+    if n < 2:
+        return {}
+    from scipy.stats import t as student
+
+    codes = sorted({c for r in results for c in _codes_present(r)})
+    labelled = np.array([sum(float(r.area_um2[c]) for c in CODES) for r in results])
+    if not (labelled > 0).all():
+        return {}
+    mean_a = labelled.mean()
+    t95 = float(student.ppf(0.975, n - 1))
+    out = {}
+    for c in codes:
+        a = np.array([float(r.area_um2[c]) for r in results])
+        ratio = a.sum() / labelled.sum()
+        se = float(np.sqrt(np.sum((a - ratio * labelled) ** 2) / ((n - 1) * n * mean_a ** 2)))
+        out[c] = {"se": se, "ci95": t95 * se}
     return out
 
 
@@ -382,13 +426,19 @@ def summarize(results: Mapping[str, MaskStats], *, options: Options | None = Non
     -------
     dict
         ``{"images": {stem: image_entry}, "total": {"area_fraction", "grains",
-        "association"}}`` with class codes as strings.
+        "association", ...}}`` with class codes as strings; with two images or more
+        the total also has ``area_fraction_se`` and ``area_fraction_ci95``
+        (:func:`between_images`).
     """
     options = options or Options()
     if not results:
         raise ValueError("no masks to summarise: give at least one mask")
     images = {name: image_entry(s, options=options) for name, s in results.items()}
     total = image_entry(combine(list(results.values())), options=options, extra=False)
+    spread = between_images(results.values())
+    if spread:
+        total["area_fraction_se"] = {str(c): v["se"] for c, v in spread.items()}
+        total["area_fraction_ci95"] = {str(c): v["ci95"] for c, v in spread.items()}
     return {"images": images, "total": total}
 
 
@@ -408,12 +458,15 @@ def tables(results: Mapping[str, MaskStats], *, options: Options | None = None) 
     pooled = combine([results[n] for n in names])
     scopes = [(n, results[n]) for n in names] + [("total", pooled)]
     modal_rows, summ_rows, class_rows, assoc_rows, assay_rows, deport_rows = [], [], [], [], [], []
+    spread = between_images(results[n] for n in names)
     for scope, st in scopes:
         mod = modal(st)
         _, mass, mass_ore = _mass_balance(mod, options)
         for c, v in mod.items():
             m = by_code(c)
+            sp = spread.get(c, {}) if scope == "total" else {}
             modal_rows.append({"image": scope, "code": c, "label": m.label, "mineral": m.name, **v,
+                               "fraction_se": sp.get("se"), "fraction_ci95": sp.get("ci95"),
                                "mass_fraction": mass.get(c, 0.0),
                                "mass_fraction_no_background": mass_ore.get(c, 0.0) if c != BACKGROUND else None})
         ore_grades = grades(mass_ore)
@@ -461,6 +514,7 @@ def tables(results: Mapping[str, MaskStats], *, options: Options | None = None) 
     head = ["image", "code", "label"]
     return {
         "modal": pd.DataFrame(modal_rows, columns=head + ["mineral", "pixels", "area_um2", "fraction",
+                                                          "fraction_se", "fraction_ci95",
                                                           "fraction_no_background", "mass_fraction",
                                                           "mass_fraction_no_background"]),
         "assay": pd.DataFrame(assay_rows, columns=["image", "element", "grade", "grade_in_ore_minerals"]),
