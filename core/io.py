@@ -398,10 +398,10 @@ def _ratio(v) -> float | None:
         return None
 
 
-def _tiff_pixel_size(data: bytes) -> float | None:
+def _tiff_pixel_size(fh) -> float | None:
     import tifffile
 
-    with tifffile.TiffFile(_io.BytesIO(data)) as t:
+    with tifffile.TiffFile(fh) as t:
         ome = t.ome_metadata
         if ome:
             m = re.search(r'PhysicalSizeX="([0-9.eE+-]+)"', ome)
@@ -431,17 +431,19 @@ def read_pixel_size(src: Source) -> float | None:
     writes its masks), a JPEG's JFIF or EXIF density, or a BMP's. Only sizes between 0.001 and 25 µm are believed:
     the 72-600 dpi that cameras and editors record by default are not a microscope calibration.
     """
-    try:
-        data = _read_bytes(src)
-    except ValueError:
+    try:  # a file on disk is opened, not read: only its header is (a panorama is read once, by read_image)
+        fh = open(src, "rb") if isinstance(src, (str, os.PathLike)) else _io.BytesIO(_read_bytes(src))
+    except (OSError, ValueError):
         return None
     try:
-        if _is_tiff(data):
-            return _believable(_tiff_pixel_size(data))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            im = Image.open(_io.BytesIO(data))
-            dpi = im.info.get("dpi")
+        with fh:
+            if _is_tiff(fh.read(4)):
+                fh.seek(0)
+                return _believable(_tiff_pixel_size(fh))
+            fh.seek(0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                dpi = Image.open(fh).info.get("dpi")
     except Exception:  # an unreadable file records nothing; reading its pixels says why
         return None
     if not isinstance(dpi, tuple) or len(dpi) != 2:

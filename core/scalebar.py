@@ -53,16 +53,19 @@ def _font(size: int):
         return None
 
 
-def draw_scale_bar(image: np.ndarray, pixel_um: float, *, fraction: float = 0.2) -> np.ndarray:
+def draw_scale_bar(image: np.ndarray, pixel_um: float, *, fraction: float = 0.2,
+                   full_width: int | None = None) -> np.ndarray:
     """A copy of ``image`` (uint8 RGB) with a scale bar in its lower right corner.
 
     Parameters
     ----------
     image : (M, N, 3) uint8 ndarray
     pixel_um : float
-        Size of one pixel of ``image`` in µm (for a reduced copy: the original's pixel size × the reduction).
+        Size of one pixel in µm: of ``image``, or of the full-size image that ``image`` is a reduced copy of.
     fraction : float
         The bar is the round length closest below this share of the image's width.
+    full_width : int, optional
+        Width of that full-size image, when ``image`` is a reduced copy (a display copy, a thumbnail).
     """
     from PIL import Image, ImageDraw, ImageFont
 
@@ -70,6 +73,8 @@ def draw_scale_bar(image: np.ndarray, pixel_um: float, *, fraction: float = 0.2)
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         raise ValueError(f"a scale bar goes on a uint8 RGB image, not {img.dtype} of shape {img.shape}")
     h, w = img.shape[:2]
+    if full_width is not None:
+        pixel_um = pixel_um * full_width / w
     length = bar_length_um(w, pixel_um, fraction)
     bar_px = max(1, int(round(length / pixel_um)))
     side = min(h, w)

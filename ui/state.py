@@ -126,7 +126,7 @@ def add_image(name: str, image: np.ndarray, gt: np.ndarray | None = None, *, ori
         if gt is not None:
             imgs[name]["gt"] = gt
         if pixel_um is not None:
-            imgs[name]["pixel_um"] = float(pixel_um)
+            set_pixel_size(name, pixel_um)
         if make_current:
             st.session_state["current"] = name
         return name
@@ -173,13 +173,10 @@ def restore(saved: dict) -> list[str]:
                 st.session_state[key][name] = saved[key][name]
     if saved.get("current") in imgs:
         st.session_state["current"] = saved["current"]
-    models = session_models()
     for key, rec in (saved.get("session_models") or {}).items():
-        models.pop(key, None)  # the saved one replaces one of the same name, as images do
-        while len(models) >= MAX_SESSION_MODELS:
-            models.pop(next(iter(models)))
-        models[key] = rec
-    if saved.get("model_in_use") in models:
+        session_models().pop(key, None)  # the saved one replaces one of the same name, as images do
+        _keep_session_model(key, rec)
+    if saved.get("model_in_use") in session_models():
         st.session_state["model_dir"] = saved["model_in_use"]
     return list(saved["images"])
 
@@ -349,11 +346,17 @@ def add_session_model(model, note: str) -> str:
     while key in models:
         key = f"{base}-{k}"
         k += 1
-    while len(models) >= MAX_SESSION_MODELS:
-        models.pop(next(iter(models)))
-    models[key] = {"model": model, "note": note}
+    _keep_session_model(key, {"model": model, "note": note})
     st.session_state["model_dir"] = key
     return key
+
+
+def _keep_session_model(key: str, rec: dict) -> None:
+    """Put ``rec`` under ``key`` among the session's models, the oldest going beyond :data:`MAX_SESSION_MODELS`."""
+    models = session_models()
+    while len(models) >= MAX_SESSION_MODELS:
+        models.pop(next(iter(models)))
+    models[key] = rec
 
 
 def model_label(choice: str) -> str:

@@ -56,7 +56,7 @@ def with_scale_bar(image: np.ndarray, pixel_um: float | None, full_width: int | 
         return image
     from core.scalebar import draw_scale_bar
 
-    return draw_scale_bar(image, pixel_um * (full_width or image.shape[1]) / image.shape[1])
+    return draw_scale_bar(image, pixel_um, full_width=full_width)
 
 
 def show_image(image: np.ndarray, caption: str = "", *, max_side: int = 1400, key: str | None = None,

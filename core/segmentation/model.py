@@ -293,18 +293,20 @@ def model_parts(model: "SegmentationModel") -> tuple[bytes, bytes]:
     return json.dumps(config, indent=1).encode(), buf.getvalue()
 
 
-def model_from_parts(config: bytes, weights: bytes, *, device: str = "auto", name: str = "uploaded") -> SegmentationModel:
-    """A model from the bytes of its ``config.json`` and ``weights.pt``; ``ValueError`` saying what is wrong.
-    Nothing is executed: the config is JSON, the weights are read with ``weights_only=True``, no graph is read. A
-    config without a name gets ``name``."""
+def model_from_parts(config: bytes, weights: bytes, *, device: str = "auto", name: str = "uploaded",
+                     whose: str = "its") -> SegmentationModel:
+    """A model from the bytes of its ``config.json`` and ``weights.pt``; ``ValueError`` saying what is wrong, the
+    files named as ``whose`` ones ("its config.json", "the archive's weights.pt"). Nothing is executed: the config
+    is JSON, the weights are read with ``weights_only=True``, no graph is read. A config without a name gets
+    ``name``."""
     import tempfile
 
     try:
         cfg = json.loads(config)
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ValueError("its config.json is not valid JSON") from None
+        raise ValueError(f"{whose} config.json is not valid JSON") from None
     if not isinstance(cfg, dict):
-        raise ValueError("its config.json does not describe a model")
+        raise ValueError(f"{whose} config.json does not describe a model")
     cfg.pop("inference_graph", None)
     cfg["name"] = cfg.get("name") or name
     with tempfile.TemporaryDirectory(prefix="orelens-model-") as d:
@@ -313,8 +315,9 @@ def model_from_parts(config: bytes, weights: bytes, *, device: str = "auto", nam
         try:
             return load_model(d, device=device, trust_graph=False)
         except ValueError as e:
-            raise ValueError(str(e).replace(str(Path(d, "config.json")), "its config.json")
-                             .replace(str(Path(d, "weights.pt")), "its weights.pt").replace(str(d), "it")) from None
+            raise ValueError(str(e).replace(str(Path(d, "config.json")), f"{whose} config.json")
+                             .replace(str(Path(d, "weights.pt")), f"{whose} weights.pt")
+                             .replace(str(d), "it")) from None
 
 
 def save_model(path: str | Path, net: torch.nn.Module, config: dict[str, Any]) -> Path:
@@ -385,12 +388,8 @@ def load_model_archive(data: bytes, *, device: str = "auto", name: str | None = 
         folder, members = next(iter(complete.items()))
         if sum(m.file_size for m in members.values()) > MAX_ARCHIVE_BYTES:
             raise ValueError(f"the model archive unpacks to more than {MAX_ARCHIVE_BYTES >> 30} GB")
-        try:
-            return model_from_parts(z.read(members["config.json"]), z.read(members["weights.pt"]), device=device,
-                                    name=folder or name or "uploaded")
-        except ValueError as e:
-            raise ValueError(f"the archive's {str(e).replace('its ', '', 1)}" if str(e).startswith("its ")
-                             else str(e)) from None
+        return model_from_parts(z.read(members["config.json"]), z.read(members["weights.pt"]), device=device,
+                                name=folder or name or "uploaded", whose="the archive's")
 
 
 def _load_graph(path: Path, config: dict[str, Any]) -> torch.nn.Module | None:

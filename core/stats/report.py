@@ -57,13 +57,11 @@ def thumbnail(*, image: np.ndarray | None = None, mask: np.ndarray | None = None
         out["image"] = cio.display_copy(np.asarray(image), max_side)
     if mask is not None:
         out["mask"] = colorize(cio.display_copy(np.asarray(mask, np.uint8), max_side))
-    if pixel_um is not None:
+    if pixel_um is not None and (image is not None or mask is not None):
         from ..scalebar import draw_scale_bar
 
-        full_width = (image if image is not None else mask).shape[1] if (image is not None or mask is not None) else 0
-        for k, v in out.items():
-            if v is not None:
-                out[k] = draw_scale_bar(v, pixel_um * full_width / v.shape[1])
+        full_width = (image if image is not None else mask).shape[1]  # the mask is the image's size
+        out = {k: v if v is None else draw_scale_bar(v, pixel_um, full_width=full_width) for k, v in out.items()}
     return out
 
 
