@@ -1,17 +1,21 @@
 """Statistics page: modal mineralogy, grain sizes and associations from the session's masks or uploaded masks."""
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 
+import pandas as pd
 import streamlit as st
 
 from core import io as cio
 from core.minerals import by_code
-from core.stats import BORDER_POLICIES, PERIMETER_METHODS, SIZE_SERIES, Options, measure, summarize, tables
+from core.stats import (BORDER_POLICIES, PERIMETER_METHODS, SIZE_SERIES, Options, group_samples, measure,
+                        sample_comparison, summarize, tables)
 from core.stats.chemistry import DEFAULT_GANGUE_DENSITY
 from core.stats.export import csv_zip, xlsx_bytes
-from core.stats.figures import association_figure, modal_figure, size_figure
+from core.stats.figures import association_figure, modal_figure, sample_figure, size_figure
+from core.stats.summary import MAX_SAMPLE_NAME
 from core.stats.report import build_report, thumbnail
 from ui import state
 
@@ -20,6 +24,8 @@ from ui import state
 CAMERA_PIXEL_UM = 3.45
 OBJECTIVES = {"5×": 5, "10×": 10, "20×": 20, "50×": 50, "100×": 100}
 CUSTOM = "Custom (enter µm/px)"
+DEFAULT_SAMPLE = "sample 1"
+SAMPLE_SCOPE = "sample: "
 
 
 def _preset_label(name: str) -> str:
@@ -56,6 +62,51 @@ def _pixel_sizes(inputs: dict | None) -> dict[str, float] | None:
                      hide_index=True, width="stretch", column_config={
                          "µm per pixel": st.column_config.NumberColumn(format="%.4g")})
     return sizes
+
+
+def _sample_store(name: str) -> dict:
+    """Where the sample of ``name`` is kept: its image record for a session image (saved with the session), the
+    page's own table for a mask uploaded on its own."""
+    images = state.bucket("images")
+    return images[name] if name in images else state.bucket("statistics").setdefault("upload_samples", {}) \
+        .setdefault(name, {})
+
+
+def _samples(inputs: dict | None) -> dict[str, str] | None:
+    """Image -> sample for the masks to analyse, as set in the page's table; None when no input or all in one."""
+    if not inputs:
+        return None
+    st.markdown("#### Samples")
+    st.caption("Give the images of one sample (a section, a drill-core interval, an ore type) the same sample name "
+               "to compare samples: each is then pooled on its own, with its own 95 % interval, beside the total.")
+    current = {n: (_sample_store(n).get("sample") or DEFAULT_SAMPLE) for n in inputs}
+    rows = [{"image": n, "sample": v} for n, v in current.items()]
+    # keyed by what it shows, so that an edit is never replayed over a name set since (Assign, a reopened session)
+    key = "stats-samples-" + hashlib.blake2b(repr(rows).encode(), digest_size=6).hexdigest()
+    edited = st.data_editor(pd.DataFrame(rows), hide_index=True, width="stretch", key=key, disabled=["image"],
+                            column_config={"sample": st.column_config.TextColumn(
+                                max_chars=MAX_SAMPLE_NAME, help="Double-click to name the sample of this image.")})
+    for n, v in zip(edited["image"], edited["sample"]):
+        v = "" if v is None or pd.isna(v) else str(v).strip()
+        if n in current and v and v != current[n]:
+            _sample_store(n)["sample"] = current[n] = v
+    with st.container(horizontal=True, vertical_alignment="bottom"):
+        pick = st.multiselect("Images", list(inputs), key="stats-sample-pick", placeholder="Choose images")
+        name = st.text_input("Sample name", max_chars=MAX_SAMPLE_NAME, key="stats-sample-name",
+                             placeholder="e.g. DH-12 41.0–42.5 m")
+        if st.button("Assign", disabled=not (pick and name.strip()), key="stats-sample-set"):
+            for n in pick:
+                _sample_store(n)["sample"] = name.strip()
+            del st.session_state["stats-sample-pick"]
+            state.rerun_then_show("stats-samples", [("success", f"{len(pick)} image(s) put in sample "
+                                                                f"{name.strip()}.")])
+    state.show_carried("stats-samples")
+    groups = group_samples(list(current), current)
+    if len(groups) < 2:
+        return None
+    st.caption(f"{len(groups)} samples: " + "; ".join(f"{g} ({len(m)} image{'s' if len(m) > 1 else ''})"
+                                                      for g, m in groups.items()))
+    return current
 
 
 def _options() -> Options:
@@ -156,7 +207,7 @@ def _uploaded_masks() -> dict | None:
     return out if ok else None
 
 
-def _compute(inputs: dict, pixel_sizes: dict[str, float], options: Options) -> dict:
+def _compute(inputs: dict, pixel_sizes: dict[str, float], options: Options, samples: dict | None = None) -> dict:
     bar = st.progress(0.0, text="Measuring…")
     results, thumbs, sources = {}, {}, {}
     n = len(inputs)
@@ -166,10 +217,11 @@ def _compute(inputs: dict, pixel_sizes: dict[str, float], options: Options) -> d
         thumbs[name] = thumbnail(image=rec["image"], mask=rec["mask"], pixel_um=pixel_sizes[name])
         sources[name] = rec["source"]
     bar.progress(n / (n + 1), text="Summarising…")
-    summary = summarize(results, options=options)
+    summary = summarize(results, options=options, samples=samples)
     out = {
-        "token": uuid.uuid4().hex, "summary": summary, "tables": tables(results, options=options), "thumbs": thumbs,
-        "sources": sources, "pixel_sizes": dict(pixel_sizes), "options": options.as_dict(),
+        "token": uuid.uuid4().hex, "summary": summary, "tables": tables(results, options=options, samples=samples),
+        "thumbs": thumbs, "sources": sources, "pixel_sizes": dict(pixel_sizes), "options": options.as_dict(),
+        "samples": dict(samples) if samples else None,
         "json": json.dumps(summary, indent=1).encode(), "files": {},
     }
     bar.progress(1.0, text="Done")
@@ -216,6 +268,27 @@ def _assay(tabs: dict, gangue_density: float) -> None:
                                                                sort=False) * 100
             st.caption("wt % of each element in each image's sample.")
             st.dataframe(per.round(4), width="stretch")
+
+
+def _compare_samples(res: dict) -> None:
+    """Area %, wt %, grades and grain sizes of every sample side by side."""
+    cmp = sample_comparison(res["tables"], res["summary"])
+    st.plotly_chart(sample_figure(res["summary"]), key=f"samples-{res['token']}")
+    st.caption("Area % of every sample, ± the half-width of its 95 % interval from how much its own images differ "
+               "(a sample of one image has none). Samples whose intervals do not overlap differ by more than their "
+               "fields do; the intervals do not include errors of the segmentation itself.")
+    st.dataframe(cmp["area_text"], width="stretch")
+    c1, c2 = st.columns(2)
+    c1.caption("wt % (from the minerals' densities)")
+    c1.dataframe(cmp["wt"].round(3), width="stretch")
+    c2.caption("Calculated assay, wt % of the sample")
+    if len(cmp["assay"].columns):
+        c2.dataframe(cmp["assay"].round(4), width="stretch")
+    else:
+        c2.caption("No ore mineral, so no element grade.")
+    if len(cmp["d50"].columns):
+        st.caption("d50 (µm, by area) of every mineral in every sample")
+        st.dataframe(cmp["d50"].round(2), width="stretch")
 
 
 def _show(res: dict) -> None:
@@ -267,21 +340,31 @@ def _show(res: dict) -> None:
     st.markdown("#### Calculated assay")
     _assay(tabs, res["options"]["gangue_density_g_cm3"])
 
+    samples = list(summary.get("samples") or {})
+    if samples:
+        st.markdown("#### Samples compared")
+        _compare_samples(res)
+
     st.markdown("#### Grain sizes")
     c1, c2 = st.columns(2)
-    scope = c1.selectbox("Scope", ["total"] + names, key="stats-scope")
+    scopes = ["total"] + names + [SAMPLE_SCOPE + s for s in samples]
+    scope = c1.selectbox("Scope", scopes, key="stats-scope")
     weight = c2.radio("Distribution", ["area", "number"], horizontal=True, key="stats-weight",
                       format_func=lambda w: f"by {w}")
-    st.plotly_chart(size_figure(summary, scope=scope, weight=weight), key=f"size-{res['token']}-{scope}-{weight}")
-    gs = tabs["grain_summary"]
-    st.dataframe(gs[gs["image"] == scope].drop(columns=["image"]), hide_index=True, width="stretch")
+    sample = scope[len(SAMPLE_SCOPE):] if scope not in names and scope.startswith(SAMPLE_SCOPE) else None
+    col, where = ("sample", sample) if sample is not None else ("image", scope)
+    st.plotly_chart(size_figure(summary, scope=scope, weight=weight, sample=sample),
+                    key=f"size-{res['token']}-{scope}-{weight}")
+    gs = tabs["sample_grain_summary" if sample is not None else "grain_summary"]
+    st.dataframe(gs[gs[col] == where].drop(columns=[col]), hide_index=True, width="stretch")
     with st.expander("Size classes"):
-        sc = tabs["size_classes"]
-        st.dataframe(sc[sc["image"] == scope].drop(columns=["image"]), hide_index=True, width="stretch")
+        sc = tabs["sample_size_classes" if sample is not None else "size_classes"]
+        st.dataframe(sc[sc[col] == where].drop(columns=[col]), hide_index=True, width="stretch")
 
     st.markdown("#### Mineral associations")
-    st.plotly_chart(association_figure(summary, scope=scope), key=f"assoc-{res['token']}-{scope}")
-    entry = summary["total"] if scope == "total" else summary["images"][scope]
+    st.plotly_chart(association_figure(summary, scope=scope, sample=sample), key=f"assoc-{res['token']}-{scope}")
+    entry = summary["samples"][sample] if sample is not None else \
+        summary["total"] if scope == "total" else summary["images"][scope]
     rows = []
     for a, row in entry["association"].items():
         rows.append({"mineral": by_code(int(a)).label,
@@ -309,6 +392,7 @@ def main() -> None:
     if uploaded:
         st.info(f"The {len(uploaded)} uploaded mask(s) are analysed instead of the session's masks.")
     pixel_sizes = _pixel_sizes(inputs)
+    samples = _samples(inputs)
     try:
         options = _options()
     except ValueError as e:
@@ -317,7 +401,7 @@ def main() -> None:
     store = state.bucket("statistics")
     if st.button("Compute statistics", type="primary", disabled=not inputs, key="stats-run"):
         try:
-            store["result"] = _compute(inputs, pixel_sizes, options)
+            store["result"] = _compute(inputs, pixel_sizes, options, samples)
         except ValueError as e:
             st.error(f"Statistics could not be computed: {e}")
         except MemoryError:
@@ -330,7 +414,7 @@ def main() -> None:
             st.caption(f"{len(inputs)} mask(s) ready: press **Compute statistics**.")
         return
     if set(res["summary"]["images"]) != set(inputs) or res.get("pixel_sizes") != pixel_sizes or \
-            res["options"] != options.as_dict():
+            res["options"] != options.as_dict() or res.get("samples") != samples:
         st.warning("The settings or masks changed since these results were computed; press **Compute statistics** "
                    "to update them.")
     _show(res)

@@ -31,6 +31,7 @@ from typing import Mapping
 import numpy as np
 
 from core import io as cio
+from core.stats.summary import MAX_SAMPLE_NAME
 
 __all__ = ["FORMAT", "VERSION", "pack", "describe", "unpack"]
 
@@ -90,6 +91,8 @@ def pack(session: Mapping) -> bytes:
             entry = {"name": name, "origin": rec.get("origin", "upload"), "key": k}
             if rec.get("pixel_um") is not None:
                 entry["pixel_um"] = float(rec["pixel_um"])
+            if rec.get("sample"):
+                entry["sample"] = str(rec["sample"])
             z.writestr(f"images/{k}.png", cio.encode_png(rec["image"]))
             if rec.get("gt") is not None:
                 z.writestr(f"gt/{k}.png", cio.encode_png(rec["gt"]))
@@ -232,8 +235,13 @@ def unpack(data: bytes, *, max_images: int | None = None, device: str = "cpu") -
                 pixel_um = None if e.get("pixel_um") is None else cio.check_pixel_size(e["pixel_um"])
             except ValueError:
                 raise ValueError(f"{where}: its pixel size is damaged") from None
+            sample = e.get("sample")
+            if sample is not None and not (isinstance(sample, str) and 0 < len(sample.strip()) <= MAX_SAMPLE_NAME):
+                raise ValueError(f"{where}: its sample name is damaged")
             out["images"][name] = {"image": image, "gt": gt, "origin": str(e.get("origin", "upload")),
                                    "pixel_um": pixel_um}
+            if sample is not None:
+                out["images"][name]["sample"] = sample.strip()
         if out["current"] not in out["images"]:
             out["current"] = next(iter(out["images"]), None)
         out["session_models"] = _models(r, manifest, device)

@@ -4,6 +4,7 @@ Session state holds only the current user's work; the model is cached once
 per server. Pages exchange work only through the functions here:
 
 - ``images``: name -> ``{"image": uint8 RGB, "gt": mask or None, "origin": str, "pixel_um": µm per pixel or None}``
+  and ``"sample"``, the sample the Statistics page puts it in, once one is set
 - ``calibrated``: name -> colour-corrected uint8 RGB
 - ``predictions``: name -> ``{"labels", "probs", "classes", "scale", "model", "options"}``; ``options`` are the
   Segment page's settings for the image (``{"balance", "minerals", "assemblage", "refine"}``, see :func:`predict_options`)

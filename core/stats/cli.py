@@ -3,6 +3,7 @@
 Example::
 
     python -m core stats masks/*.png --pixel-size 0.53 --json stats.json --csv stats/ --report report.html
+    python -m core stats masks/DH12-41m masks/DH12-57m --samples folders --report compare.html
 """
 from __future__ import annotations
 
@@ -29,6 +30,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", metavar="FILE.html", default=None, help="write a self-contained HTML report")
     p.add_argument("--images", nargs="+", metavar="IMAGE", default=None,
                    help="photographs (or folders of them) matching the masks by file stem, shown in the report")
+    p.add_argument("--samples", default=None, metavar="FILE.csv|folders",
+                   help="compare samples: a CSV of two columns, mask (its file name, stem or path as given) and "
+                        "sample; or 'folders' to take each mask's folder name as its sample. Each sample is then "
+                        "pooled on its own beside the total, in every output")
     p.add_argument("--border", default="exclude", metavar="POLICY",
                    help="grains cut by the image edge: exclude (default) or keep")
     p.add_argument("--perimeter", default="crofton", metavar="METHOD",
@@ -52,10 +57,44 @@ def _unique_stems(paths) -> list[str]:
     return stems
 
 
+def read_samples(spec: str, masks: list, stems: list[str]) -> dict[str, str]:
+    """Mask stem -> sample from ``--samples`` (a CSV file or ``folders``); ``ValueError`` naming what is wrong."""
+    import csv
+
+    if spec == "folders":
+        return {stem: Path(p).resolve().parent.name for p, stem in zip(masks, stems)}
+    path = Path(spec)
+    if not path.is_file():
+        raise ValueError(f"--samples {spec}: no such file; give a CSV of mask,sample rows or 'folders'")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = [r for r in csv.reader(f) if any(c.strip() for c in r)]
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ValueError(f"--samples {spec}: not a readable CSV file ({e})") from None
+    if rows and len(rows[0]) >= 2 and rows[0][1].strip().lower() == "sample":
+        rows = rows[1:]  # a header row
+    keys = {}  # every name a mask may be given by -> the stems it could mean
+    for p, stem in zip(masks, stems):
+        for k in {str(p), Path(p).name, Path(p).stem, stem}:
+            keys.setdefault(k, set()).add(stem)
+    out = {}
+    for i, row in enumerate(rows, 1):
+        if len(row) < 2 or not row[0].strip() or not row[1].strip():
+            raise ValueError(f"--samples {spec}: row {i} is not 'mask,sample': {','.join(row)[:80]}")
+        which = keys.get(row[0].strip())
+        if not which:
+            raise ValueError(f"--samples {spec}: row {i} names {row[0].strip()}, which is not one of the masks")
+        if len(which) > 1:
+            raise ValueError(f"--samples {spec}: row {i}: {row[0].strip()} names {len(which)} masks "
+                             f"({', '.join(sorted(which))}); give its path as on the command line")
+        out[next(iter(which))] = row[1].strip()
+    return out
+
+
 def run(args) -> int:
     from .. import io as cio
     from .measure import measure
-    from .summary import Options, summarize, tables
+    from .summary import Options, group_samples, summarize, tables
 
     options = Options(border=args.border, perimeter=args.perimeter, series=args.series,
                       gangue_density=args.gangue_density)
@@ -67,11 +106,16 @@ def run(args) -> int:
     if unknown:  # before anything is measured
         raise ValueError(f"{len(unknown)} mask(s) record no pixel size ({', '.join(unknown[:5])}"
                          f"{', …' if len(unknown) > 5 else ''}); give it with --pixel-size UM")
+    stems = _unique_stems(masks)
+    samples = None
+    if args.samples:  # checked before anything is measured
+        samples = read_samples(args.samples, masks, stems)
+        group_samples(stems, samples)
     images = {}
     if args.images:
         images = {p.stem: p for p in cio.expand_folders(args.images)}
     results, thumbs = {}, {}
-    for path, stem, pixel_um in zip(masks, _unique_stems(masks), sizes):
+    for path, stem, pixel_um in zip(masks, stems, sizes):
         t0 = time.time()
         mask = cio.read_mask(path)
         img = None
@@ -88,22 +132,28 @@ def run(args) -> int:
         del img
         del mask
         print(f"{stem}: {len(results[stem].grains)} grains at {pixel_um:g} µm/px, {time.time() - t0:.1f} s")
-    summary = summarize(results, options=options)
-    total = summary["total"]
-    for c, f in sorted(total["area_fraction"].items(), key=lambda kv: int(kv[0])):
-        g = total["grains"].get(c)
-        extra = f", {g['count']} grains, d50 {g['d50_um']:.3g} µm" if g and g["count"] else ""
-        print(f"  class {c:>2}: {100 * f:7.3f} area %, {100 * total['mass_fraction'][c]:7.3f} wt %{extra}")
-    if total["element_grade"]:
-        print(f"  calculated grade (gangue {options.gangue_density:g} g/cm³): " +
-              ", ".join(f"{el} {100 * g:.3g} %" for el, g in total["element_grade"].items()))
+    summary = summarize(results, options=options, samples=samples)
+    scopes = [("total", summary["total"])] + [(f"sample {k} ({len(e['images'])} image(s))", e)
+                                              for k, e in (summary.get("samples") or {}).items()]
+    for name, entry in scopes:
+        if len(scopes) > 1:
+            print(f"{name}:")
+        ci = entry.get("area_fraction_ci95") or {}
+        for c, f in sorted(entry["area_fraction"].items(), key=lambda kv: int(kv[0])):
+            g = entry["grains"].get(c)
+            extra = f", {g['count']} grains, d50 {g['d50_um']:.3g} µm" if g and g["count"] else ""
+            pm = f" ± {100 * ci[c]:.2g}" if c in ci else ""
+            print(f"  class {c:>2}: {100 * f:7.3f}{pm} area %, {100 * entry['mass_fraction'][c]:7.3f} wt %{extra}")
+        if entry["element_grade"]:
+            print(f"  calculated grade (gangue {options.gangue_density:g} g/cm³): " +
+                  ", ".join(f"{el} {100 * g:.3g} %" for el, g in entry["element_grade"].items()))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(summary, indent=1))
         print(f"wrote {args.json}")
     tabs = None
     if args.csv or args.xlsx or args.report:
-        tabs = tables(results, options=options)
+        tabs = tables(results, options=options, samples=samples)
     if args.csv:
         from .export import write_csv
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ..minerals import by_code
 
-__all__ = ["modal_figure", "size_figure", "association_figure", "mineral_color"]
+__all__ = ["modal_figure", "sample_figure", "size_figure", "association_figure", "mineral_color"]
 
 
 def mineral_color(code) -> str:
@@ -57,7 +57,45 @@ def modal_figure(summary: dict, *, background: bool = True):
     return fig
 
 
-def size_figure(summary: dict, *, scope: str = "total", weight: str = "area"):
+def _entry(summary: dict, scope: str, sample: str | None) -> tuple[dict, str]:
+    if sample is not None:
+        return summary["samples"][sample], f"sample {sample}"
+    return (summary["total"] if scope == "total" else summary["images"][scope]), scope
+
+
+def sample_figure(summary: dict, *, background: bool = False):
+    """Grouped bars of area percent per mineral, one bar per sample, with the 95 % interval between its images.
+
+    Parameters
+    ----------
+    summary : dict
+        Output of :func:`core.stats.summarize` with ``samples``.
+    background : bool
+        Include the non-metallic background (its bars dwarf the minerals', so off by default). The bars are
+        always percent of all labelled area, so that the intervals apply to them.
+    """
+    import plotly.graph_objects as go
+
+    samples = summary["samples"]
+    codes = sorted({int(c) for e in samples.values() for c in e["area_fraction"]})
+    if not background:
+        codes = [c for c in codes if c != 0]
+    fig = go.Figure()
+    for name, e in samples.items():
+        ys = [100 * e["area_fraction"].get(str(c), 0.0) for c in codes]
+        ci = e.get("area_fraction_ci95")
+        err = dict(type="data", array=[100 * ci.get(str(c), 0.0) for c in codes], visible=True) if ci else None
+        n = len(e["images"])
+        fig.add_bar(x=[by_code(c).label for c in codes], y=ys, name=f"{name} ({n} image{'s' if n > 1 else ''})",
+                    error_y=err, customdata=[by_code(c).name for c in codes],
+                    hovertemplate=name + "<br>%{customdata}: %{y:.3f} %<extra></extra>")
+    fig.update_layout(barmode="group", title="Modal mineralogy by sample (bars: 95 % interval between its images)",
+                      yaxis_title="area %", xaxis_title="mineral", legend_title="sample", height=420,
+                      margin=dict(l=50, r=20, t=50, b=50))
+    return fig
+
+
+def size_figure(summary: dict, *, scope: str = "total", weight: str = "area", sample: str | None = None):
     """Cumulative size curves (percent finer than the class upper edge) per mineral.
 
     Parameters
@@ -66,10 +104,12 @@ def size_figure(summary: dict, *, scope: str = "total", weight: str = "area"):
     scope : str
         ``"total"`` or an image stem.
     weight : {"area", "number"}
+    sample : str, optional
+        A sample of ``summary["samples"]`` instead of ``scope``.
     """
     import plotly.graph_objects as go
 
-    entry = summary["total"] if scope == "total" else summary["images"][scope]
+    entry, scope = _entry(summary, scope, sample)
     key = "cum_area_pct" if weight == "area" else "cum_number_pct"
     fig = go.Figure()
     for c, g in entry["grains"].items():
@@ -86,11 +126,12 @@ def size_figure(summary: dict, *, scope: str = "total", weight: str = "area"):
     return fig
 
 
-def association_figure(summary: dict, *, scope: str = "total"):
-    """Heat map: fraction of each mineral's boundary (rows) touching each class (columns)."""
+def association_figure(summary: dict, *, scope: str = "total", sample: str | None = None):
+    """Heat map: fraction of each mineral's boundary (rows) touching each class (columns); ``scope`` and
+    ``sample`` as for :func:`size_figure`."""
     import plotly.graph_objects as go
 
-    entry = summary["total"] if scope == "total" else summary["images"][scope]
+    entry, scope = _entry(summary, scope, sample)
     rows = sorted(entry["association"], key=int)
     cols = sorted({k for r in rows for k in entry["association"][r]} | set(rows), key=int)
     z = [[(100 * entry["association"][r].get(c, 0.0) if c != r else None) for c in cols] for r in rows]

@@ -16,8 +16,8 @@ import numpy as np
 
 from .. import io as cio
 from ..minerals import by_code, colorize
-from .figures import association_figure, mineral_color, modal_figure, size_figure
-from .summary import BORDER_POLICIES, SIZE_SERIES, Options
+from .figures import association_figure, mineral_color, modal_figure, sample_figure, size_figure
+from .summary import BORDER_POLICIES, SIZE_SERIES, Options, sample_comparison
 from .measure import PERIMETER_METHODS
 
 __all__ = ["thumbnail", "build_report"]
@@ -135,6 +135,27 @@ def _assay_html(tables: Mapping) -> str:
             + _table(pivot, left=("element",), digits=4))
 
 
+def _samples_html(summary: dict, tables: Mapping) -> str:
+    """The samples side by side (:func:`core.stats.summary.sample_comparison`) and their chart."""
+    cmp = sample_comparison(tables, summary)
+    fig = sample_figure(summary).to_html(full_html=False, include_plotlyjs=False, div_id="chart-samples",
+                                         config={"displaylogo": False})
+    members = "; ".join(f"{html.escape(g)}: {html.escape(', '.join(e['images']))}" for g, e in summary["samples"].items())
+
+    def table(df, digits=4):
+        return _table(df.reset_index(), left=("sample",), digits=digits)
+
+    parts = [f"<p class='muted'>{members}</p>", f"<div class='chart'>{fig}</div>",
+             "<p>Area % (± half-width of the 95 % interval from the variation between the sample's own images; a "
+             "sample of one image has none; it does not include errors of the segmentation):</p>",
+             table(cmp["area_text"]), "<p>wt %:</p>", table(cmp["wt"])]
+    if len(cmp["assay"].columns):
+        parts += ["<p>Calculated assay, wt % of the sample:</p>", table(cmp["assay"])]
+    if len(cmp["d50"].columns):
+        parts += ["<p>d50 by area (µm):</p>", table(cmp["d50"], digits=3)]
+    return "".join(parts)
+
+
 def build_report(summary: dict, tables: Mapping, *, options: Options, thumbnails: Mapping[str, dict] | None = None,
                  title: str = "OreLens statistics report", sources: Mapping[str, str] | None = None) -> str:
     """The whole report as one HTML string.
@@ -248,6 +269,8 @@ size series = {html.escape(options.series)}, gangue density = {options.gangue_de
         parts += ["<p>Area % per image:</p>", _table(per_image, left=("image",))]
         parts += ["<p>wt % per image:</p>", _table(per_image_wt, left=("image",))]
     parts += ["<h2>Calculated assay</h2>", _assay_html(tables)]
+    if summary.get("samples"):
+        parts += [f"<h2>Samples compared ({len(summary['samples'])})</h2>", _samples_html(summary, tables)]
     parts += [
         "<h2>Charts</h2>", fig_html,
         "<h2>Grains</h2>", _table(summ_total, left=("label", "mineral")),

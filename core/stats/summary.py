@@ -62,7 +62,9 @@ __all__ = [
     "association",
     "image_entry",
     "summarize",
+    "group_samples",
     "tables",
+    "sample_comparison",
 ]
 
 _UNLABELLED_SLOT = 15
@@ -413,7 +415,53 @@ def image_entry(stats: MaskStats, *, options: Options, extra: bool = True) -> di
     return _str_keys(out)
 
 
-def summarize(results: Mapping[str, MaskStats], *, options: Options | None = None) -> dict:
+MAX_SAMPLE_NAME = 80
+
+
+def group_samples(names, samples: Mapping[str, str]) -> dict[str, list[str]]:
+    """The images of every sample, samples in order of their first image.
+
+    Parameters
+    ----------
+    names : sequence of str
+        The image stems analysed, in display order.
+    samples : mapping of str to str
+        Image stem -> sample name (a drill-core interval, a section, an ore type). Every image needs one; names
+        are compared with surrounding spaces removed.
+
+    Returns
+    -------
+    dict of str to list of str
+        Sample -> its image stems.
+
+    Raises
+    ------
+    ValueError
+        For an image without a sample, a sample for an image not analysed, or an empty or over-long name.
+    """
+    names = list(names)
+    missing = [n for n in names if n not in samples]
+    if missing:
+        raise ValueError(f"no sample given for {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}: "
+                         "give every image a sample")
+    extra = [n for n in samples if n not in names]
+    if extra:
+        raise ValueError(f"a sample is given for {', '.join(map(str, extra[:5]))}, which is not among the images "
+                         f"analysed ({', '.join(names[:5])}{' …' if len(names) > 5 else ''})")
+    groups: dict[str, list[str]] = {}
+    for n in names:
+        v = samples[n]
+        if not isinstance(v, str) or not v.strip():
+            raise ValueError(f"{n}: its sample name is empty; name the sample (e.g. a drill-hole interval)")
+        v = v.strip()
+        if len(v) > MAX_SAMPLE_NAME:
+            raise ValueError(f"{n}: its sample name is {len(v)} characters long; use at most {MAX_SAMPLE_NAME}")
+        groups.setdefault(v, []).append(n)
+    return groups
+
+
+def summarize(results: Mapping[str, MaskStats], *, options: Options | None = None,
+              samples: Mapping[str, str] | None = None) -> dict:
     """Statistics of every image and of all of them pooled.
 
     Parameters
@@ -421,6 +469,8 @@ def summarize(results: Mapping[str, MaskStats], *, options: Options | None = Non
     results : mapping of str to MaskStats
         Image stem -> its measurement, in display order.
     options : Options, optional
+    samples : mapping of str to str, optional
+        Image stem -> the sample it belongs to (:func:`group_samples`), for statistics per sample.
 
     Returns
     -------
@@ -428,74 +478,134 @@ def summarize(results: Mapping[str, MaskStats], *, options: Options | None = Non
         ``{"images": {stem: image_entry}, "total": {"area_fraction", "grains",
         "association", ...}}`` with class codes as strings; with two images or more
         the total also has ``area_fraction_se`` and ``area_fraction_ci95``
-        (:func:`between_images`).
+        (:func:`between_images`). With ``samples``, also ``"samples": {sample: entry}``: each sample's images
+        pooled as the total pools them all, with ``"images"`` (its stems) and, from two images on,
+        ``area_fraction_se`` / ``area_fraction_ci95`` from the variation between its own images.
     """
     options = options or Options()
     if not results:
         raise ValueError("no masks to summarise: give at least one mask")
+    groups = group_samples(list(results), samples) if samples is not None else None
     images = {name: image_entry(s, options=options) for name, s in results.items()}
-    total = image_entry(combine(list(results.values())), options=options, extra=False)
-    spread = between_images(results.values())
+    out = {"images": images, "total": _pooled_entry(list(results.values()), options)}
+    if groups is not None:
+        out["samples"] = {sample: {"images": members, **_pooled_entry([results[n] for n in members], options)}
+                          for sample, members in groups.items()}
+    return out
+
+
+def _pooled_entry(results: list, options: Options) -> dict:
+    """:func:`image_entry` of several measurements pooled, with the spread between them from two on."""
+    entry = image_entry(combine(results), options=options, extra=False)
+    spread = between_images(results)
     if spread:
-        total["area_fraction_se"] = {str(c): v["se"] for c, v in spread.items()}
-        total["area_fraction_ci95"] = {str(c): v["ci95"] for c, v in spread.items()}
-    return {"images": images, "total": total}
+        entry["area_fraction_se"] = {str(c): v["se"] for c, v in spread.items()}
+        entry["area_fraction_ci95"] = {str(c): v["ci95"] for c, v in spread.items()}
+    return entry
 
 
-def tables(results: Mapping[str, MaskStats], *, options: Options | None = None) -> dict:
+_TABLE_KINDS = ("modal", "assay", "deportment", "grain_summary", "size_classes", "association")
+
+
+def _scope_rows(scope: str, stats: MaskStats, options: Options, spread: Mapping, rows: dict, *,
+                key: str = "image") -> None:
+    """Append the rows of every :data:`_TABLE_KINDS` table for one scope (an image, a sample or the total)."""
+    mod = modal(stats)
+    _, mass, mass_ore = _mass_balance(mod, options)
+    for c, v in mod.items():
+        m = by_code(c)
+        sp = spread.get(c, {})
+        rows["modal"].append({key: scope, "code": c, "label": m.label, "mineral": m.name, **v,
+                              "fraction_se": sp.get("se"), "fraction_ci95": sp.get("ci95"),
+                              "mass_fraction": mass.get(c, 0.0),
+                              "mass_fraction_no_background": mass_ore.get(c, 0.0) if c != BACKGROUND else None})
+    ore_grades = grades(mass_ore)
+    for el, g in grades(mass).items():
+        rows["assay"].append({key: scope, "element": el, "grade": g, "grade_in_ore_minerals": ore_grades[el]})
+    for el, shares in deportment(mass).items():
+        for c, share in shares.items():
+            m = by_code(c)
+            rows["deportment"].append({key: scope, "element": el, "code": c, "label": m.label, "mineral": m.name,
+                                       "share": share})
+    for c in mod:
+        if c == BACKGROUND:
+            continue
+        g = grain_summary(stats.grains, c, options=options, extra=True)
+        m = by_code(c)
+        rows["grain_summary"].append({key: scope, "code": c, "label": m.label, "mineral": m.name,
+                                      **{k: v for k, v in g.items() if k != "size_classes"}})
+        for row in g["size_classes"]:
+            rows["size_classes"].append({key: scope, "code": c, "label": m.label, **row})
+    lengths, fractions = association(stats, method=options.perimeter)
+    for a, row in lengths.items():
+        for b, length in row.items():
+            rows["association"].append({
+                key: scope, "code": a, "label": by_code(a).label,
+                "other": b if b != "edge" else "edge",
+                "other_label": ("unlabelled" if b == IGNORE else "image edge" if b == "edge" else by_code(b).label),
+                "shared_length_um": length,
+                "fraction_of_boundary": fractions.get(a, {}).get(b) if isinstance(b, int) else None,
+            })
+
+
+def _frames(rows: dict, key: str) -> dict:
+    import pandas as pd
+
+    head = [key, "code", "label"]
+    columns = {
+        "modal": head + ["mineral", "pixels", "area_um2", "fraction", "fraction_se", "fraction_ci95",
+                         "fraction_no_background", "mass_fraction", "mass_fraction_no_background"],
+        "assay": [key, "element", "grade", "grade_in_ore_minerals"],
+        "deportment": [key, "element", "code", "label", "mineral", "share"],
+        "grain_summary": head + [
+            "mineral", "count", "ecd_um_mean", "ecd_um_median", "d10_um", "d50_um", "d90_um", "count_all",
+            "border_cut", "area_um2_mean", "perimeter_um_mean", "circularity_mean", "aspect_ratio_mean"],
+        "size_classes": head + [
+            "lower_um", "upper_um", "count", "area_um2", "number_pct", "area_pct", "cum_number_pct", "cum_area_pct"],
+        "association": head + ["other", "other_label", "shared_length_um", "fraction_of_boundary"],
+    }
+    return {k: pd.DataFrame(rows[k], columns=columns[k]) for k in _TABLE_KINDS}
+
+
+def tables(results: Mapping[str, MaskStats], *, options: Options | None = None,
+           samples: Mapping[str, str] | None = None) -> dict:
     """Flat tables for CSV/XLSX export.
+
+    Parameters
+    ----------
+    results : mapping of str to MaskStats
+    options : Options, optional
+    samples : mapping of str to str, optional
+        Image stem -> sample (see :func:`group_samples`); adds the tables of the samples.
 
     Returns
     -------
     dict of str to pandas.DataFrame
-        ``modal``, ``grain_summary``, ``size_classes``, ``association`` (one row
-        per image and pair, plus ``total``) and ``grains`` (one row per grain).
+        ``modal``, ``assay``, ``deportment``, ``grain_summary``, ``size_classes``, ``association`` (one row per
+        image and class or pair, plus ``total``) and ``grains`` (one row per grain); with ``samples`` also
+        ``samples`` (image, sample) and ``sample_modal``, ``sample_assay``, ``sample_deportment``,
+        ``sample_grain_summary``, ``sample_size_classes`` and ``sample_association``, with a ``sample`` column
+        where the others have ``image``.
     """
     import pandas as pd
 
     options = options or Options()
     names = list(results)
+    groups = group_samples(names, samples) if samples is not None else None
     pooled = combine([results[n] for n in names])
-    scopes = [(n, results[n]) for n in names] + [("total", pooled)]
-    modal_rows, summ_rows, class_rows, assoc_rows, assay_rows, deport_rows = [], [], [], [], [], []
-    spread = between_images(results[n] for n in names)
-    for scope, st in scopes:
-        mod = modal(st)
-        _, mass, mass_ore = _mass_balance(mod, options)
-        for c, v in mod.items():
-            m = by_code(c)
-            sp = spread.get(c, {}) if scope == "total" else {}
-            modal_rows.append({"image": scope, "code": c, "label": m.label, "mineral": m.name, **v,
-                               "fraction_se": sp.get("se"), "fraction_ci95": sp.get("ci95"),
-                               "mass_fraction": mass.get(c, 0.0),
-                               "mass_fraction_no_background": mass_ore.get(c, 0.0) if c != BACKGROUND else None})
-        ore_grades = grades(mass_ore)
-        for el, g in grades(mass).items():
-            assay_rows.append({"image": scope, "element": el, "grade": g, "grade_in_ore_minerals": ore_grades[el]})
-        for el, shares in deportment(mass).items():
-            for c, share in shares.items():
-                m = by_code(c)
-                deport_rows.append({"image": scope, "element": el, "code": c, "label": m.label, "mineral": m.name,
-                                    "share": share})
-        for c in mod:
-            if c == BACKGROUND:
-                continue
-            g = grain_summary(st.grains, c, options=options, extra=True)
-            m = by_code(c)
-            summ_rows.append({"image": scope, "code": c, "label": m.label, "mineral": m.name,
-                              **{k: v for k, v in g.items() if k != "size_classes"}})
-            for row in g["size_classes"]:
-                class_rows.append({"image": scope, "code": c, "label": m.label, **row})
-        lengths, fractions = association(st, method=options.perimeter)
-        for a, row in lengths.items():
-            for b, length in row.items():
-                assoc_rows.append({
-                    "image": scope, "code": a, "label": by_code(a).label,
-                    "other": b if b != "edge" else "edge",
-                    "other_label": ("unlabelled" if b == IGNORE else "image edge" if b == "edge" else by_code(b).label),
-                    "shared_length_um": length,
-                    "fraction_of_boundary": fractions.get(a, {}).get(b) if isinstance(b, int) else None,
-                })
+    rows = {k: [] for k in _TABLE_KINDS}
+    for n in names:
+        _scope_rows(n, results[n], options, {}, rows)
+    _scope_rows("total", pooled, options, between_images(results[n] for n in names), rows)
+    out = _frames(rows, "image")
+    if groups is not None:
+        srows = {k: [] for k in _TABLE_KINDS}
+        for sample, members in groups.items():
+            sub = [results[n] for n in members]
+            _scope_rows(sample, combine(sub), options, between_images(sub), srows, key="sample")
+        out["samples"] = pd.DataFrame([{"image": n, "sample": samples[n].strip()} for n in names],
+                                      columns=["image", "sample"])
+        out.update({f"sample_{k}": v for k, v in _frames(srows, "sample").items()})
     t = pooled.grains
     per = t.perimeter_um(options.perimeter)
     major, minor = t.axes_um()
@@ -511,20 +621,42 @@ def tables(results: Mapping[str, MaskStats], *, options: Options | None = None) 
         "bbox_x": t.bbox[:, 0], "bbox_y": t.bbox[:, 1], "bbox_w": t.bbox[:, 2], "bbox_h": t.bbox[:, 3],
         "border_cut": t.border,
     })
-    head = ["image", "code", "label"]
-    return {
-        "modal": pd.DataFrame(modal_rows, columns=head + ["mineral", "pixels", "area_um2", "fraction",
-                                                          "fraction_se", "fraction_ci95",
-                                                          "fraction_no_background", "mass_fraction",
-                                                          "mass_fraction_no_background"]),
-        "assay": pd.DataFrame(assay_rows, columns=["image", "element", "grade", "grade_in_ore_minerals"]),
-        "deportment": pd.DataFrame(deport_rows, columns=["image", "element", "code", "label", "mineral", "share"]),
-        "grain_summary": pd.DataFrame(summ_rows, columns=head + [
-            "mineral", "count", "ecd_um_mean", "ecd_um_median", "d10_um", "d50_um", "d90_um", "count_all",
-            "border_cut", "area_um2_mean", "perimeter_um_mean", "circularity_mean", "aspect_ratio_mean"]),
-        "size_classes": pd.DataFrame(class_rows, columns=head + [
-            "lower_um", "upper_um", "count", "area_um2", "number_pct", "area_pct", "cum_number_pct", "cum_area_pct"]),
-        "association": pd.DataFrame(assoc_rows, columns=head + ["other", "other_label", "shared_length_um",
-                                                                "fraction_of_boundary"]),
-        "grains": grains,
-    }
+    out["grains"] = grains
+    first = [*_TABLE_KINDS, "grains"]  # the images' tables first, as before samples existed
+    return {k: out[k] for k in first} | {k: v for k, v in out.items() if k not in first}
+
+
+def sample_comparison(tabs: Mapping, summary: Mapping) -> dict:
+    """The samples side by side, for the page and the report.
+
+    Parameters
+    ----------
+    tabs : dict of str to pandas.DataFrame
+        :func:`tables` with ``samples``.
+    summary : dict
+        :func:`summarize` with the same ``samples``.
+
+    Returns
+    -------
+    dict of str to pandas.DataFrame
+        Indexed by sample, in the summary's order, one column per class label: ``area`` (area %, 0 where a
+        sample has none of a class), ``area_ci95`` (half-width of its 95 % interval in area %, NaN for a sample
+        of one image), ``area_text`` ("12.3 ± 4.5", with an ``images`` column first), ``wt`` (wt %); ``assay``
+        (wt % per element) and ``d50`` (µm, NaN where no grain was counted) .
+    """
+    order = list(summary["samples"])
+
+    def pivot(df, values, scale=100.0, columns="label"):
+        out = df.pivot_table(index="sample", columns=columns, values=values, sort=False, dropna=False) * scale
+        return out.reindex(order)
+
+    modal = tabs["sample_modal"]
+    area = pivot(modal, "fraction")
+    ci = pivot(modal, "fraction_ci95").reindex(columns=area.columns)
+    area = area.fillna(0.0)
+    text = area.map(lambda v: f"{v:.3g}")
+    text = text.where(ci.isna(), text + " ± " + ci.map(lambda v: f"{v:.2g}"))
+    text.insert(0, "images", [len(summary["samples"][g]["images"]) for g in order])
+    return {"area": area, "area_ci95": ci, "area_text": text, "wt": pivot(modal, "mass_fraction").fillna(0.0),
+            "assay": pivot(tabs["sample_assay"], "grade", columns="element"),
+            "d50": pivot(tabs["sample_grain_summary"], "d50_um", scale=1.0)}
