@@ -262,3 +262,15 @@ def test_the_session_models_are_saved_and_come_back_in_use(monkeypatch):
     monkeypatch.undo()
     assert list(fake["session_models"]) == ["session:old1", "session:old2", "session:lab"]
     assert fake["model_dir"] == "session:lab"
+
+
+def test_the_images_samples_are_saved():
+    s = _session()
+    s["images"]["first"]["sample"] = "DH-12 41–42 m"
+    back = unpack(pack(s))
+    assert back["images"]["first"]["sample"] == "DH-12 41–42 m" and "sample" not in back["images"]["second one"]
+    for bad in ("", "x" * 81, 12):
+        def edit(m, bad=bad):
+            m["images"][0]["sample"] = bad
+        with pytest.raises(ValueError, match="its sample name is damaged"):
+            unpack(_rewrite(pack(s), _manifest(edit)))

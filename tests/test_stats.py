@@ -400,3 +400,106 @@ def test_between_image_precision_of_the_pooled_modal_mineralogy():
     big[:, :10] = 1
     pooled = summarize({"small": masks[2], "big": measure(big, pixel_size=0.5)})["total"]["area_fraction"]["1"]
     assert pooled == pytest.approx((300 + 400) / (1000 + 4000))
+
+
+def _fields(*shares, rows: int = 10):
+    """Masks of equal area with the given percent of chalcopyrite (left) and a 2×2 pyrite grain inside."""
+    out = []
+    for share in shares:
+        m = np.zeros((rows, 100), np.uint8)
+        m[:, :share] = 1
+        m[4:6, 80:82] = 6
+        out.append(measure(m, pixel_size=0.5))
+    return out
+
+
+def test_samples_are_pooled_each_on_their_own():
+    """Sample A: three fields with 10, 20 and 30 % chalcopyrite (20 % ± 4.303 · 0.0577, as the total of the test
+    above); sample B: one field with 50 % (no interval). The total is the same as without samples."""
+    from core.stats import group_samples, sample_comparison, tables
+    from core.stats.report import build_report
+
+    a1, a2, a3, b1 = _fields(10, 20, 30, 50)
+    results = {"a1": a1, "a2": a2, "a3": a3, "b1": b1}
+    samples = {"a1": "A", "a2": " A", "a3": "A ", "b1": "B"}
+    s = summarize(results, samples=samples)
+    assert s["total"] == summarize(results)["total"] and s["images"] == summarize(results)["images"]
+    assert list(s["samples"]) == ["A", "B"]
+    a, b = s["samples"]["A"], s["samples"]["B"]
+    assert a["images"] == ["a1", "a2", "a3"] and b["images"] == ["b1"]
+    se = (0.02 / 6) ** 0.5
+    assert a["area_fraction"]["1"] == pytest.approx(0.2) and a["area_fraction"]["6"] == pytest.approx(0.004)
+    assert a["area_fraction_se"]["1"] == pytest.approx(se, rel=1e-9)
+    assert a["area_fraction_ci95"]["1"] == pytest.approx(4.302652729 * se, rel=1e-6)
+    assert a["area_fraction_ci95"]["6"] == pytest.approx(0.0, abs=1e-12)  # the same grain in every field
+    assert b["area_fraction"]["1"] == pytest.approx(0.5) and "area_fraction_ci95" not in b
+    assert a["grains"]["6"]["count"] == 3 and b["grains"]["6"]["count"] == 1
+    assert a == {"images": ["a1", "a2", "a3"], **summarize({"a1": a1, "a2": a2, "a3": a3})["total"]}
+    t = tables(results, samples=samples)
+    assert t["samples"].to_dict("records") == [{"image": "a1", "sample": "A"}, {"image": "a2", "sample": "A"},
+                                               {"image": "a3", "sample": "A"}, {"image": "b1", "sample": "B"}]
+    sm = t["sample_modal"]
+    assert list(sm.columns)[:3] == ["sample", "code", "label"] and set(sm["sample"]) == {"A", "B"}
+    row = sm[(sm["sample"] == "A") & (sm["code"] == 1)].iloc[0]
+    assert row["fraction"] == pytest.approx(0.2) and row["fraction_se"] == pytest.approx(se)
+    assert sm[sm["sample"] == "B"]["fraction_se"].isna().all()
+    for k in ("assay", "deportment", "grain_summary", "size_classes", "association"):
+        assert set(t[f"sample_{k}"]["sample"]) == {"A", "B"}, k
+    assert list(t)[:7] == ["modal", "assay", "deportment", "grain_summary", "size_classes", "association", "grains"]
+    assert tables(results)["modal"].equals(t["modal"])  # the images' tables do not change
+    cmp = sample_comparison(t, s)
+    assert list(cmp["area"].index) == ["A", "B"]
+    assert cmp["area"].loc["A", "ccp"] == pytest.approx(20.0) and cmp["area"].loc["B", "ccp"] == pytest.approx(50.0)
+    assert cmp["area_text"].loc["A", "ccp"] == f"20 ± {100 * 4.302652729 * se:.2g}" == "20 ± 25"
+    assert cmp["area_text"].loc["B", "ccp"] == "50" and list(cmp["area_text"]["images"]) == [3, 1]
+    assert cmp["assay"].loc["B", "Cu"] > cmp["assay"].loc["A", "Cu"] > 0
+    html = build_report(s, t, options=Options())
+    assert "Samples compared (2)" in html and "A: a1, a2, a3; B: b1" in html and "20 ± 25" in html
+    assert "Samples compared" not in build_report(summarize(results), tables(results), options=Options())
+    # every image needs a sample, and only the images analysed have one
+    with pytest.raises(ValueError, match="no sample given for b1"):
+        group_samples(list(results), {"a1": "A", "a2": "A", "a3": "A"})
+    with pytest.raises(ValueError, match="c9, which is not among the images"):
+        group_samples(list(results), {**samples, "c9": "C"})
+    with pytest.raises(ValueError, match="a2: its sample name is empty"):
+        summarize(results, samples={**samples, "a2": "  "})
+    with pytest.raises(ValueError, match="at most 80"):
+        tables(results, samples={**samples, "b1": "x" * 81})
+
+
+def test_cli_compares_samples(tmp_path):
+    from core.cli import main
+
+    m = np.zeros((10, 100), np.uint8)
+    for folder, shares in (("DH1", (10, 20, 30)), ("DH2", (50, 40))):
+        (tmp_path / folder).mkdir()
+        for i, share in enumerate(shares):
+            m[:] = 0
+            m[:, :share] = 1
+            cio.write_mask(tmp_path / folder / f"{i:02d}.png", m, pixel_um=0.5)
+    args = ["stats", str(tmp_path / "DH1"), str(tmp_path / "DH2")]
+    assert main(args + ["--samples", "folders", "--json", str(tmp_path / "f.json"),
+                        "--xlsx", str(tmp_path / "s.xlsx")]) == 0
+    s = json.loads((tmp_path / "f.json").read_text())
+    assert list(s["samples"]) == ["DH1", "DH2"]
+    assert s["samples"]["DH1"]["images"] == ["00", "01", "02"] and s["samples"]["DH2"]["images"] == ["00-2", "01-2"]
+    assert s["samples"]["DH1"]["area_fraction"]["1"] == pytest.approx(0.2)
+    assert s["samples"]["DH2"]["area_fraction"]["1"] == pytest.approx(0.45)
+    import openpyxl
+
+    assert {"samples", "sample_modal"} <= set(openpyxl.load_workbook(tmp_path / "s.xlsx").sheetnames)
+    # a CSV, naming masks by path where their names repeat, with a header row
+    csv = tmp_path / "samples.csv"
+    csv.write_text("mask,sample\n" + "".join(f"{tmp_path / 'DH1' / f'0{i}.png'},upper\n" for i in range(3))
+                   + f"01-2,lower\n{tmp_path / 'DH2' / '00.png'},lower\n")
+    assert main(args + ["--samples", str(csv), "--json", str(tmp_path / "c.json")]) == 0
+    c = json.loads((tmp_path / "c.json").read_text())
+    assert {k: v["images"] for k, v in c["samples"].items()} == {"upper": ["00", "01", "02"],
+                                                                 "lower": ["00-2", "01-2"]}
+    assert c["samples"]["upper"]["area_fraction"] == s["samples"]["DH1"]["area_fraction"]
+    # mistakes are named before anything is measured: status 2
+    csv.write_text("00,upper\n")
+    assert main(args + ["--samples", str(csv)]) == 2  # "00" names two masks
+    csv.write_text(f"{tmp_path / 'DH1' / '00.png'},upper\n")
+    assert main(args + ["--samples", str(csv)]) == 2  # four masks without a sample
+    assert main(args + ["--samples", str(tmp_path / "none.csv")]) == 2

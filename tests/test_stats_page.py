@@ -125,3 +125,51 @@ def test_uploaded_masks_pair_with_images_and_bad_ones_are_refused():
     at.button(key="stats-run").click().run()
     res = at.session_state["statistics"]["result"]
     assert res["summary"]["total"]["area_fraction"]["6"] == 400 / 4800
+
+
+def test_samples_are_compared():
+    """Two of the demo images put into one sample and the third into another: the page pools each as the engine
+    does, shows them side by side, keeps the names with the images, and says when they changed."""
+    from core.io import list_dataset, read_mask
+    from core.stats import Options, measure, summarize
+
+    at = _page()
+    at.selectbox(key="stats-preset").set_value("20×").run()
+    assert not any(c.value.endswith("samples: sample 1 (3 images)") or " samples: " in c.value[:12]
+                   for c in at.caption)  # all in one sample: nothing to compare
+    at.multiselect(key="stats-sample-pick").set_value(["demo-05"]).run()
+    at.text_input(key="stats-sample-name").set_value("copper-nickel").run()
+    at.button(key="stats-sample-set").click().run()
+    assert not at.exception, at.exception
+    assert any("1 image(s) put in sample copper-nickel" in s.value for s in at.success)
+    assert any(c.value == "2 samples: copper-nickel (1 image); sample 1 (2 images)" for c in at.caption)
+    images = at.session_state["images"]
+    assert images["demo-05"]["sample"] == "copper-nickel" and "sample" not in images["demo-a14"]
+    at.button(key="stats-run").click().run()
+    assert not at.exception, at.exception
+    res = at.session_state["statistics"]["result"]
+    samples = {"demo-05": "copper-nickel", "demo-a14": "sample 1", "demo-a55": "sample 1"}
+    assert res["samples"] == samples
+    masks = {f"demo-{it.stem}": read_mask(it.mask) for it in list_dataset(ROOT / "samples", "demo")}
+    ref = summarize({n: measure(m, pixel_size=3.45 / 20) for n, m in masks.items()}, options=Options(),
+                    samples=samples)
+    assert json.loads(res["json"]) == json.loads(json.dumps(ref))
+    assert list(ref["samples"]) == ["copper-nickel", "sample 1"]
+    assert any(m.value == "#### Samples compared" for m in at.markdown)
+    side = next(d.value for d in at.dataframe if "images" in d.value.columns and "ccp" in d.value.columns)
+    assert list(side.index) == ["copper-nickel", "sample 1"] and list(side["images"]) == [1, 2]
+    ccp = 100 * ref["samples"]["sample 1"]["area_fraction"]["1"]
+    half = 100 * ref["samples"]["sample 1"]["area_fraction_ci95"]["1"]
+    assert side.loc["sample 1", "ccp"] == f"{ccp:.3g} ± {half:.0f}" and half > 10  # two images: t = 12.7
+    # a sample as the scope of the grain sizes and associations
+    at.selectbox(key="stats-scope").set_value("sample: sample 1").run()
+    assert not at.exception, at.exception
+    from core.stats.report import build_report
+
+    html = build_report(res["summary"], res["tables"], options=Options(), thumbnails=res["thumbs"])
+    assert "Samples compared (2)" in html
+    # another grouping marks the results stale
+    at.multiselect(key="stats-sample-pick").set_value(["demo-a55"]).run()
+    at.text_input(key="stats-sample-name").set_value("copper-nickel").run()
+    at.button(key="stats-sample-set").click().run()
+    assert any("changed since these results" in w.value for w in at.warning)

@@ -84,12 +84,16 @@ def sample_figure(summary: dict, *, background: bool = False):
     for name, e in samples.items():
         ys = [100 * e["area_fraction"].get(str(c), 0.0) for c in codes]
         ci = e.get("area_fraction_ci95")
-        err = dict(type="data", array=[100 * ci.get(str(c), 0.0) for c in codes], visible=True) if ci else None
+        err = None
+        if ci:  # the interval is symmetric; drawn within 0–100 %, where a fraction can lie
+            half = [100 * ci.get(str(c), 0.0) for c in codes]
+            err = dict(type="data", symmetric=False, visible=True, array=[min(h, 100 - y) for h, y in zip(half, ys)],
+                       arrayminus=[min(h, y) for h, y in zip(half, ys)])
         n = len(e["images"])
         fig.add_bar(x=[by_code(c).label for c in codes], y=ys, name=f"{name} ({n} image{'s' if n > 1 else ''})",
                     error_y=err, customdata=[by_code(c).name for c in codes],
                     hovertemplate=name + "<br>%{customdata}: %{y:.3f} %<extra></extra>")
-    fig.update_layout(barmode="group", title="Modal mineralogy by sample (bars: 95 % interval between its images)",
+    fig.update_layout(barmode="group", title="Modal mineralogy by sample (95 % interval between its images, within 0–100 %)",
                       yaxis_title="area %", xaxis_title="mineral", legend_title="sample", height=420,
                       margin=dict(l=50, r=20, t=50, b=50))
     return fig

@@ -641,7 +641,7 @@ def sample_comparison(tabs: Mapping, summary: Mapping) -> dict:
     dict of str to pandas.DataFrame
         Indexed by sample, in the summary's order, one column per class label: ``area`` (area %, 0 where a
         sample has none of a class), ``area_ci95`` (half-width of its 95 % interval in area %, NaN for a sample
-        of one image), ``area_text`` ("12.3 ± 4.5", with an ``images`` column first), ``wt`` (wt %); ``assay``
+        of one image), ``area_text`` ("12.3 ± 4.5", "60.1 ± 150", with an ``images`` column first), ``wt`` (wt %); ``assay``
         (wt % per element) and ``d50`` (µm, NaN where no grain was counted) .
     """
     order = list(summary["samples"])
@@ -655,7 +655,8 @@ def sample_comparison(tabs: Mapping, summary: Mapping) -> dict:
     ci = pivot(modal, "fraction_ci95").reindex(columns=area.columns)
     area = area.fillna(0.0)
     text = area.map(lambda v: f"{v:.3g}")
-    text = text.where(ci.isna(), text + " ± " + ci.map(lambda v: f"{v:.2g}"))
+    # two significant figures for the half-width, written out in full (not 1.5e+02) from 100 on
+    text = text.where(ci.isna(), text + " ± " + ci.map(lambda v: f"{v:.0f}" if v >= 10 else f"{v:.2g}"))
     text.insert(0, "images", [len(summary["samples"][g]["images"]) for g in order])
     return {"area": area, "area_ci95": ci, "area_text": text, "wt": pivot(modal, "mass_fraction").fillna(0.0),
             "assay": pivot(tabs["sample_assay"], "grade", columns="element"),
