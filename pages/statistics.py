@@ -14,8 +14,8 @@ from core.stats import (BORDER_POLICIES, PERIMETER_METHODS, SIZE_SERIES, Options
                         sample_comparison, summarize, tables)
 from core.stats.chemistry import DEFAULT_GANGUE_DENSITY
 from core.stats.export import csv_zip, xlsx_bytes
-from core.stats.figures import association_figure, modal_figure, sample_figure, size_figure
-from core.stats.summary import MAX_SAMPLE_NAME
+from core.stats.figures import association_figure, modal_figure, occurrence_figure, sample_figure, size_figure
+from core.stats.summary import DEFAULT_ENCLOSED, MAX_SAMPLE_NAME
 from core.stats.report import build_report, thumbnail
 from ui import state
 
@@ -111,7 +111,7 @@ def _samples(inputs: dict | None) -> dict[str, str] | None:
 
 def _options() -> Options:
     with st.expander("Method options"):
-        c1, c2, c3, c4 = st.columns(4)
+        c1, c2, c3, c4, c5 = st.columns(5)
         border = c1.selectbox("Grains cut by the image edge", BORDER_POLICIES.names(), key="stats-border",
                               format_func=lambda n: f"{n} — {BORDER_POLICIES.describe(n)}")
         perimeter = c2.selectbox("Perimeter / boundary estimator", PERIMETER_METHODS.names(), key="stats-perimeter",
@@ -123,7 +123,13 @@ def _options() -> Options:
                                  help="Density of the non-metallic class, for weight % and the calculated assay "
                                       "(quartz 2.65, calcite 2.71, feldspars 2.56–2.76). Area %, weight % of the "
                                       "minerals only and the deportment do not depend on it.")
-    return Options(border=border, perimeter=perimeter, series=series, gangue_density=gangue)
+        enclosed = c5.number_input("Enclosed from (% of a grain's boundary)", min_value=50, max_value=100,
+                                   value=round(100 * DEFAULT_ENCLOSED), step=5, key="stats-enclosed",
+                                   help="A grain counts as enclosed in a class (free in the gangue, or an inclusion "
+                                        "in another mineral) when at least this share of its boundary is against "
+                                        "that class; otherwise it lies between several classes.")
+    return Options(border=border, perimeter=perimeter, series=series, gangue_density=gangue,
+                   enclosed=enclosed / 100)
 
 
 def _session_masks() -> dict:
@@ -334,8 +340,10 @@ def _show(res: dict) -> None:
                    "not include errors of the segmentation itself.")
     if len(names) > 1:
         with st.expander("Per image"):
-            st.dataframe(modal[modal["image"] != "total"].drop(columns=["± area % (95 %)"]), hide_index=True,
-                         width="stretch")
+            per = modal[modal["image"] != "total"].drop(columns=["± area % (95 %)"])
+            if res.get("samples"):
+                per.insert(1, "sample", per["image"].map(res["samples"]))
+            st.dataframe(per, hide_index=True, width="stretch")
 
     st.markdown("#### Calculated assay")
     _assay(tabs, res["options"]["gangue_density_g_cm3"])
@@ -371,6 +379,19 @@ def _show(res: dict) -> None:
                      **{by_code(int(b)).label: round(100 * v, 3) for b, v in row.items()}})
     st.caption("Percent of each mineral's boundary touching each class; bg = free surface, the rest is locked.")
     st.dataframe(rows, hide_index=True, width="stretch")
+
+    st.markdown("#### How the minerals occur")
+    st.plotly_chart(occurrence_figure(summary, scope=scope, sample=sample), key=f"occ-{res['token']}-{scope}")
+    oc = tabs["sample_occurrence" if sample is not None else "occurrence"]
+    oc = oc[oc[col] == where]
+    share = round(100 * res["options"].get("enclosed_share", DEFAULT_ENCLOSED))
+    st.caption(f"Each grain is free in the gangue or enclosed in another mineral when at least {share} % of its "
+               "boundary is against it, else between several classes (set under Method options); % of the "
+               "mineral's area in such grains, with their count and d50. Inclusions need finer grinding to be "
+               "freed.")
+    st.dataframe(pd.DataFrame({"mineral": oc["label"], "occurs": oc["occurs"], "grains": oc["grains"],
+                               "% of its area": (100 * oc["share"]).round(2), "d50 µm": pd.to_numeric(oc["d50_um"]).round(2)}),
+                 hide_index=True, width="stretch")
 
     with st.expander("Masks analysed"):
         cols = st.columns(min(3, max(1, len(names))))

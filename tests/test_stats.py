@@ -295,7 +295,8 @@ def test_tables_and_exports(layout, measured, tmp_path):
     from core.stats.export import csv_zip, write_csv, xlsx_bytes
 
     t = tables({"a": measured})
-    assert set(t) == {"modal", "grain_summary", "size_classes", "association", "grains", "assay", "deportment"}
+    assert set(t) == {"modal", "grain_summary", "size_classes", "association", "grains", "assay", "deportment",
+                      "occurrence"}
     assert len(t["grains"]) == len(measured.grains)
     assert t["grains"]["area_px"].sum() == sum(v for c, v in layout[1]["pixels"].items() if c)
     paths = write_csv(t, tmp_path / "csv")
@@ -324,7 +325,7 @@ def test_cli_json_schema(layout, tmp_path):
     assert set(s) == {"images", "total"}
     assert set(s["images"]) == {"one", "two"}
     assert set(s["total"]) == {"area_fraction", "mass_fraction", "mass_fraction_no_background", "element_grade",
-                               "element_deportment", "grains", "association",
+                               "element_deportment", "grains", "association", "occurrence",
                                "area_fraction_se", "area_fraction_ci95"}  # two images: their spread
     assert set(s["total"]["area_fraction_ci95"]) == set(s["total"]["area_fraction"])
     for entry in [s["total"], *s["images"].values()]:
@@ -443,9 +444,10 @@ def test_samples_are_pooled_each_on_their_own():
     row = sm[(sm["sample"] == "A") & (sm["code"] == 1)].iloc[0]
     assert row["fraction"] == pytest.approx(0.2) and row["fraction_se"] == pytest.approx(se)
     assert sm[sm["sample"] == "B"]["fraction_se"].isna().all()
-    for k in ("assay", "deportment", "grain_summary", "size_classes", "association"):
+    for k in ("assay", "deportment", "grain_summary", "size_classes", "association", "occurrence"):
         assert set(t[f"sample_{k}"]["sample"]) == {"A", "B"}, k
-    assert list(t)[:7] == ["modal", "assay", "deportment", "grain_summary", "size_classes", "association", "grains"]
+    assert list(t)[:8] == ["modal", "assay", "deportment", "grain_summary", "size_classes", "association",
+                           "occurrence", "grains"]
     assert tables(results)["modal"].equals(t["modal"])  # the images' tables do not change
     cmp = sample_comparison(t, s)
     assert list(cmp["area"].index) == ["A", "B"]
@@ -503,3 +505,64 @@ def test_cli_compares_samples(tmp_path):
     csv.write_text(f"{tmp_path / 'DH1' / '00.png'},upper\n")
     assert main(args + ["--samples", str(csv)]) == 2  # four masks without a sample
     assert main(args + ["--samples", str(tmp_path / "none.csv")]) == 2
+
+
+def test_how_grains_occur():
+    """Sphalerite (8) with two chalcopyrite (1) inclusions; one chalcopyrite grain in the gangue; one across the
+    sphalerite's edge (half in each); one with three of its four sides against sphalerite."""
+    from core.stats import occurrence
+
+    m = np.zeros((300, 400), np.uint8)
+    m[50:250, 50:250] = 8
+    m[80:100, 80:100] = 1      # inclusion, 400 px
+    m[120:130, 120:130] = 1    # inclusion, 100 px
+    m[100:120, 300:320] = 1    # in the gangue, 400 px
+    m[200:220, 240:260] = 1    # across the edge: half its boundary on each side, 400 px
+    m[50:70, 150:170] = 1      # top side against the gangue, three sides against sphalerite, 400 px
+    st = measure(m, pixel_size=0.5)
+    g = st.grains
+    # each grain's contacts add up to its Crofton perimeter; the image edge is a slot of its own
+    assert np.allclose(g.contacts.sum(1) * 0.5, g.perimeter_um("crofton"), rtol=1e-5)
+    share = {int(round(a)): r for a, r in zip(g.area_um2 / 0.25, g.contacts / g.contacts.sum(1, keepdims=True))}
+    assert share[100][8] == pytest.approx(1.0)
+    occ = occurrence(g, 1, options=Options())
+    by_host = {h["host"]: h for h in occ["hosts"]}
+    assert occ["grains"] == 5 and occ["unclassified"] == 0
+    assert by_host[8]["grains"] == 2 and by_host[8]["share"] == pytest.approx(500 / 1700)
+    assert by_host[0]["grains"] == 1 and by_host[0]["share"] == pytest.approx(400 / 1700)
+    assert by_host[None]["grains"] == 2 and by_host[None]["share"] == pytest.approx(800 / 1700)
+    assert by_host[8]["d50_um"] == pytest.approx(2 * np.sqrt(400 * 0.25 / np.pi))
+    assert [h["host"] for h in occ["hosts"]] == [None, 8, 0]  # largest share first
+    # the three-sides grain is enclosed from 70 %, not from 80 %
+    assert {h["host"]: h["grains"] for h in occurrence(g, 1, options=Options(enclosed=0.7))["hosts"]} == \
+        {8: 3, 0: 1, None: 1}
+    assert {h["host"]: h["grains"] for h in occurrence(g, 1, options=Options(enclosed=0.8))["hosts"]} == \
+        {8: 2, 0: 1, None: 2}
+    # the host: about a fifth of its boundary is against its chalcopyrite (inclusions 120, the cut grain 40, the
+    # three-sides grain 60, of about 1000 px), so it lies between several classes at 90 % and in the gangue at 75 %
+    assert [(h["host"], h["grains"]) for h in occurrence(g, 8, options=Options())["hosts"]] == [(None, 1)]
+    assert [(h["host"], h["grains"]) for h in occurrence(g, 8, options=Options(enclosed=0.75))["hosts"]] == [(0, 1)]
+    # the image edge is no contact: a grain cut by it, kept, counts by its other sides
+    cut = np.zeros((50, 50), np.uint8)
+    cut[:, :20] = 8
+    cut[0:10, 0:10] = 1
+    k = measure(cut)
+    assert occurrence(k.grains, 1, options=Options())["grains"] == 0  # cut by the edge: left out by default
+    kept = occurrence(k.grains, 1, options=Options(border="keep"))
+    assert kept["hosts"] == [{"host": 8, "grains": 1, "area_um2": 100.0, "share": 1.0,
+                              "d50_um": pytest.approx(2 * np.sqrt(100 / np.pi))}]
+    # pooled, selected and tabled like every other grain measurement
+    both = combine([st, k])
+    assert both.grains.contacts.shape == (len(both.grains), 17)
+    t = tables({"a": st})["occurrence"]
+    row = t[(t["image"] == "total") & (t["code"] == 1) & (t["host_code"] == 8)].iloc[0]
+    assert row["occurs"] == "enclosed in sphalerite" and row["grains"] == 2
+    assert set(t[t["code"] == 1]["occurs"]) == {"enclosed in sphalerite", "free in the gangue",
+                                                 "between several classes"}
+    j = summarize({"a": st})["total"]["occurrence"]["1"]
+    assert [(h["host"], h["grains"]) for h in j["hosts"]] == [(None, 2), ("8", 2), ("0", 1)]
+    for bad in (0.4, 1.01, "x"):
+        with pytest.raises(ValueError, match="enclosed"):
+            Options(enclosed=bad)
+    assert Options.from_dict(Options(enclosed=0.75).as_dict()).enclosed == 0.75
+    assert Options.from_dict({"border": "exclude", "perimeter": "crofton", "size_series": "sqrt2"}).enclosed == 0.9

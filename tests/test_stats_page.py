@@ -173,3 +173,17 @@ def test_samples_are_compared():
     at.text_input(key="stats-sample-name").set_value("copper-nickel").run()
     at.button(key="stats-sample-set").click().run()
     assert any("changed since these results" in w.value for w in at.warning)
+    # how the grains occur, with the share of boundary that encloses a grain set under Method options
+    assert any(m.value == "#### How the minerals occur" for m in at.markdown)
+    at.number_input(key="stats-enclosed").set_value(60).run()
+    at.button(key="stats-run").click().run()
+    assert not at.exception, at.exception
+    res = at.session_state["statistics"]["result"]
+    assert res["options"]["enclosed_share"] == 0.6
+    ref = summarize({n: measure(m, pixel_size=3.45 / 20) for n, m in masks.items()},
+                    options=Options(enclosed=0.6), samples=res["samples"])
+    assert json.loads(res["json"])["total"]["occurrence"] == json.loads(json.dumps(ref["total"]["occurrence"]))
+    shown = next(d.value for d in at.dataframe if "occurs" in d.value.columns)
+    py = ref["samples"]["sample 1"]["occurrence"]["6"]["hosts"][0]  # the scope chosen above
+    row = shown[shown["mineral"] == "py"].iloc[0]
+    assert row["grains"] == py["grains"] and row["% of its area"] == pytest.approx(round(100 * py["share"], 2))

@@ -30,6 +30,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", metavar="FILE.html", default=None, help="write a self-contained HTML report")
     p.add_argument("--images", nargs="+", metavar="IMAGE", default=None,
                    help="photographs (or folders of them) matching the masks by file stem, shown in the report")
+    p.add_argument("--enclosed", type=float, default=90.0, metavar="PCT",
+                   help="a grain is enclosed in a class (free in the gangue, or an inclusion in another mineral) "
+                        "from this %% of its boundary against it (default 90; 50-100)")
     p.add_argument("--samples", default=None, metavar="FILE.csv|folders",
                    help="compare samples: a CSV of two columns, mask (its file name, stem or path as given) and "
                         "sample; or 'folders' to take each mask's folder name as its sample. Each sample is then "
@@ -97,7 +100,7 @@ def run(args) -> int:
     from .summary import Options, group_samples, summarize, tables
 
     options = Options(border=args.border, perimeter=args.perimeter, series=args.series,
-                      gangue_density=args.gangue_density)
+                      gangue_density=args.gangue_density, enclosed=args.enclosed / 100)
     if args.pixel_size is not None:
         cio.check_pixel_size(args.pixel_size, "--pixel-size")
     masks = cio.expand_folders(args.masks, (".png", ".tif", ".tiff"), what="masks")

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from ..minerals import by_code
 
-__all__ = ["modal_figure", "sample_figure", "size_figure", "association_figure", "mineral_color"]
+__all__ = ["modal_figure", "sample_figure", "size_figure", "association_figure", "occurrence_figure",
+           "mineral_color"]
 
 
 def mineral_color(code) -> str:
@@ -147,4 +148,30 @@ def association_figure(summary: dict, *, scope: str = "total", sample: str | Non
     fig.update_layout(title=f"Mineral associations ({scope}): share of each mineral's boundary",
                       xaxis_title="touching (bg = free surface)", yaxis_title="mineral", height=420,
                       yaxis_autorange="reversed", margin=dict(l=60, r=20, t=50, b=50))
+    return fig
+
+
+def occurrence_figure(summary: dict, *, scope: str = "total", sample: str | None = None):
+    """Stacked bars: the share of each mineral's area (rows) in grains free in the gangue, enclosed in each other
+    mineral, or between several classes; ``scope`` and ``sample`` as for :func:`size_figure`."""
+    import plotly.graph_objects as go
+
+    entry, scope = _entry(summary, scope, sample)
+    occ = {c: o for c, o in sorted(entry.get("occurrence", {}).items(), key=lambda kv: int(kv[0])) if o["hosts"]}
+    rows = [by_code(int(c)).label for c in occ]
+    hosts = sorted({h["host"] for o in occ.values() for h in o["hosts"]},
+                   key=lambda h: (h is None, int(h) if h is not None else 0))
+    fig = go.Figure()
+    for h in hosts:
+        name = ("between several" if h is None else "free in gangue" if h == "0" else f"in {_label(h)}")
+        xs = [100 * next((e["share"] for e in o["hosts"] if e["host"] == h), 0.0) for o in occ.values()]
+        fig.add_bar(y=rows, x=xs, orientation="h", name=name,
+                    marker_color="rgb(200,200,200)" if h is None else mineral_color(h),
+                    marker_line_color="#555", marker_line_width=0.5,
+                    marker_pattern_shape="/" if h is None else "",
+                    hovertemplate="%{y}: %{x:.1f} % of its area " + name + "<extra></extra>")
+    fig.update_layout(barmode="stack", title=f"How each mineral occurs ({scope}): share of its area by grain",
+                      xaxis_title="% of the mineral's area", yaxis_title="mineral", xaxis_range=[0, 100],
+                      yaxis_autorange="reversed", legend_title="grains", height=max(260, 70 + 34 * len(rows)),
+                      margin=dict(l=60, r=20, t=50, b=50))
     return fig

@@ -126,6 +126,9 @@ class GrainTable:
         Boundary crossings per direction of :data:`DIRECTIONS`, image edge included.
     border : (G,) bool ndarray
         True where the grain touches the image edge (cut by the border).
+    contacts : (G, 17) float32 ndarray
+        Length of the grain's boundary against every slot (codes 0-14, 15 unlabelled, 16 the image edge), in
+        pixels, by the Cauchy-Crofton estimate; a row sums to the grain's Crofton perimeter.
     """
 
     code: np.ndarray
@@ -137,6 +140,7 @@ class GrainTable:
     cov: np.ndarray
     crossings: np.ndarray
     border: np.ndarray
+    contacts: np.ndarray
 
     def __len__(self) -> int:
         return int(self.code.shape[0])
@@ -167,7 +171,7 @@ class GrainTable:
         """The grains where ``keep`` (a (G,) bool or index array) holds."""
         return GrainTable(
             self.code[keep], self.image[keep], self.pixels[keep], self.pixel_size[keep], self.bbox[keep],
-            self.centroid[keep], self.cov[keep], self.crossings[:, keep], self.border[keep])
+            self.centroid[keep], self.cov[keep], self.crossings[:, keep], self.border[keep], self.contacts[keep])
 
     @staticmethod
     def concat(tables: list["GrainTable"]) -> "GrainTable":
@@ -178,13 +182,13 @@ class GrainTable:
             np.concatenate([t.pixels for t in tables]), np.concatenate([t.pixel_size for t in tables]),
             np.concatenate([t.bbox for t in tables]), np.concatenate([t.centroid for t in tables]),
             np.concatenate([t.cov for t in tables]), np.concatenate([t.crossings for t in tables], axis=1),
-            np.concatenate([t.border for t in tables]))
+            np.concatenate([t.border for t in tables]), np.concatenate([t.contacts for t in tables]))
 
 
 def _empty_table() -> GrainTable:
     return GrainTable(np.zeros(0, np.uint8), np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0),
                       np.zeros((0, 4), np.int32), np.zeros((0, 2)), np.zeros((0, 3)), np.zeros((4, 0), np.int64),
-                      np.zeros(0, bool))
+                      np.zeros(0, bool), np.zeros((0, SLOTS), np.float32))
 
 
 @dataclass
@@ -306,6 +310,7 @@ def measure(mask: np.ndarray, *, pixel_size: float = 1.0, strip_pixels: int = 1 
     # 2. crossings between classes (and per grain) in strips of rows
     pairs = np.zeros((4, SLOTS * SLOTS), np.int64)
     gcross = np.zeros((4, g + 1), np.int64)
+    contacts = np.zeros((g + 1) * SLOTS, np.float32)  # grain × neighbour slot, Crofton-weighted px
     rows = max(1, int(strip_pixels) // n)
     flat_mask = mask.reshape(-1)
     flat_lab = labels.reshape(-1)
@@ -314,17 +319,20 @@ def measure(mask: np.ndarray, *, pixel_size: float = 1.0, strip_pixels: int = 1 
         # horizontal neighbours within rows r0..r1-1
         a0, a1 = r0 * n, r1 * n
         _cross(flat_mask[a0:a1 - 1], flat_mask[a0 + 1:a1], flat_lab[a0:a1 - 1], flat_lab[a0 + 1:a1],
-               n, True, pairs[0], gcross[0])
+               n, True, pairs[0], gcross[0], contacts, _CROFTON_WEIGHT[0])
         rr = min(r1, m - 1) - r0  # rows in this strip that have a row below
         if rr <= 0:
             continue
         b0 = r0 * n
         _cross(flat_mask[b0:b0 + rr * n], flat_mask[b0 + n:b0 + n + rr * n],
-               flat_lab[b0:b0 + rr * n], flat_lab[b0 + n:b0 + n + rr * n], n, False, pairs[1], gcross[1])
+               flat_lab[b0:b0 + rr * n], flat_lab[b0 + n:b0 + n + rr * n], n, False, pairs[1], gcross[1],
+               contacts, _CROFTON_WEIGHT[1])
         _cross(flat_mask[b0:b0 + rr * n - 1], flat_mask[b0 + n + 1:b0 + (rr + 1) * n],
-               flat_lab[b0:b0 + rr * n - 1], flat_lab[b0 + n + 1:b0 + (rr + 1) * n], n, True, pairs[2], gcross[2])
+               flat_lab[b0:b0 + rr * n - 1], flat_lab[b0 + n + 1:b0 + (rr + 1) * n], n, True, pairs[2], gcross[2],
+               contacts, _CROFTON_WEIGHT[2])
         _cross(flat_mask[b0 + 1:b0 + rr * n], flat_mask[b0 + n:b0 + (rr + 1) * n - 1],
-               flat_lab[b0 + 1:b0 + rr * n], flat_lab[b0 + n:b0 + (rr + 1) * n - 1], n, True, pairs[3], gcross[3])
+               flat_lab[b0 + 1:b0 + rr * n], flat_lab[b0 + n:b0 + (rr + 1) * n - 1], n, True, pairs[3], gcross[3],
+               contacts, _CROFTON_WEIGHT[3])
 
     # image edge: every line of every direction enters and leaves the image once
     top, bottom = (0, slice(None)), (m - 1, slice(None))
@@ -344,20 +352,34 @@ def measure(mask: np.ndarray, *, pixel_size: float = 1.0, strip_pixels: int = 1 
                 continue
             pairs[d] += np.bincount(_SLOT_OF[c] * SLOTS + OUTSIDE, minlength=SLOTS * SLOTS)
             gcross[d] += np.bincount(lab, minlength=g + 1)
+            _add_contacts(contacts, lab * SLOTS + OUTSIDE, _CROFTON_WEIGHT[d])
 
     # 3. second moments per grain, in strips
     cov = _moments(labels, g, centroid, area, rows)
     del labels
 
     grains = GrainTable(code, np.zeros(g, np.int32), area, np.full(g, pixel_size), bbox, centroid, cov,
-                        gcross[:, 1:], border)
+                        gcross[:, 1:], border, contacts.reshape(g + 1, SLOTS)[1:])
     return MaskStats(
         shapes=[(m, n)], pixel_sizes=[pixel_size], pixels=pixels, area_um2=pixels * pixel_size ** 2,
         pairs_um=pairs.reshape(4, SLOTS, SLOTS) * pixel_size, grains=grains)
 
 
-def _cross(ca, cb, la, lb, n, wraps, pair_out, grain_out) -> None:
-    """Count class changes between neighbour pairs (ca[i], cb[i]); accumulate in place."""
+#: Weight of one crossing of each direction in the Cauchy-Crofton length (see :func:`_crofton`).
+_CROFTON_WEIGHT = (math.pi / 8, math.pi / 8, math.pi / 8 / math.sqrt(2), math.pi / 8 / math.sqrt(2))
+
+
+def _add_contacts(out: np.ndarray, keys: np.ndarray, weight: float) -> None:
+    """Add ``weight`` to ``out[k]`` for every key (grain × SLOTS + slot; grain 0, no grain, is dropped)."""
+    keys = keys[keys >= SLOTS]
+    if keys.size:
+        uk, cnt = np.unique(keys, return_counts=True)  # only the keys that occur: no (G × 17) temporary
+        out[uk] += (weight * cnt).astype(np.float32)
+
+
+def _cross(ca, cb, la, lb, n, wraps, pair_out, grain_out, contacts, weight) -> None:
+    """Count class changes between neighbour pairs (ca[i], cb[i]); accumulate in place (``contacts``: each
+    grain's crossings against each neighbour slot, times ``weight``)."""
     diff = ca != cb
     if wraps:  # pairs that wrap from the end of one row to the next are not neighbours
         diff[n - 1::n] = False
@@ -369,6 +391,8 @@ def _cross(ca, cb, la, lb, n, wraps, pair_out, grain_out) -> None:
     g = grain_out.shape[0]
     grain_out += np.bincount(la[idx], minlength=g)
     grain_out += np.bincount(lb[idx], minlength=g)
+    _add_contacts(contacts, np.concatenate([la[idx].astype(np.int64) * SLOTS + sb,
+                                            lb[idx].astype(np.int64) * SLOTS + sa]), weight)
 
 
 def _moments(labels: np.ndarray, g: int, centroid: np.ndarray, area: np.ndarray, rows: int) -> np.ndarray:
@@ -422,7 +446,8 @@ def combine(results: list[MaskStats]) -> MaskStats:
     for i, r in enumerate(results):
         t = r.grains
         tables.append(GrainTable(t.code, np.full(len(t), i, np.int32) if len(results) > 1 else t.image,
-                                 t.pixels, t.pixel_size, t.bbox, t.centroid, t.cov, t.crossings, t.border))
+                                 t.pixels, t.pixel_size, t.bbox, t.centroid, t.cov, t.crossings, t.border,
+                                 t.contacts))
     return MaskStats(
         shapes=[s for r in results for s in r.shapes],
         pixel_sizes=[p for r in results for p in r.pixel_sizes],

@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import io as cio
 from ..minerals import by_code, colorize
-from .figures import association_figure, mineral_color, modal_figure, sample_figure, size_figure
+from .figures import association_figure, mineral_color, modal_figure, occurrence_figure, sample_figure, size_figure
 from .summary import BORDER_POLICIES, SIZE_SERIES, Options, sample_comparison
 from .measure import PERIMETER_METHODS
 
@@ -115,6 +115,20 @@ def _association_table(entry: dict) -> str:
             "the bg column is its free surface, the rest is locked. Image edges and unlabelled pixels are left out.</p>")
 
 
+def _occurrence_html(tables: Mapping, options: Options) -> str:
+    oc = tables["occurrence"]
+    oc = oc[oc["image"] == "total"]
+    if not len(oc):
+        return "<p class='muted'>(no grains)</p>"
+    df = oc[["label", "mineral", "occurs", "grains"]].copy()
+    df["% of its area"] = oc["share"] * 100
+    df["d50 µm"] = oc["d50_um"]
+    return (_table(df, left=("label", "mineral", "occurs")) +
+            f"<p class='muted'>A grain is free in the gangue, or enclosed in another mineral, when at least "
+            f"{100 * options.enclosed:g} % of its boundary is against it; otherwise it lies between several classes. "
+            "Shares are of the mineral's area in the grains counted (border policy as for the grain sizes).</p>")
+
+
 def _densities(codes) -> str:
     return ", ".join(f"{by_code(c).label} {by_code(c).density:g}" for c in codes if by_code(c).density is not None)
 
@@ -186,7 +200,7 @@ def build_report(summary: dict, tables: Mapping, *, options: Options, thumbnails
     images = summary["images"]
     figs = [modal_figure(summary), modal_figure(summary, background=False),
             size_figure(summary, weight="area"), size_figure(summary, weight="number"),
-            association_figure(summary)]
+            association_figure(summary), occurrence_figure(summary)]
     fig_html = "".join(
         f"<div class='chart'>{f.to_html(full_html=False, include_plotlyjs=False, div_id=f'chart{i}', config={'displaylogo': False})}</div>"
         for i, f in enumerate(figs))
@@ -247,9 +261,14 @@ mineral.</li>
 <li><b>Associations</b>: boundary length shared by every pair of classes, from class changes between neighbouring pixels
 in four directions (Cauchy-Crofton estimate), and for every mineral the share of its boundary against each other class
 (free surface = against background).</li>
+<li><b>How the minerals occur</b>: every grain counted is <i>enclosed</i> in the class against which at least
+{100 * options.enclosed:g} % of its boundary lies (the non-metallic class: free in the gangue; another mineral: an
+inclusion), otherwise <i>between several classes</i>; the image edge and unlabelled pixels are not contacts. The
+shares are of the mineral's area, by grain.</li>
 </ul>
 <p>Parameters: border = {html.escape(options.border)}, perimeter = {html.escape(options.perimeter)},
-size series = {html.escape(options.series)}, gangue density = {options.gangue_density:g} g/cm³. Generated {when} by OreLens.</p>
+size series = {html.escape(options.series)}, gangue density = {options.gangue_density:g} g/cm³, enclosed from
+{100 * options.enclosed:g} % of a grain's boundary. Generated {when} by OreLens.</p>
 """
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
@@ -276,6 +295,7 @@ size series = {html.escape(options.series)}, gangue density = {options.gangue_de
         "<h2>Grains</h2>", _table(summ_total, left=("label", "mineral")),
         "<p class='muted'>Per-grain measurements and size classes are in the CSV/XLSX export.</p>",
         "<h2>Associations</h2>", _association_table(summary["total"]),
+        "<h2>How the minerals occur</h2>", _occurrence_html(tables, options),
         "<h2>Method</h2>", method,
         "</body></html>",
     ]

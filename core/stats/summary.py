@@ -60,6 +60,7 @@ __all__ = [
     "d_values",
     "grain_summary",
     "association",
+    "occurrence",
     "image_entry",
     "summarize",
     "group_samples",
@@ -68,6 +69,7 @@ __all__ = [
 ]
 
 _UNLABELLED_SLOT = 15
+DEFAULT_ENCLOSED = 0.9
 
 BORDER_POLICIES: Registry = Registry("border policy")
 BORDER_POLICIES.add("exclude", lambda t: ~t.border,
@@ -94,10 +96,13 @@ class Options:
         A :data:`SIZE_SERIES` name (``"sqrt2"`` or ``"2"``).
     gangue_density : float
         Density of the non-metallic class in g/cm³, for mass fractions and element grades (default 2.7).
+    enclosed : float
+        Share of a grain's boundary against one class from which the grain counts as enclosed in it
+        (:func:`occurrence`; default 0.9).
     """
 
     def __init__(self, *, border: str = "exclude", perimeter: str = "crofton", series: str = "sqrt2",
-                 gangue_density: float = DEFAULT_GANGUE_DENSITY):
+                 gangue_density: float = DEFAULT_GANGUE_DENSITY, enclosed: float = DEFAULT_ENCLOSED):
         BORDER_POLICIES.get(border)
         PERIMETER_METHODS.get(perimeter)
         SIZE_SERIES.get(series)
@@ -105,16 +110,25 @@ class Options:
         self.perimeter = PERIMETER_METHODS.get_key(perimeter)
         self.series = SIZE_SERIES.get_key(series)
         self.gangue_density = check_gangue_density(gangue_density)
+        try:
+            enclosed = float(enclosed)
+        except (TypeError, ValueError):
+            raise ValueError(f"the enclosed share must be a number from 0.5 to 1 (50-100 %), not {enclosed!r}") from None
+        if not 0.5 <= enclosed <= 1.0:  # from one half on, at most one class can enclose a grain
+            raise ValueError(f"a grain is enclosed from 50 to 100 % of its boundary against one class, not from "
+                             f"{100 * enclosed:g} %")
+        self.enclosed = enclosed
 
     def as_dict(self) -> dict:
         return {"border": self.border, "perimeter": self.perimeter, "size_series": self.series,
-                "gangue_density_g_cm3": self.gangue_density}
+                "gangue_density_g_cm3": self.gangue_density, "enclosed_share": self.enclosed}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "Options":
         """The inverse of :meth:`as_dict`."""
         return cls(border=d["border"], perimeter=d["perimeter"], series=d["size_series"],
-                   gangue_density=d.get("gangue_density_g_cm3", DEFAULT_GANGUE_DENSITY))
+                   gangue_density=d.get("gangue_density_g_cm3", DEFAULT_GANGUE_DENSITY),
+                   enclosed=d.get("enclosed_share", DEFAULT_ENCLOSED))
 
 
 def _codes_present(stats: MaskStats) -> list[int]:
@@ -325,6 +339,51 @@ def grain_summary(grains: GrainTable, code: int, *, options: Options, extra: boo
     return out
 
 
+def occurrence(grains: GrainTable, code: int, *, options: Options) -> dict:
+    """How the grains of one mineral occur: enclosed in one class, or between several.
+
+    A grain is enclosed in a class when at least ``options.enclosed`` of its boundary (Cauchy-Crofton length)
+    is against that class: in the non-metallic background it is free in the gangue, in another mineral it is an
+    inclusion (chalcopyrite in sphalerite, pentlandite in pyrrhotite). Otherwise it lies between several
+    classes. The image edge and unlabelled pixels are not contacts; a grain with no other contact is not
+    classified. The border policy of ``options`` chooses the grains.
+
+    Parameters
+    ----------
+    grains : GrainTable
+    code : int
+        Mineral code.
+    options : Options
+
+    Returns
+    -------
+    dict
+        ``{"grains": n classified, "unclassified": n, "hosts": [...]}``; every host entry is ``{"host": code of
+        the enclosing class, or None for between several, "grains", "area_um2", "share" (of the classified
+        grains' area), "d50_um"}``, largest share first.
+    """
+    t = select_grains(grains.select(grains.code == code), border=options.border)
+    known = t.contacts[:, :_UNLABELLED_SLOT].astype(np.float64)
+    total = known.sum(1)
+    ok = total > 0
+    host = np.full(len(t), -1)
+    if ok.any():
+        best = known[ok].argmax(1)
+        enclosed = known[ok][np.arange(int(ok.sum())), best] >= options.enclosed * total[ok] - 1e-9
+        host[ok] = np.where(enclosed, best, -1)
+    area, ecd = t.area_um2, t.ecd_um
+    counted = float(area[ok].sum())
+    hosts = []
+    for h in np.unique(host[ok]):
+        sel = ok & (host == h)
+        a = area[sel]
+        hosts.append({"host": None if h < 0 else int(h), "grains": int(sel.sum()), "area_um2": float(a.sum()),
+                      "share": float(a.sum()) / counted if counted else 0.0,
+                      "d50_um": d_values(ecd[sel], a, percents=(50,))[0]})
+    hosts.sort(key=lambda e: -e["share"])
+    return {"grains": int(ok.sum()), "unclassified": int((~ok).sum()), "hosts": hosts}
+
+
 def association(stats: MaskStats, *, method: str = "crofton") -> tuple[dict, dict]:
     """Shared boundary lengths and boundary fractions.
 
@@ -373,6 +432,10 @@ def _str_keys(d):
     return d
 
 
+def _occurrence_json(occ: dict) -> dict:
+    return {**occ, "hosts": [{**h, "host": None if h["host"] is None else str(h["host"])} for h in occ["hosts"]]}
+
+
 def image_entry(stats: MaskStats, *, options: Options, extra: bool = True) -> dict:
     """JSON-ready statistics of one measured mask (or a pooled set, with ``extra=False``).
 
@@ -380,7 +443,7 @@ def image_entry(stats: MaskStats, *, options: Options, extra: bool = True) -> di
     -------
     dict
         ``area_fraction``, ``mass_fraction``, ``mass_fraction_no_background``,
-        ``grains`` and ``association`` keyed by class codes as strings,
+        ``grains``, ``association`` and ``occurrence`` (:func:`occurrence`) keyed by class codes as strings,
         ``element_grade`` (element -> mass fraction of the sample) and
         ``element_deportment`` (element -> code -> share of the element); with ``extra`` also ``shape``, ``pixel_size_um``,
         ``pixels``, ``area_um2``, ``area_fraction_no_background``,
@@ -398,6 +461,7 @@ def image_entry(stats: MaskStats, *, options: Options, extra: bool = True) -> di
         "element_deportment": deportment(mass),
         "grains": {c: grain_summary(stats.grains, c, options=options, extra=extra) for c in minerals},
         "association": fractions,
+        "occurrence": {c: _occurrence_json(occurrence(stats.grains, c, options=options)) for c in minerals},
     }
     if extra:
         out = {
@@ -504,7 +568,7 @@ def _pooled_entry(results: list, options: Options) -> dict:
     return entry
 
 
-_TABLE_KINDS = ("modal", "assay", "deportment", "grain_summary", "size_classes", "association")
+_TABLE_KINDS = ("modal", "assay", "deportment", "grain_summary", "size_classes", "association", "occurrence")
 
 
 def _scope_rows(scope: str, stats: MaskStats, options: Options, spread: Mapping, rows: dict, *,
@@ -536,6 +600,17 @@ def _scope_rows(scope: str, stats: MaskStats, options: Options, spread: Mapping,
                                       **{k: v for k, v in g.items() if k != "size_classes"}})
         for row in g["size_classes"]:
             rows["size_classes"].append({key: scope, "code": c, "label": m.label, **row})
+    for c in mod:
+        if c == BACKGROUND:
+            continue
+        m = by_code(c)
+        for h in occurrence(stats.grains, c, options=options)["hosts"]:
+            rows["occurrence"].append({
+                key: scope, "code": c, "label": m.label, "mineral": m.name,
+                "host_code": h["host"],
+                "occurs": ("between several classes" if h["host"] is None else "free in the gangue"
+                           if h["host"] == BACKGROUND else f"enclosed in {by_code(h['host']).name}"),
+                "grains": h["grains"], "area_um2": h["area_um2"], "share": h["share"], "d50_um": h["d50_um"]})
     lengths, fractions = association(stats, method=options.perimeter)
     for a, row in lengths.items():
         for b, length in row.items():
@@ -563,6 +638,7 @@ def _frames(rows: dict, key: str) -> dict:
         "size_classes": head + [
             "lower_um", "upper_um", "count", "area_um2", "number_pct", "area_pct", "cum_number_pct", "cum_area_pct"],
         "association": head + ["other", "other_label", "shared_length_um", "fraction_of_boundary"],
+        "occurrence": head + ["mineral", "host_code", "occurs", "grains", "area_um2", "share", "d50_um"],
     }
     return {k: pd.DataFrame(rows[k], columns=columns[k]) for k in _TABLE_KINDS}
 
