@@ -163,10 +163,13 @@ def occurrence_figure(summary: dict, *, scope: str = "total", sample: str | None
                    key=lambda h: (h is None, int(h) if h is not None else 0))
     fig = go.Figure()
     for h in hosts:
-        name = ("between several" if h is None else "free in gangue" if h == "0" else f"in {_label(h)}")
+        name = ("between several classes" if h is None else "free in the gangue" if h == "0" else
+                f"enclosed in {_label(h)}")
         xs = [100 * next((e["share"] for e in o["hosts"] if e["host"] == h), 0.0) for o in occ.values()]
         fig.add_bar(y=rows, x=xs, orientation="h", name=name,
-                    marker_color="rgb(200,200,200)" if h is None else mineral_color(h),
+                    # the gangue's class colour is black, which would swallow the bars' outlines
+                    marker_color="rgb(200,200,200)" if h is None else "rgb(110,110,110)" if h == "0" else
+                    mineral_color(h),
                     marker_line_color="#555", marker_line_width=0.5,
                     marker_pattern_shape="/" if h is None else "",
                     hovertemplate="%{y}: %{x:.1f} % of its area " + name + "<extra></extra>")
