@@ -25,7 +25,9 @@ def report_file(tmp_path_factory):
         results[it.stem] = measure(mask, pixel_size=0.345)
         thumbs[it.stem] = thumbnail(image=read_image(it.image), mask=mask)
     opts = Options()
-    html = build_report(summarize(results, options=opts), tables(results, options=opts), options=opts,
+    samples = {k: "copper-nickel" if k == "05" else "base metal" for k in results}  # two samples compared
+    html = build_report(summarize(results, options=opts, samples=samples),
+                        tables(results, options=opts, samples=samples), options=opts,
                         thumbnails=thumbs, sources={k: "expert mask" for k in results})
     path = tmp_path_factory.mktemp("report") / "report.html"
     path.write_text(html, encoding="utf-8")
@@ -37,7 +39,8 @@ def test_report_is_self_contained(report_file):
     assert "<script src" not in html and "<link" not in html  # plotly.js inline, no external files
     body = html.split("</head>", 1)[1]  # plotly.js itself, inline in the head, holds data URIs of its own
     assert body.count('src="data:image/png;base64,') == 3 and body.count('src="data:image/jpeg;base64,') == 3
-    for words in ("Modal mineralogy", "Grains", "Associations", "Method", "crofton", "d10/d50/d90", "0.345 µm/px"):
+    for words in ("Modal mineralogy", "Grains", "Associations", "Method", "crofton", "d10/d50/d90", "0.345 µm/px",
+                  "How the minerals occur", "Samples compared (2)", "copper-nickel: 05; base metal: a14, a55"):
         assert words in html
 
 
@@ -55,9 +58,11 @@ def test_report_renders_in_headless_chromium(report_file):
                 page.on("request", lambda r: external.append(r.url) if not r.url.startswith(("file:", "data:")) else None)
                 page.on("pageerror", lambda e: problems.append(str(e)))
                 page.goto(report_file.as_uri())
-                page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 5",
+                # modal (with and without background), size by area and by number, associations, occurrence and
+                # the samples compared
+                page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 7",
                                        timeout=60_000)
-                assert page.locator(".js-plotly-plot").count() == 5
+                assert page.locator(".js-plotly-plot").count() == 7
                 # bars, curve points and heat-map cells are drawn, not just empty axes
                 assert page.locator(".js-plotly-plot .barlayer .point").count() > 10
                 assert page.locator(".js-plotly-plot .scatterlayer .trace").count() >= 2
