@@ -15,7 +15,7 @@ from core.stats import (BORDER_POLICIES, PERIMETER_METHODS, SIZE_SERIES, Options
 from core.stats.chemistry import DEFAULT_GANGUE_DENSITY
 from core.stats.export import csv_zip, xlsx_bytes
 from core.stats.figures import association_figure, modal_figure, occurrence_figure, sample_figure, size_figure
-from core.stats.summary import DEFAULT_ENCLOSED, MAX_SAMPLE_NAME
+from core.stats.summary import DEFAULT_ENCLOSED, MAX_SAMPLE_NAME, sample_from_name
 from core.stats.report import build_report, thumbnail
 from ui import state
 
@@ -100,6 +100,12 @@ def _samples(inputs: dict | None) -> dict[str, str] | None:
             del st.session_state["stats-sample-pick"]
             state.rerun_then_show("stats-samples", [("success", f"{len(pick)} image(s) put in sample "
                                                                 f"{name.strip()}.")])
+    if st.button("Name the samples after the images", key="stats-sample-names",
+                 help="Each image's sample is its name up to the last '-', '_' or space: DH12-41m-01 and "
+                      "DH12-41m-02 go into DH12-41m."):
+        for n in inputs:
+            _sample_store(n)["sample"] = sample_from_name(n)
+        state.rerun_then_show("stats-samples", [("success", "Samples named after the images.")])
     state.show_carried("stats-samples")
     groups = group_samples(list(current), current)
     if len(groups) < 2:

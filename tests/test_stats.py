@@ -469,6 +469,14 @@ def test_samples_are_pooled_each_on_their_own():
         tables(results, samples={**samples, "b1": "x" * 81})
 
 
+def test_sample_from_name():
+    from core.stats.summary import sample_from_name
+
+    assert [sample_from_name(n) for n in ("DH12-41m-01", "DH12_41m_02", "core 7 a", "single", "x-", "-x")] == \
+        ["DH12-41m", "DH12_41m", "core 7", "single", "x", "-x"]
+    assert sample_from_name("a" * 90 + "-1") == "a" * 80
+
+
 def test_cli_compares_samples(tmp_path):
     from core.cli import main
 
@@ -505,6 +513,15 @@ def test_cli_compares_samples(tmp_path):
     csv.write_text(f"{tmp_path / 'DH1' / '00.png'},upper\n")
     assert main(args + ["--samples", str(csv)]) == 2  # four masks without a sample
     assert main(args + ["--samples", str(tmp_path / "none.csv")]) == 2
+    # samples named after the masks: 00 … 02 have no separator, so each is a sample of its own
+    named = tmp_path / "named"
+    named.mkdir()
+    for n in ("DH1-a-01", "DH1-a-02", "DH1-b-01"):
+        cio.write_mask(named / f"{n}.png", m, pixel_um=0.5)
+    assert main(["stats", str(named), "--samples", "names", "--json", str(tmp_path / "n.json")]) == 0
+    n = json.loads((tmp_path / "n.json").read_text())
+    assert {k: v["images"] for k, v in n["samples"].items()} == {"DH1-a": ["DH1-a-01", "DH1-a-02"],
+                                                                 "DH1-b": ["DH1-b-01"]}
 
 
 def test_how_grains_occur():

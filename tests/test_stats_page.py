@@ -187,3 +187,9 @@ def test_samples_are_compared():
     py = ref["samples"]["sample 1"]["occurrence"]["6"]["hosts"][0]  # the scope chosen above
     row = shown[shown["mineral"] == "py"].iloc[0]
     assert row["grains"] == py["grains"] and row["% of its area"] == pytest.approx(round(100 * py["share"], 2))
+    # samples named after the images: demo-05, demo-a14 and demo-a55 are all of sample "demo"
+    at.button(key="stats-sample-names").click().run()
+    assert not at.exception, at.exception
+    assert {n: r["sample"] for n, r in at.session_state["images"].items()} == {
+        "demo-05": "demo", "demo-a14": "demo", "demo-a55": "demo"}
+    assert not any(" samples: " in c.value[:12] for c in at.caption)  # one sample: nothing to compare

@@ -33,10 +33,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--enclosed", type=float, default=90.0, metavar="PCT",
                    help="a grain is enclosed in a class (free in the gangue, or an inclusion in another mineral) "
                         "from this %% of its boundary against it (default 90; 50-100)")
-    p.add_argument("--samples", default=None, metavar="FILE.csv|folders",
+    p.add_argument("--samples", default=None, metavar="FILE.csv|folders|names",
                    help="compare samples: a CSV of two columns, mask (its file name, stem or path as given) and "
-                        "sample; or 'folders' to take each mask's folder name as its sample. Each sample is then "
-                        "pooled on its own beside the total, in every output")
+                        "sample; 'folders' to take each mask's folder name as its sample; or 'names' for its name "
+                        "up to the last '-', '_' or space (DH12-41m-01 -> DH12-41m). Each sample is then pooled on "
+                        "its own beside the total, in every output")
     p.add_argument("--border", default="exclude", metavar="POLICY",
                    help="grains cut by the image edge: exclude (default) or keep")
     p.add_argument("--perimeter", default="crofton", metavar="METHOD",
@@ -61,14 +62,19 @@ def _unique_stems(paths) -> list[str]:
 
 
 def read_samples(spec: str, masks: list, stems: list[str]) -> dict[str, str]:
-    """Mask stem -> sample from ``--samples`` (a CSV file or ``folders``); ``ValueError`` naming what is wrong."""
+    """Mask stem -> sample from ``--samples`` (a CSV file, ``folders`` or ``names``); ``ValueError`` naming what is
+    wrong."""
     import csv
+
+    from .summary import sample_from_name
 
     if spec == "folders":
         return {stem: Path(p).resolve().parent.name for p, stem in zip(masks, stems)}
+    if spec == "names":
+        return {stem: sample_from_name(Path(p).stem) for p, stem in zip(masks, stems)}
     path = Path(spec)
     if not path.is_file():
-        raise ValueError(f"--samples {spec}: no such file; give a CSV of mask,sample rows or 'folders'")
+        raise ValueError(f"--samples {spec}: no such file; give a CSV of mask,sample rows, 'folders' or 'names'")
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             rows = [r for r in csv.reader(f) if any(c.strip() for c in r)]

@@ -64,6 +64,7 @@ __all__ = [
     "image_entry",
     "summarize",
     "group_samples",
+    "sample_from_name",
     "tables",
     "sample_comparison",
 ]
@@ -480,6 +481,15 @@ def image_entry(stats: MaskStats, *, options: Options, extra: bool = True) -> di
 
 
 MAX_SAMPLE_NAME = 80
+
+
+def sample_from_name(name: str) -> str:
+    """The sample an image's name suggests: the name up to its last '-', '_' or space (the whole name if it has
+    none): DH12-41m-01 and DH12-41m-02 are of sample DH12-41m."""
+    import re
+
+    base = re.sub(r"[-_ ][^-_ ]*$", "", name).strip(" -_")
+    return (base or name)[:MAX_SAMPLE_NAME]
 
 
 def group_samples(names, samples: Mapping[str, str]) -> dict[str, list[str]]:
