@@ -6,6 +6,7 @@ so that the app and the HTML report draw the same numbers.
 from __future__ import annotations
 
 from ..minerals import by_code
+from .summary import occurrence_label
 
 __all__ = ["modal_figure", "sample_figure", "size_figure", "association_figure", "occurrence_figure",
            "mineral_color"]
@@ -163,8 +164,7 @@ def occurrence_figure(summary: dict, *, scope: str = "total", sample: str | None
                    key=lambda h: (h is None, int(h) if h is not None else 0))
     fig = go.Figure()
     for h in hosts:
-        name = ("between several classes" if h is None else "free in the gangue" if h == "0" else
-                f"enclosed in {_label(h)}")
+        name = occurrence_label(h)
         xs = [100 * next((e["share"] for e in o["hosts"] if e["host"] == h), 0.0) for o in occ.values()]
         fig.add_bar(y=rows, x=xs, orientation="h", name=name,
                     # the gangue's class colour is black, which would swallow the bars' outlines

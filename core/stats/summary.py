@@ -39,6 +39,7 @@ References
 from __future__ import annotations
 
 import math
+import re
 from typing import Mapping
 
 import numpy as np
@@ -61,6 +62,7 @@ __all__ = [
     "grain_summary",
     "association",
     "occurrence",
+    "occurrence_label",
     "image_entry",
     "summarize",
     "group_samples",
@@ -71,6 +73,7 @@ __all__ = [
 
 _UNLABELLED_SLOT = 15
 DEFAULT_ENCLOSED = 0.9
+MAX_SAMPLE_NAME = 80
 
 BORDER_POLICIES: Registry = Registry("border policy")
 BORDER_POLICIES.add("exclude", lambda t: ~t.border,
@@ -385,6 +388,13 @@ def occurrence(grains: GrainTable, code: int, *, options: Options) -> dict:
     return {"grains": int(ok.sum()), "unclassified": int((~ok).sum()), "hosts": hosts}
 
 
+def occurrence_label(host) -> str:
+    """Words for an :func:`occurrence` host (a code as int or str, None for between several classes)."""
+    if host is None:
+        return "between several classes"
+    return "free in the gangue" if int(host) == BACKGROUND else f"enclosed in {by_code(int(host)).name}"
+
+
 def association(stats: MaskStats, *, method: str = "crofton") -> tuple[dict, dict]:
     """Shared boundary lengths and boundary fractions.
 
@@ -480,14 +490,9 @@ def image_entry(stats: MaskStats, *, options: Options, extra: bool = True) -> di
     return _str_keys(out)
 
 
-MAX_SAMPLE_NAME = 80
-
-
 def sample_from_name(name: str) -> str:
     """The sample an image's name suggests: the name up to its last '-', '_' or space (the whole name if it has
     none): DH12-41m-01 and DH12-41m-02 are of sample DH12-41m."""
-    import re
-
     base = re.sub(r"[-_ ][^-_ ]*$", "", name).strip(" -_")
     return (base or name)[:MAX_SAMPLE_NAME]
 
@@ -610,17 +615,11 @@ def _scope_rows(scope: str, stats: MaskStats, options: Options, spread: Mapping,
                                       **{k: v for k, v in g.items() if k != "size_classes"}})
         for row in g["size_classes"]:
             rows["size_classes"].append({key: scope, "code": c, "label": m.label, **row})
-    for c in mod:
-        if c == BACKGROUND:
-            continue
-        m = by_code(c)
         for h in occurrence(stats.grains, c, options=options)["hosts"]:
             rows["occurrence"].append({
-                key: scope, "code": c, "label": m.label, "mineral": m.name,
-                "host_code": h["host"],
-                "occurs": ("between several classes" if h["host"] is None else "free in the gangue"
-                           if h["host"] == BACKGROUND else f"enclosed in {by_code(h['host']).name}"),
-                "grains": h["grains"], "area_um2": h["area_um2"], "share": h["share"], "d50_um": h["d50_um"]})
+                key: scope, "code": c, "label": m.label, "mineral": m.name, "host_code": h["host"],
+                "occurs": occurrence_label(h["host"]), "grains": h["grains"], "area_um2": h["area_um2"],
+                "share": h["share"], "d50_um": h["d50_um"]})
     lengths, fractions = association(stats, method=options.perimeter)
     for a, row in lengths.items():
         for b, length in row.items():
@@ -667,11 +666,10 @@ def tables(results: Mapping[str, MaskStats], *, options: Options | None = None,
     Returns
     -------
     dict of str to pandas.DataFrame
-        ``modal``, ``assay``, ``deportment``, ``grain_summary``, ``size_classes``, ``association`` (one row per
-        image and class or pair, plus ``total``) and ``grains`` (one row per grain); with ``samples`` also
-        ``samples`` (image, sample) and ``sample_modal``, ``sample_assay``, ``sample_deportment``,
-        ``sample_grain_summary``, ``sample_size_classes`` and ``sample_association``, with a ``sample`` column
-        where the others have ``image``.
+        ``modal``, ``assay``, ``deportment``, ``grain_summary``, ``size_classes``, ``association``,
+        ``occurrence`` (one row per image and class, pair or host, plus ``total``) and ``grains`` (one row per
+        grain); with ``samples`` also ``samples`` (image, sample) and the same seven tables of the samples
+        (``sample_modal`` … ``sample_occurrence``), with a ``sample`` column where the others have ``image``.
     """
     import pandas as pd
 
