@@ -396,8 +396,8 @@ def _show(res: dict) -> None:
                "mineral's area in such grains, with their count and d50. Inclusions need finer grinding to be "
                "freed.")
     st.dataframe(pd.DataFrame({"mineral": oc["label"], "occurs": oc["occurs"], "grains": oc["grains"],
-                               "% of its area": (100 * oc["share"]).round(2), "d50 µm": pd.to_numeric(oc["d50_um"]).round(2)}),
-                 hide_index=True, width="stretch")
+                               "% of its area": (100 * oc["share"]).round(2),
+                               "d50 µm": pd.to_numeric(oc["d50_um"]).round(2)}), hide_index=True, width="stretch")
 
     with st.expander("Masks analysed"):
         cols = st.columns(min(3, max(1, len(names))))

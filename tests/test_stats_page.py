@@ -193,3 +193,7 @@ def test_samples_are_compared():
     assert {n: r["sample"] for n, r in at.session_state["images"].items()} == {
         "demo-05": "demo", "demo-a14": "demo", "demo-a55": "demo"}
     assert not any(" samples: " in c.value[:12] for c in at.caption)  # one sample: nothing to compare
+    at.button(key="stats-run").click().run()  # the scope chosen was a sample that is no more
+    assert not at.exception, at.exception
+    assert "samples" not in at.session_state["statistics"]["result"]["summary"]
+    assert at.selectbox(key="stats-scope").value == "total"
