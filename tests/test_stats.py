@@ -3,6 +3,7 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from core import io as cio
@@ -576,6 +577,15 @@ def test_how_grains_occur():
     assert row["occurs"] == "enclosed in sphalerite" and row["grains"] == 2
     assert set(t[t["code"] == 1]["occurs"]) == {"enclosed in sphalerite", "free in the gangue",
                                                  "between several classes"}
+    gt = tables({"a": st})["grains"]
+    inc = gt[(gt["code"] == 1) & (gt["area_px"] == 100)].iloc[0]
+    assert inc["host_code"] == 8 and inc["occurs"] == "enclosed in sphalerite" and inc["boundary_share_gangue"] == 0
+    free = gt[(gt["code"] == 1) & (gt["bbox_x"] == 300)].iloc[0]
+    assert free["occurs"] == "free in the gangue" and free["boundary_share_gangue"] == pytest.approx(1.0)
+    half = gt[(gt["code"] == 1) & (gt["bbox_x"] == 240)].iloc[0]
+    assert pd.isna(half["host_code"]) and half["occurs"] == "between several classes"
+    assert half["boundary_share_gangue"] == pytest.approx(0.5, abs=0.03)
+    assert len(tables({"e": measure(np.zeros((5, 5), np.uint8))})["grains"]) == 0
     j = summarize({"a": st})["total"]["occurrence"]["1"]
     assert [(h["host"], h["grains"]) for h in j["hosts"]] == [(None, 2), ("8", 2), ("0", 1)]
     for bad in (0.4, 1.01, "x"):

@@ -63,6 +63,7 @@ __all__ = [
     "association",
     "occurrence",
     "occurrence_label",
+    "grain_hosts",
     "image_entry",
     "summarize",
     "group_samples",
@@ -343,6 +344,24 @@ def grain_summary(grains: GrainTable, code: int, *, options: Options, extra: boo
     return out
 
 
+BETWEEN, UNCLASSIFIED = -1, -2
+
+
+def grain_hosts(grains: GrainTable, *, enclosed: float = DEFAULT_ENCLOSED) -> np.ndarray:
+    """(G,) int: the code of the class enclosing every grain (at least ``enclosed`` of its boundary against it),
+    :data:`BETWEEN` (-1) for a grain between several classes, :data:`UNCLASSIFIED` (-2) for one whose only
+    contacts are the image edge and unlabelled pixels."""
+    known = grains.contacts[:, :_UNLABELLED_SLOT].astype(np.float64)
+    total = known.sum(1)
+    host = np.full(len(grains), UNCLASSIFIED)
+    ok = total > 0
+    if ok.any():
+        best = known[ok].argmax(1)
+        inside = known[ok][np.arange(int(ok.sum())), best] >= enclosed * total[ok] - 1e-9
+        host[ok] = np.where(inside, best, BETWEEN)
+    return host
+
+
 def occurrence(grains: GrainTable, code: int, *, options: Options) -> dict:
     """How the grains of one mineral occur: enclosed in one class, or between several.
 
@@ -367,21 +386,15 @@ def occurrence(grains: GrainTable, code: int, *, options: Options) -> dict:
         grains' area), "d50_um"}``, largest share first.
     """
     t = select_grains(grains.select(grains.code == code), border=options.border)
-    known = t.contacts[:, :_UNLABELLED_SLOT].astype(np.float64)
-    total = known.sum(1)
-    ok = total > 0
-    host = np.full(len(t), -1)
-    if ok.any():
-        best = known[ok].argmax(1)
-        enclosed = known[ok][np.arange(int(ok.sum())), best] >= options.enclosed * total[ok] - 1e-9
-        host[ok] = np.where(enclosed, best, -1)
+    host = grain_hosts(t, enclosed=options.enclosed)
+    ok = host != UNCLASSIFIED
     area, ecd = t.area_um2, t.ecd_um
     counted = float(area[ok].sum())
     hosts = []
     for h in np.unique(host[ok]):
-        sel = ok & (host == h)
+        sel = host == h
         a = area[sel]
-        hosts.append({"host": None if h < 0 else int(h), "grains": int(sel.sum()), "area_um2": float(a.sum()),
+        hosts.append({"host": None if h == BETWEEN else int(h), "grains": int(sel.sum()), "area_um2": float(a.sum()),
                       "share": float(a.sum()) / counted if counted else 0.0,
                       "d50_um": d_values(ecd[sel], a, percents=(50,))[0]})
     hosts.sort(key=lambda e: -e["share"])
@@ -694,6 +707,8 @@ def tables(results: Mapping[str, MaskStats], *, options: Options | None = None,
     per = t.perimeter_um(options.perimeter)
     major, minor = t.axes_um()
     area = t.area_um2
+    known = t.contacts[:, :_UNLABELLED_SLOT].astype(np.float64).sum(1)
+    hosts = grain_hosts(t, enclosed=options.enclosed)
     grains = pd.DataFrame({
         "image": [names[i] for i in t.image] if len(t) else [],
         "code": t.code.astype(int), "label": [by_code(int(c)).label for c in t.code],
@@ -704,6 +719,11 @@ def tables(results: Mapping[str, MaskStats], *, options: Options | None = None,
         "x": t.centroid[:, 0], "y": t.centroid[:, 1],
         "bbox_x": t.bbox[:, 0], "bbox_y": t.bbox[:, 1], "bbox_w": t.bbox[:, 2], "bbox_h": t.bbox[:, 3],
         "border_cut": t.border,
+        # against the classes only (the image edge and unlabelled pixels left out), as for how the minerals occur
+        "boundary_share_gangue": np.where(known > 0, t.contacts[:, BACKGROUND] / np.maximum(known, 1e-12), np.nan),
+        "host_code": pd.Series(hosts, dtype="Int64").mask(hosts < 0),
+        "occurs": pd.Series(hosts).map({h: None if h == UNCLASSIFIED else occurrence_label(None if h == BETWEEN else h)
+                                        for h in np.unique(hosts)}).to_numpy(object),
     })
     out["grains"] = grains
     first = [*_TABLE_KINDS, "grains"]  # the images' tables first, as before samples existed
