@@ -14,7 +14,8 @@ from core.stats import (BORDER_POLICIES, PERIMETER_METHODS, SIZE_SERIES, Options
                         sample_comparison, summarize, tables)
 from core.stats.chemistry import DEFAULT_GANGUE_DENSITY
 from core.stats.export import csv_zip, xlsx_bytes
-from core.stats.figures import association_figure, modal_figure, occurrence_figure, sample_figure, size_figure
+from core.stats.figures import (association_figure, modal_figure, occurrence_figure, sample_figure,
+                                sample_size_figure, size_figure)
 from core.stats.summary import DEFAULT_ENCLOSED, MAX_SAMPLE_NAME, sample_from_name
 from core.stats.report import build_report, thumbnail
 from ui import state
@@ -301,6 +302,16 @@ def _compare_samples(res: dict) -> None:
     if len(cmp["d50"].columns):
         st.caption("d50 (µm, by area) of every mineral in every sample")
         st.dataframe(cmp["d50"].round(2), width="stretch")
+    codes = sorted({int(c) for e in res["summary"]["samples"].values() for c, g in e["grains"].items()
+                    if g["size_classes"]})
+    if codes:
+        c1, c2 = st.columns(2)
+        code = c1.selectbox("Grain sizes of", codes, key="stats-sample-mineral",
+                            format_func=lambda c: f"{by_code(c).name} ({by_code(c).label})")
+        weight = c2.radio("Distribution", ["area", "number"], horizontal=True, key="stats-sample-weight",
+                          format_func=lambda w: f"by {w}")
+        st.plotly_chart(sample_size_figure(res["summary"], code, weight=weight),
+                        key=f"sample-size-{res['token']}-{code}-{weight}")
 
 
 def _show(res: dict) -> None:

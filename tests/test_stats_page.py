@@ -161,6 +161,15 @@ def test_samples_are_compared():
     ccp = 100 * ref["samples"]["sample 1"]["area_fraction"]["1"]
     half = 100 * ref["samples"]["sample 1"]["area_fraction_ci95"]["1"]
     assert side.loc["sample 1", "ccp"] == f"{ccp:.3g} ± {half:.0f}" and half > 10  # two images: t = 12.7
+    # one mineral's grain sizes, sample by sample
+    at.selectbox(key="stats-sample-mineral").set_value(1).run()
+    at.radio(key="stats-sample-weight").set_value("number").run()
+    assert not at.exception, at.exception
+    from core.stats.figures import sample_size_figure
+
+    fig = sample_size_figure(ref, 1, weight="number")
+    assert [t.name.split(" (")[0] for t in fig.data] == ["copper-nickel", "sample 1"]
+    assert fig.data[1].y[-1] == pytest.approx(100.0)
     # a sample as the scope of the grain sizes and associations
     at.selectbox(key="stats-scope").set_value("sample: sample 1").run()
     assert not at.exception, at.exception

@@ -8,8 +8,8 @@ from __future__ import annotations
 from ..minerals import by_code
 from .summary import occurrence_label
 
-__all__ = ["modal_figure", "sample_figure", "size_figure", "association_figure", "occurrence_figure",
-           "mineral_color"]
+__all__ = ["modal_figure", "sample_figure", "sample_size_figure", "size_figure", "association_figure",
+           "occurrence_figure", "mineral_color"]
 
 
 def mineral_color(code) -> str:
@@ -97,6 +97,39 @@ def sample_figure(summary: dict, *, background: bool = False):
                     hovertemplate=name + "<br>%{customdata}: %{y:.3f} %<extra></extra>")
     fig.update_layout(barmode="group", title="Modal mineralogy by sample (95 % interval between its images, within 0–100 %)",
                       yaxis_title="area %", xaxis_title="mineral", legend_title="sample", height=420,
+                      margin=dict(l=50, r=20, t=50, b=50))
+    return fig
+
+
+def sample_size_figure(summary: dict, code, *, weight: str = "area"):
+    """Cumulative size curves of one mineral, one per sample of ``summary["samples"]``.
+
+    Parameters
+    ----------
+    summary : dict
+        Output of :func:`core.stats.summarize` with ``samples``.
+    code : int or str
+        Mineral code.
+    weight : {"area", "number"}
+    """
+    import plotly.graph_objects as go
+
+    key = "cum_area_pct" if weight == "area" else "cum_number_pct"
+    fig = go.Figure()
+    for name, e in summary["samples"].items():
+        g = e["grains"].get(str(code))
+        cls = g["size_classes"] if g else []
+        if not cls:
+            continue
+        xs = [cls[0]["lower_um"]] + [k["upper_um"] for k in cls]
+        ys = [0.0] + [k[key] for k in cls]
+        fig.add_scatter(x=xs, y=ys, mode="lines+markers", name=f"{name} ({g['count']} grains)",
+                        customdata=[name] * len(xs),
+                        hovertemplate="%{customdata}<br>%{y:.1f} % finer than %{x:.3g} µm<extra></extra>")
+    fig.update_layout(title=f"Grain-size distribution of {_label(code)} by sample "
+                            f"({'by area' if weight == 'area' else 'by number'})",
+                      xaxis_title="equivalent circle diameter, µm", yaxis_title="cumulative % finer",
+                      xaxis_type="log", yaxis_range=[0, 101], legend_title="sample", height=400,
                       margin=dict(l=50, r=20, t=50, b=50))
     return fig
 
