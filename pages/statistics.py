@@ -14,9 +14,9 @@ from core.stats import (BORDER_POLICIES, PERIMETER_METHODS, SIZE_SERIES, Options
                         sample_comparison, summarize, tables)
 from core.stats.chemistry import DEFAULT_GANGUE_DENSITY
 from core.stats.export import csv_zip, xlsx_bytes
-from core.stats.figures import (association_figure, modal_figure, occurrence_figure, sample_figure,
-                                sample_size_figure, size_figure)
-from core.stats.summary import DEFAULT_ENCLOSED, MAX_SAMPLE_NAME, sample_from_name
+from core.stats.figures import (association_figure, liberation_figure, modal_figure, occurrence_figure,
+                                sample_figure, sample_size_figure, size_figure)
+from core.stats.summary import DEFAULT_ENCLOSED, MAX_SAMPLE_NAME, liberation_rows, sample_from_name
 from core.stats.report import build_report, thumbnail
 from ui import state
 
@@ -409,6 +409,17 @@ def _show(res: dict) -> None:
     st.dataframe(pd.DataFrame({"mineral": oc["label"], "occurs": oc["occurs"], "grains": oc["grains"],
                                "% of its area": (100 * oc["share"]).round(2),
                                "d50 µm": pd.to_numeric(oc["d50_um"]).round(2)}), hide_index=True, width="stretch")
+
+    st.markdown("#### Liberation")
+    st.plotly_chart(liberation_figure(summary, scope=scope, sample=sample), key=f"lib-{res['token']}-{scope}")
+    st.caption("For grain mounts of crushed ore: a particle is a connected region of ore minerals between "
+               "non-metallic pixels (reflected light cannot tell gangue from the mounting medium, so purity is among "
+               "the ore minerals). % of each mineral's area in particles at least 50, 80 or 90 % of which, or all of "
+               "which, it makes up; and what it is locked with. In a section of massive ore the particles are the "
+               "aggregates of ore minerals.")
+    st.dataframe(liberation_rows(tabs["sample_" * (sample is not None) + "liberation"],
+                                 tabs["sample_" * (sample is not None) + "locking"], col, where),
+                 hide_index=True, width="stretch")
 
     with st.expander("Masks analysed"):
         cols = st.columns(min(3, max(1, len(names))))

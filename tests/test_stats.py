@@ -297,7 +297,7 @@ def test_tables_and_exports(layout, measured, tmp_path):
 
     t = tables({"a": measured})
     assert set(t) == {"modal", "grain_summary", "size_classes", "association", "grains", "assay", "deportment",
-                      "occurrence"}
+                      "occurrence", "liberation", "locking"}
     assert len(t["grains"]) == len(measured.grains)
     assert t["grains"]["area_px"].sum() == sum(v for c, v in layout[1]["pixels"].items() if c)
     paths = write_csv(t, tmp_path / "csv")
@@ -326,7 +326,7 @@ def test_cli_json_schema(layout, tmp_path):
     assert set(s) == {"images", "total"}
     assert set(s["images"]) == {"one", "two"}
     assert set(s["total"]) == {"area_fraction", "mass_fraction", "mass_fraction_no_background", "element_grade",
-                               "element_deportment", "grains", "association", "occurrence",
+                               "element_deportment", "grains", "association", "occurrence", "liberation",
                                "area_fraction_se", "area_fraction_ci95"}  # two images: their spread
     assert set(s["total"]["area_fraction_ci95"]) == set(s["total"]["area_fraction"])
     for entry in [s["total"], *s["images"].values()]:
@@ -445,10 +445,11 @@ def test_samples_are_pooled_each_on_their_own():
     row = sm[(sm["sample"] == "A") & (sm["code"] == 1)].iloc[0]
     assert row["fraction"] == pytest.approx(0.2) and row["fraction_se"] == pytest.approx(se)
     assert sm[sm["sample"] == "B"]["fraction_se"].isna().all()
-    for k in ("assay", "deportment", "grain_summary", "size_classes", "association", "occurrence"):
+    for k in ("assay", "deportment", "grain_summary", "size_classes", "association", "occurrence", "liberation",
+              "locking"):
         assert set(t[f"sample_{k}"]["sample"]) == {"A", "B"}, k
-    assert list(t)[:8] == ["modal", "assay", "deportment", "grain_summary", "size_classes", "association",
-                           "occurrence", "grains"]
+    assert list(t)[:10] == ["modal", "assay", "deportment", "grain_summary", "size_classes", "association",
+                            "occurrence", "liberation", "locking", "grains"]
     assert tables(results)["modal"].equals(t["modal"])  # the images' tables do not change
     cmp = sample_comparison(t, s)
     assert list(cmp["area"].index) == ["A", "B"]
@@ -593,3 +594,53 @@ def test_how_grains_occur():
             Options(enclosed=bad)
     assert Options.from_dict(Options(enclosed=0.75).as_dict()).enclosed == 0.75
     assert Options.from_dict({"border": "exclude", "perimeter": "crofton", "size_series": "sqrt2"}).enclosed == 0.9
+
+
+def test_liberation_by_particle():
+    """Three particles in the mounting medium: 400 px chalcopyrite + 200 px pyrite (ccp 66.7 % of it), 100 px of
+    chalcopyrite alone (100 %), and 100 ccp + 50 py + 75 sphalerite (44.4 %); a fourth, pure ccp, cut by the edge."""
+    from core.stats import liberation, tables
+    from core.stats.summary import liberation_rows
+
+    m = np.zeros((100, 100), np.uint8)
+    m[10:30, 10:30] = 1
+    m[10:30, 30:40] = 6
+    m[50:60, 50:60] = 1
+    m[70:80, 10:20] = 1
+    m[70:80, 20:25] = 6
+    m[80:85, 10:25] = 8
+    m[90:100, 90:100] = 1  # at the edge
+    m[40:45, 70:75] = 255  # unlabelled: no particle
+    st = measure(m, pixel_size=0.5)
+    p = st.particles
+    assert len(p) == 4 and p.border.sum() == 1
+    assert sorted(p.composition[:, 1].tolist()) == [100, 100, 100, 400] and p.composition[:, 0].sum() == 0
+    lib = liberation(p, 1, options=Options())
+    assert lib["particles"] == 3
+    share = {k["lower_pct"]: k["share"] for k in lib["classes"] if k["upper_pct"] > k["lower_pct"]}
+    assert share[60] == pytest.approx(4 / 6) and share[40] == pytest.approx(1 / 6)
+    assert lib["classes"][-1] == {"lower_pct": 100, "upper_pct": 100, "share": pytest.approx(1 / 6)}
+    assert sum(k["share"] for k in lib["classes"]) == pytest.approx(1.0)
+    assert lib["at_least"] == {50: pytest.approx(5 / 6), 80: pytest.approx(1 / 6), 90: pytest.approx(1 / 6),
+                               100: pytest.approx(1 / 6)}
+    assert lib["locking"] == {"free": pytest.approx(1 / 6), "binary": {6: pytest.approx(4 / 6)},
+                              "multiple": pytest.approx(1 / 6)}
+    # the particle at the edge counts when kept: 200 of 700 px of ccp are then in pure particles
+    kept = liberation(p, 1, options=Options(border="keep"))
+    assert kept["particles"] == 4 and kept["at_least"][100] == pytest.approx(200 / 700)
+    # pyrite: 200 of its 250 px with chalcopyrite only, 50 with two others
+    py = liberation(p, 6, options=Options())
+    assert py["locking"] == {"free": 0.0, "binary": {1: pytest.approx(0.8)}, "multiple": pytest.approx(0.2)}
+    assert liberation(p, 3, options=Options()) == {"particles": 0, "classes": [], "at_least": {},
+                                                    "locking": {"free": 0.0, "binary": {}, "multiple": 0.0}}
+    # pooled images keep their particles apart; tables and the summary row agree with the engine
+    both = combine([st, st])
+    assert len(both.particles) == 8 and both.particles.image.tolist() == [0] * 4 + [1] * 4
+    t = tables({"a": st})
+    rows = liberation_rows(t["liberation"], t["locking"], "image", "total")
+    ccp = rows[rows["mineral"] == "ccp"].iloc[0]
+    assert ccp["particles"] == 3 and ccp["≥ 50 %"] == pytest.approx(83.33) and ccp["100 %"] == pytest.approx(16.67)
+    assert ccp["locked with"] == "py" and ccp["% locked with it only"] == pytest.approx(66.67)
+    assert ccp["% with two or more others"] == pytest.approx(16.67)
+    j = summarize({"a": st})["total"]["liberation"]["1"]
+    assert j["at_least"]["90"] == pytest.approx(1 / 6) and j["locking"]["binary"] == {"6": pytest.approx(4 / 6)}

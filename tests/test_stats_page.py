@@ -196,6 +196,11 @@ def test_samples_are_compared():
     py = ref["samples"]["sample 1"]["occurrence"]["6"]["hosts"][0]  # the scope chosen above
     row = shown[shown["mineral"] == "py"].iloc[0]
     assert row["grains"] == py["grains"] and row["% of its area"] == pytest.approx(round(100 * py["share"], 2))
+    # liberation of the scope's particles
+    assert any(m.value == "#### Liberation" for m in at.markdown)
+    lib = next(d.value for d in at.dataframe if "≥ 90 %" in d.value.columns)
+    want = ref["samples"]["sample 1"]["liberation"]["1"]["at_least"]["90"]
+    assert lib[lib["mineral"] == "ccp"].iloc[0]["≥ 90 %"] == pytest.approx(100 * want, abs=0.006)
     # samples named after the images: demo-05, demo-a14 and demo-a55 are all of sample "demo"
     at.button(key="stats-sample-names").click().run()
     assert not at.exception, at.exception

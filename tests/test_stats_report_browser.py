@@ -40,7 +40,8 @@ def test_report_is_self_contained(report_file):
     body = html.split("</head>", 1)[1]  # plotly.js itself, inline in the head, holds data URIs of its own
     assert body.count('src="data:image/png;base64,') == 3 and body.count('src="data:image/jpeg;base64,') == 3
     for words in ("Modal mineralogy", "Grains", "Associations", "Method", "crofton", "d10/d50/d90", "0.345 µm/px",
-                  "How the minerals occur", "Samples compared (2)", "copper-nickel: 05; base metal: a14, a55"):
+                  "How the minerals occur", "Liberation", "Samples compared (2)",
+                  "copper-nickel: 05; base metal: a14, a55"):
         assert words in html
 
 
@@ -58,11 +59,11 @@ def test_report_renders_in_headless_chromium(report_file):
                 page.on("request", lambda r: external.append(r.url) if not r.url.startswith(("file:", "data:")) else None)
                 page.on("pageerror", lambda e: problems.append(str(e)))
                 page.goto(report_file.as_uri())
-                # modal (with and without background), size by area and by number, associations, occurrence and
-                # the samples compared
-                page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 7",
+                # modal (with and without background), size by area and by number, associations, occurrence,
+                # liberation and the samples compared
+                page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 8",
                                        timeout=60_000)
-                assert page.locator(".js-plotly-plot").count() == 7
+                assert page.locator(".js-plotly-plot").count() == 8
                 # bars, curve points and heat-map cells are drawn, not just empty axes
                 assert page.locator(".js-plotly-plot .barlayer .point").count() > 10
                 assert page.locator(".js-plotly-plot .scatterlayer .trace").count() >= 2

@@ -9,7 +9,7 @@ from ..minerals import by_code
 from .summary import occurrence_label
 
 __all__ = ["modal_figure", "sample_figure", "sample_size_figure", "size_figure", "association_figure",
-           "occurrence_figure", "mineral_color"]
+           "occurrence_figure", "liberation_figure", "mineral_color"]
 
 
 def mineral_color(code) -> str:
@@ -210,4 +210,30 @@ def occurrence_figure(summary: dict, *, scope: str = "total", sample: str | None
                       xaxis_title="% of the mineral's area", yaxis_title="mineral", xaxis_range=[0, 100],
                       yaxis_autorange="reversed", legend_title="grains", height=max(260, 70 + 34 * len(rows)),
                       margin=dict(l=60, r=20, t=50, b=50))
+    return fig
+
+
+def liberation_figure(summary: dict, *, scope: str = "total", sample: str | None = None):
+    """Cumulative liberation curves: the share of each mineral's area in particles at least x % of which it
+    makes up; ``scope`` and ``sample`` as for :func:`size_figure`."""
+    import plotly.graph_objects as go
+
+    entry, scope = _entry(summary, scope, sample)
+    fig = go.Figure()
+    for c, lib in sorted(entry.get("liberation", {}).items(), key=lambda kv: int(kv[0])):
+        if not lib["classes"]:
+            continue
+        xs, ys, cum = [], [], 0.0
+        for k in reversed(lib["classes"]):
+            cum += k["share"]
+            xs.append(k["lower_pct"])
+            ys.append(100 * cum)
+        fig.add_scatter(x=xs[::-1], y=ys[::-1], mode="lines+markers", name=_label(c),
+                        line=dict(color=mineral_color(c), width=2),
+                        hovertemplate=_label(c) + "<br>%{y:.1f} % of it in particles at least %{x} % of it"
+                                                  "<extra></extra>")
+    fig.update_layout(title=f"Liberation ({scope}): share of each mineral in particles of at least a given purity",
+                      xaxis_title="the mineral's share of its particle's area, at least (%)",
+                      yaxis_title="% of the mineral's area", xaxis_range=[-2, 102], yaxis_range=[0, 101],
+                      height=420, margin=dict(l=50, r=20, t=50, b=50))
     return fig

@@ -47,6 +47,7 @@ __all__ = [
     "SLOTS",
     "PERIMETER_METHODS",
     "GrainTable",
+    "ParticleTable",
     "MaskStats",
     "measure",
     "combine",
@@ -192,6 +193,48 @@ def _empty_table() -> GrainTable:
 
 
 @dataclass
+class ParticleTable:
+    """Particles: the 8-connected regions of mineral pixels (codes 1-14) between non-metallic or unlabelled
+    pixels, with what they are made of.
+
+    Attributes
+    ----------
+    composition : (P, 15) int64 ndarray
+        Pixels of every code 0-14 in the particle (column 0 stays 0: the non-metallic class bounds particles).
+    image : (P,) int32 ndarray
+        Index of the image the particle comes from.
+    pixel_size : (P,) float64 ndarray
+        Pixel size of the particle's image, µm.
+    border : (P,) bool ndarray
+        True where the particle touches the image edge.
+    """
+
+    composition: np.ndarray
+    image: np.ndarray
+    pixel_size: np.ndarray
+    border: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.composition.shape[0])
+
+    def select(self, keep: np.ndarray) -> "ParticleTable":
+        return ParticleTable(self.composition[keep], self.image[keep], self.pixel_size[keep], self.border[keep])
+
+    @staticmethod
+    def concat(tables: list["ParticleTable"]) -> "ParticleTable":
+        if not tables:
+            return _empty_particles()
+        return ParticleTable(np.concatenate([t.composition for t in tables]),
+                             np.concatenate([t.image for t in tables]),
+                             np.concatenate([t.pixel_size for t in tables]),
+                             np.concatenate([t.border for t in tables]))
+
+
+def _empty_particles() -> ParticleTable:
+    return ParticleTable(np.zeros((0, len(CODES)), np.int64), np.zeros(0, np.int32), np.zeros(0), np.zeros(0, bool))
+
+
+@dataclass
 class MaskStats:
     """Everything measured on one mask (or the sum over several, see :func:`combine`).
 
@@ -210,6 +253,7 @@ class MaskStats:
         (slots: codes 0-14, 15 unlabelled, 16 outside the image). Boundary
         lengths in µm follow with :func:`boundary_length`.
     grains : GrainTable
+    particles : ParticleTable
     """
 
     shapes: list
@@ -218,6 +262,7 @@ class MaskStats:
     area_um2: np.ndarray
     pairs_um: np.ndarray
     grains: GrainTable = field(default_factory=_empty_table)
+    particles: ParticleTable = field(default_factory=_empty_particles)
 
     def shared_length_um(self, *, method: str = "crofton") -> np.ndarray:
         """(17, 17) float64: symmetric boundary length between slots, µm."""
@@ -358,11 +403,14 @@ def measure(mask: np.ndarray, *, pixel_size: float = 1.0, strip_pixels: int = 1 
     cov = _moments(labels, g, centroid, area, rows)
     del labels
 
+    # 4. particles: mineral pixels of any code, connected, and their composition, counted in strips
+    particles = _particles(mask, rows, pixel_size)
+
     grains = GrainTable(code, np.zeros(g, np.int32), area, np.full(g, pixel_size), bbox, centroid, cov,
                         gcross[:, 1:], border, contacts.reshape(g + 1, SLOTS)[1:])
     return MaskStats(
         shapes=[(m, n)], pixel_sizes=[pixel_size], pixels=pixels, area_um2=pixels * pixel_size ** 2,
-        pairs_um=pairs.reshape(4, SLOTS, SLOTS) * pixel_size, grains=grains)
+        pairs_um=pairs.reshape(4, SLOTS, SLOTS) * pixel_size, grains=grains, particles=particles)
 
 
 #: Weight of one crossing of each direction in the Cauchy-Crofton length (see :func:`_crofton`).
@@ -393,6 +441,31 @@ def _cross(ca, cb, la, lb, n, wraps, pair_out, grain_out, contacts, weight) -> N
     grain_out += np.bincount(lb[idx], minlength=g)
     _add_contacts(contacts, np.concatenate([la[idx].astype(np.int64) * SLOTS + sb,
                                             lb[idx].astype(np.int64) * SLOTS + sa]), weight)
+
+
+def _particles(mask: np.ndarray, rows: int, pixel_size: float) -> ParticleTable:
+    """The particles of a mask (see :class:`ParticleTable`)."""
+    import cv2
+
+    m, n = mask.shape
+    binary = ((mask != BACKGROUND) & (mask != IGNORE)).view(np.uint8)
+    k, lab, st, _ = cv2.connectedComponentsWithStats(binary, connectivity=8, ltype=cv2.CV_32S)
+    del binary
+    p = k - 1
+    if p == 0:
+        return _empty_particles()
+    nc = len(CODES)
+    comp = np.zeros((p + 1) * nc, np.int64)
+    for r0 in range(0, m, rows):
+        lab_s = lab[r0:r0 + rows].reshape(-1)
+        idx = np.flatnonzero(lab_s)
+        if idx.size:
+            comp += np.bincount(lab_s[idx].astype(np.int64) * nc + mask[r0:r0 + rows].reshape(-1)[idx],
+                                minlength=(p + 1) * nc)
+    del lab
+    x, y, w, h = st[1:, 0], st[1:, 1], st[1:, 2], st[1:, 3]
+    border = (x == 0) | (y == 0) | (x + w == n) | (y + h == m)
+    return ParticleTable(comp.reshape(p + 1, nc)[1:], np.zeros(p, np.int32), np.full(p, pixel_size), border)
 
 
 def _moments(labels: np.ndarray, g: int, centroid: np.ndarray, area: np.ndarray, rows: int) -> np.ndarray:
@@ -455,6 +528,10 @@ def combine(results: list[MaskStats]) -> MaskStats:
         area_um2=np.sum([r.area_um2 for r in results], axis=0),
         pairs_um=np.sum([r.pairs_um for r in results], axis=0),
         grains=GrainTable.concat(tables),
+        particles=ParticleTable.concat([
+            ParticleTable(r.particles.composition,
+                          np.full(len(r.particles), i, np.int32) if len(results) > 1 else r.particles.image,
+                          r.particles.pixel_size, r.particles.border) for i, r in enumerate(results)]),
     )
 
 

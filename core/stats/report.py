@@ -16,8 +16,9 @@ import numpy as np
 
 from .. import io as cio
 from ..minerals import by_code, colorize
-from .figures import association_figure, mineral_color, modal_figure, occurrence_figure, sample_figure, size_figure
-from .summary import BORDER_POLICIES, SIZE_SERIES, Options, sample_comparison
+from .figures import (association_figure, liberation_figure, mineral_color, modal_figure, occurrence_figure,
+                      sample_figure, size_figure)
+from .summary import BORDER_POLICIES, SIZE_SERIES, Options, liberation_rows, sample_comparison
 from .measure import PERIMETER_METHODS
 
 __all__ = ["thumbnail", "build_report"]
@@ -200,7 +201,7 @@ def build_report(summary: dict, tables: Mapping, *, options: Options, thumbnails
     images = summary["images"]
     figs = [modal_figure(summary), modal_figure(summary, background=False),
             size_figure(summary, weight="area"), size_figure(summary, weight="number"),
-            association_figure(summary), occurrence_figure(summary)]
+            association_figure(summary), occurrence_figure(summary), liberation_figure(summary)]
     fig_html = "".join(
         f"<div class='chart'>{f.to_html(full_html=False, include_plotlyjs=False, div_id=f'chart{i}', config={'displaylogo': False})}</div>"
         for i, f in enumerate(figs))
@@ -265,6 +266,11 @@ in four directions (Cauchy-Crofton estimate), and for every mineral the share of
 {100 * options.enclosed:g} % of its boundary lies (the non-metallic class: free in the gangue; another mineral: an
 inclusion), otherwise <i>between several classes</i>; the image edge and unlabelled pixels are not contacts. The
 shares are of the mineral's area, by grain.</li>
+<li><b>Liberation</b>: particles are the 8-connected regions of ore-mineral pixels of any code between non-metallic
+and unlabelled pixels; each mineral's area is distributed over the purity (its share of its particle's area) of the
+particles holding it, in classes of 10 % and exactly 100 %, and read cumulatively; locking counts the particles of it
+alone, of it and one other mineral, or of three or more. Particles cut by the image edge follow the border
+policy.</li>
 </ul>
 <p>Parameters: border = {html.escape(options.border)}, perimeter = {html.escape(options.perimeter)},
 size series = {html.escape(options.series)}, gangue density = {options.gangue_density:g} g/cm³, enclosed from
@@ -296,6 +302,12 @@ size series = {html.escape(options.series)}, gangue density = {options.gangue_de
         "<p class='muted'>Per-grain measurements and size classes are in the CSV/XLSX export.</p>",
         "<h2>Associations</h2>", _association_table(summary["total"]),
         "<h2>How the minerals occur</h2>", _occurrence_html(tables, options),
+        "<h2>Liberation</h2>", _table(liberation_rows(tables["liberation"], tables["locking"], "image", "total"),
+                                      left=("mineral", "locked with")),
+        "<p class='muted'>% of each mineral's area in particles at least 50, 80, 90 % or all of which it makes up; a "
+        "particle is a connected region of ore minerals between non-metallic pixels, so purity is among the ore "
+        "minerals (gangue and mounting medium look alike in reflected light). Locked with: its most common partner "
+        "in particles of two minerals.</p>",
         "<h2>Method</h2>", method,
         "</body></html>",
     ]

@@ -47,7 +47,7 @@ import numpy as np
 from ..minerals import BACKGROUND, CODES, IGNORE, by_code
 from ..registry import Registry
 from .chemistry import DEFAULT_GANGUE_DENSITY, check_gangue_density, deportment, grades, mass_fractions
-from .measure import OUTSIDE, PERIMETER_METHODS, GrainTable, MaskStats, combine
+from .measure import OUTSIDE, PERIMETER_METHODS, GrainTable, MaskStats, ParticleTable, combine
 
 __all__ = [
     "BORDER_POLICIES",
@@ -63,6 +63,7 @@ __all__ = [
     "association",
     "occurrence",
     "occurrence_label",
+    "liberation",
     "grain_hosts",
     "image_entry",
     "summarize",
@@ -70,6 +71,7 @@ __all__ = [
     "sample_from_name",
     "tables",
     "sample_comparison",
+    "liberation_rows",
 ]
 
 _UNLABELLED_SLOT = 15
@@ -401,6 +403,63 @@ def occurrence(grains: GrainTable, code: int, *, options: Options) -> dict:
     return {"grains": int(ok.sum()), "unclassified": int((~ok).sum()), "hosts": hosts}
 
 
+#: Lower edges (% of a particle's area) of the liberation classes; the last class is exactly 100 %.
+LIBERATION_EDGES = (0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100)
+#: Purities (% of the particle) at which the liberation summary reads the cumulative yield.
+LIBERATION_READ = (50, 80, 90, 100)
+
+
+def liberation(particles: ParticleTable, code: int, *, options: Options) -> dict:
+    """How free one mineral is of the other minerals, particle by particle (liberation by area, as automated
+    mineralogy reports it for polished grain mounts).
+
+    A particle is an 8-connected region of mineral pixels of any code between non-metallic (and unlabelled)
+    pixels; in reflected light the non-metallic class holds both the gangue and the mounting medium, so purity is
+    among the ore minerals. Every particle holding the mineral is classed by the mineral's share of its area, and
+    the mineral's area is distributed over those classes. Particles cut by the image edge follow the border
+    policy of ``options``.
+
+    Returns
+    -------
+    dict
+        ``particles`` (count holding the mineral), ``classes`` (``lower_pct``, ``upper_pct``, ``share``: of the
+        mineral's area in particles whose purity is in [lower, upper), the last class being exactly 100 %),
+        ``at_least`` (purity % -> share of the mineral's area in particles at least that pure, for
+        :data:`LIBERATION_READ`) and ``locking`` (``{"free": share in particles of it alone, "binary": {code: share
+        in particles of it and that mineral only}, "multiple": share in particles of three minerals or more}``).
+    """
+    keep = BORDER_POLICIES.get(options.border)(particles)
+    comp = particles.composition[keep]
+    ps2 = particles.pixel_size[keep] ** 2
+    has = comp[:, code] > 0
+    comp, ps2 = comp[has], ps2[has]
+    area = comp[:, code] * ps2  # the mineral's µm² in each particle
+    total = float(area.sum())
+    purity = 100.0 * comp[:, code] / np.maximum(comp.sum(1), 1)
+    out = {"particles": int(has.sum()), "classes": [], "at_least": {}, "locking": {"free": 0.0, "binary": {},
+                                                                                    "multiple": 0.0}}
+    if not total:
+        return out
+    edges = LIBERATION_EDGES
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (purity >= lo) & (purity < hi)
+        out["classes"].append({"lower_pct": lo, "upper_pct": hi, "share": float(area[sel].sum()) / total})
+    out["classes"].append({"lower_pct": 100, "upper_pct": 100, "share": float(area[purity >= 100].sum()) / total})
+    for p in LIBERATION_READ:
+        out["at_least"][p] = float(area[purity >= p - 1e-9].sum()) / total
+    others = (comp > 0).sum(1) - 1
+    out["locking"]["free"] = float(area[others == 0].sum()) / total
+    out["locking"]["multiple"] = float(area[others >= 2].sum()) / total
+    two = others == 1
+    if two.any():
+        partner = np.where(comp[two] > 0, np.arange(comp.shape[1]), -1)
+        partner[:, code] = -1
+        partner = partner.max(1)
+        for c in np.unique(partner):
+            out["locking"]["binary"][int(c)] = float(area[two][partner == c].sum()) / total
+    return out
+
+
 def occurrence_label(host) -> str:
     """Words for an :func:`occurrence` host (a code as int or str, None for between several classes)."""
     if host is None:
@@ -467,7 +526,8 @@ def image_entry(stats: MaskStats, *, options: Options, extra: bool = True) -> di
     -------
     dict
         ``area_fraction``, ``mass_fraction``, ``mass_fraction_no_background``,
-        ``grains``, ``association`` and ``occurrence`` (:func:`occurrence`) keyed by class codes as strings,
+        ``grains``, ``association``, ``occurrence`` (:func:`occurrence`) and ``liberation`` (:func:`liberation`)
+        keyed by class codes as strings,
         ``element_grade`` (element -> mass fraction of the sample) and
         ``element_deportment`` (element -> code -> share of the element); with ``extra`` also ``shape``, ``pixel_size_um``,
         ``pixels``, ``area_um2``, ``area_fraction_no_background``,
@@ -486,6 +546,7 @@ def image_entry(stats: MaskStats, *, options: Options, extra: bool = True) -> di
         "grains": {c: grain_summary(stats.grains, c, options=options, extra=extra) for c in minerals},
         "association": fractions,
         "occurrence": {c: _occurrence_json(occurrence(stats.grains, c, options=options)) for c in minerals},
+        "liberation": {c: liberation(stats.particles, c, options=options) for c in minerals},
     }
     if extra:
         out = {
@@ -596,7 +657,8 @@ def _pooled_entry(results: list, options: Options) -> dict:
     return entry
 
 
-_TABLE_KINDS = ("modal", "assay", "deportment", "grain_summary", "size_classes", "association", "occurrence")
+_TABLE_KINDS = ("modal", "assay", "deportment", "grain_summary", "size_classes", "association", "occurrence",
+                "liberation", "locking")
 
 
 def _scope_rows(scope: str, stats: MaskStats, options: Options, spread: Mapping, rows: dict, *,
@@ -633,6 +695,24 @@ def _scope_rows(scope: str, stats: MaskStats, options: Options, spread: Mapping,
                 key: scope, "code": c, "label": m.label, "mineral": m.name, "host_code": h["host"],
                 "occurs": occurrence_label(h["host"]), "grains": h["grains"], "area_um2": h["area_um2"],
                 "share": h["share"], "d50_um": h["d50_um"]})
+        lib = liberation(stats.particles, c, options=options)
+        cum = 0.0
+        for k in reversed(lib["classes"]):  # cumulative from the purest class down
+            cum += k["share"]
+            k["at_least_lower"] = cum
+        for k in lib["classes"]:
+            rows["liberation"].append({key: scope, "code": c, "label": m.label, "mineral": m.name,
+                                       "particles": lib["particles"], "lower_pct": k["lower_pct"],
+                                       "upper_pct": k["upper_pct"], "share": k["share"],
+                                       "share_at_least_lower": k["at_least_lower"]})
+        lock = lib["locking"]
+        if lib["classes"]:
+            locks = [(None, "free of other minerals", lock["free"])] + [
+                (w, f"with {by_code(w).name} only", v) for w, v in sorted(lock["binary"].items(), key=lambda kv: -kv[1])
+            ] + [(None, "with two or more other minerals", lock["multiple"])]
+            for w, words, v in locks:
+                rows["locking"].append({key: scope, "code": c, "label": m.label, "mineral": m.name,
+                                        "locked": words, "with_code": w, "share": v})
     lengths, fractions = association(stats, method=options.perimeter)
     for a, row in lengths.items():
         for b, length in row.items():
@@ -661,6 +741,8 @@ def _frames(rows: dict, key: str) -> dict:
             "lower_um", "upper_um", "count", "area_um2", "number_pct", "area_pct", "cum_number_pct", "cum_area_pct"],
         "association": head + ["other", "other_label", "shared_length_um", "fraction_of_boundary"],
         "occurrence": head + ["mineral", "host_code", "occurs", "grains", "area_um2", "share", "d50_um"],
+        "liberation": head + ["mineral", "particles", "lower_pct", "upper_pct", "share", "share_at_least_lower"],
+        "locking": head + ["mineral", "locked", "with_code", "share"],
     }
     return {k: pd.DataFrame(rows[k], columns=columns[k]) for k in _TABLE_KINDS}
 
@@ -728,6 +810,31 @@ def tables(results: Mapping[str, MaskStats], *, options: Options | None = None,
     out["grains"] = grains
     first = [*_TABLE_KINDS, "grains"]  # the images' tables first, as before samples existed
     return {k: out[k] for k in first} | {k: v for k, v in out.items() if k not in first}
+
+
+def liberation_rows(lib, lock, col: str, where: str):
+    """One row per mineral of a scope: particles, % of its area in particles at least 50, 80, 90 and 100 % of it,
+    free of other minerals, locked with the most common partner only, and with two or more others; from the
+    ``liberation`` and ``locking`` tables (or their ``sample_`` versions) for ``lib[col] == where``."""
+    import pandas as pd
+
+    lib, lock = lib[lib[col] == where], lock[lock[col] == where]
+    out = []
+    for (code, label), rows in lib.groupby(["code", "label"], sort=False):
+        at = dict(zip(rows["lower_pct"], rows["share_at_least_lower"]))
+        exact = rows[(rows["lower_pct"] == 100)]["share"].sum()
+        lk = lock[lock["code"] == code]
+        binary = lk[lk["with_code"].notna()]
+        top = binary.iloc[0] if len(binary) else None
+        out.append({"mineral": label, "particles": int(rows["particles"].iloc[0]),
+                    "≥ 50 %": 100 * at.get(50, 0.0), "≥ 80 %": 100 * at.get(80, 0.0),
+                    "≥ 90 %": 100 * at.get(90, 0.0), "100 %": 100 * exact,
+                    "locked with": "–" if top is None else by_code(int(top["with_code"])).label,
+                    "% locked with it only": 0.0 if top is None else 100 * top["share"],
+                    "% with two or more others": 100 * lk[lk["locked"] == "with two or more other minerals"]
+                    ["share"].sum()})
+    return pd.DataFrame(out, columns=["mineral", "particles", "≥ 50 %", "≥ 80 %", "≥ 90 %", "100 %", "locked with",
+                                      "% locked with it only", "% with two or more others"]).round(2)
 
 
 def sample_comparison(tabs: Mapping, summary: Mapping) -> dict:
