@@ -631,7 +631,8 @@ def test_liberation_by_particle():
     # pyrite: 200 of its 250 px with chalcopyrite only, 50 with two others
     py = liberation(p, 6, options=Options())
     assert py["locking"] == {"free": 0.0, "binary": {1: pytest.approx(0.8)}, "multiple": pytest.approx(0.2)}
-    assert liberation(p, 3, options=Options()) == {"particles": 0, "classes": [], "at_least": {},
+    assert lib["counted"] == pytest.approx(600 / 700) and kept["counted"] == 1.0
+    assert liberation(p, 3, options=Options()) == {"particles": 0, "counted": 0.0, "classes": [], "at_least": {},
                                                     "locking": {"free": 0.0, "binary": {}, "multiple": 0.0}}
     # pooled images keep their particles apart; tables and the summary row agree with the engine
     both = combine([st, st])
@@ -640,6 +641,7 @@ def test_liberation_by_particle():
     rows = liberation_rows(t["liberation"], t["locking"], "image", "total")
     ccp = rows[rows["mineral"] == "ccp"].iloc[0]
     assert ccp["particles"] == 3 and ccp["≥ 50 %"] == pytest.approx(83.33) and ccp["100 %"] == pytest.approx(16.67)
+    assert ccp["% of it counted"] == pytest.approx(85.71)
     assert ccp["locked with"] == "py" and ccp["% locked with it only"] == pytest.approx(66.67)
     assert ccp["% with two or more others"] == pytest.approx(16.67)
     j = summarize({"a": st})["total"]["liberation"]["1"]

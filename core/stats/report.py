@@ -307,7 +307,8 @@ size series = {html.escape(options.series)}, gangue density = {options.gangue_de
         "<p class='muted'>% of each mineral's area in particles at least 50, 80, 90 % or all of which it makes up; a "
         "particle is a connected region of ore minerals between non-metallic pixels, so purity is among the ore "
         "minerals (gangue and mounting medium look alike in reflected light). Locked with: its most common partner "
-        "in particles of two minerals.</p>",
+        "in particles of two minerals; % of it counted: the share of the mineral in the particles counted (particles cut by "
+        "the image edge follow the border policy).</p>",
         "<h2>Method</h2>", method,
         "</body></html>",
     ]

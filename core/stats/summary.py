@@ -422,13 +422,16 @@ def liberation(particles: ParticleTable, code: int, *, options: Options) -> dict
     Returns
     -------
     dict
-        ``particles`` (count holding the mineral), ``classes`` (``lower_pct``, ``upper_pct``, ``share``: of the
+        ``particles`` (count holding the mineral), ``counted`` (the share of the mineral's area in the particles
+        counted: in a section of massive ore the large aggregates reach the image edge and are left out under
+        the default border policy), ``classes`` (``lower_pct``, ``upper_pct``, ``share``: of the
         mineral's area in particles whose purity is in [lower, upper), the last class being exactly 100 %),
         ``at_least`` (purity % -> share of the mineral's area in particles at least that pure, for
         :data:`LIBERATION_READ`) and ``locking`` (``{"free": share in particles of it alone, "binary": {code: share
         in particles of it and that mineral only}, "multiple": share in particles of three minerals or more}``).
     """
     keep = BORDER_POLICIES.get(options.border)(particles)
+    everywhere = float((particles.composition[:, code] * particles.pixel_size ** 2).sum())
     comp = particles.composition[keep]
     ps2 = particles.pixel_size[keep] ** 2
     has = comp[:, code] > 0
@@ -436,8 +439,8 @@ def liberation(particles: ParticleTable, code: int, *, options: Options) -> dict
     area = comp[:, code] * ps2  # the mineral's µm² in each particle
     total = float(area.sum())
     purity = 100.0 * comp[:, code] / np.maximum(comp.sum(1), 1)
-    out = {"particles": int(has.sum()), "classes": [], "at_least": {}, "locking": {"free": 0.0, "binary": {},
-                                                                                    "multiple": 0.0}}
+    out = {"particles": int(has.sum()), "counted": total / everywhere if everywhere else 0.0, "classes": [],
+           "at_least": {}, "locking": {"free": 0.0, "binary": {}, "multiple": 0.0}}
     if not total:
         return out
     edges = LIBERATION_EDGES
@@ -702,7 +705,8 @@ def _scope_rows(scope: str, stats: MaskStats, options: Options, spread: Mapping,
             k["at_least_lower"] = cum
         for k in lib["classes"]:
             rows["liberation"].append({key: scope, "code": c, "label": m.label, "mineral": m.name,
-                                       "particles": lib["particles"], "lower_pct": k["lower_pct"],
+                                       "particles": lib["particles"], "counted": lib["counted"],
+                                       "lower_pct": k["lower_pct"],
                                        "upper_pct": k["upper_pct"], "share": k["share"],
                                        "share_at_least_lower": k["at_least_lower"]})
         lock = lib["locking"]
@@ -741,7 +745,8 @@ def _frames(rows: dict, key: str) -> dict:
             "lower_um", "upper_um", "count", "area_um2", "number_pct", "area_pct", "cum_number_pct", "cum_area_pct"],
         "association": head + ["other", "other_label", "shared_length_um", "fraction_of_boundary"],
         "occurrence": head + ["mineral", "host_code", "occurs", "grains", "area_um2", "share", "d50_um"],
-        "liberation": head + ["mineral", "particles", "lower_pct", "upper_pct", "share", "share_at_least_lower"],
+        "liberation": head + ["mineral", "particles", "counted", "lower_pct", "upper_pct", "share",
+                              "share_at_least_lower"],
         "locking": head + ["mineral", "locked", "with_code", "share"],
     }
     return {k: pd.DataFrame(rows[k], columns=columns[k]) for k in _TABLE_KINDS}
@@ -827,13 +832,15 @@ def liberation_rows(lib, lock, col: str, where: str):
         binary = lk[lk["with_code"].notna()]
         top = binary.iloc[0] if len(binary) else None
         out.append({"mineral": label, "particles": int(rows["particles"].iloc[0]),
+                    "% of it counted": 100 * rows["counted"].iloc[0],
                     "≥ 50 %": 100 * at.get(50, 0.0), "≥ 80 %": 100 * at.get(80, 0.0),
                     "≥ 90 %": 100 * at.get(90, 0.0), "100 %": 100 * exact,
                     "locked with": "–" if top is None else by_code(int(top["with_code"])).label,
                     "% locked with it only": 0.0 if top is None else 100 * top["share"],
                     "% with two or more others": 100 * lk[lk["locked"] == "with two or more other minerals"]
                     ["share"].sum()})
-    return pd.DataFrame(out, columns=["mineral", "particles", "≥ 50 %", "≥ 80 %", "≥ 90 %", "100 %", "locked with",
+    return pd.DataFrame(out, columns=["mineral", "particles", "% of it counted", "≥ 50 %", "≥ 80 %", "≥ 90 %",
+                                      "100 %", "locked with",
                                       "% locked with it only", "% with two or more others"]).round(2)
 
 
