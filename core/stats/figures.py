@@ -95,7 +95,8 @@ def sample_figure(summary: dict, *, background: bool = False):
         fig.add_bar(x=[by_code(c).label for c in codes], y=ys, name=f"{name} ({n} image{'s' if n > 1 else ''})",
                     error_y=err, customdata=[by_code(c).name for c in codes],
                     hovertemplate=name + "<br>%{customdata}: %{y:.3f} %<extra></extra>")
-    fig.update_layout(barmode="group", title="Modal mineralogy by sample (95 % interval between its images, within 0–100 %)",
+    fig.update_layout(barmode="group",
+                      title="Modal mineralogy by sample (95 % interval between its images, within 0–100 %)",
                       yaxis_title="area %", xaxis_title="mineral", legend_title="sample", height=420,
                       margin=dict(l=50, r=20, t=50, b=50))
     return fig

@@ -155,7 +155,8 @@ def _samples_html(summary: dict, tables: Mapping) -> str:
     cmp = sample_comparison(tables, summary)
     fig = sample_figure(summary).to_html(full_html=False, include_plotlyjs=False, div_id="chart-samples",
                                          config={"displaylogo": False})
-    members = "; ".join(f"{html.escape(g)}: {html.escape(', '.join(e['images']))}" for g, e in summary["samples"].items())
+    members = "; ".join(f"{html.escape(g)}: {html.escape(', '.join(e['images']))}"
+                        for g, e in summary["samples"].items())
 
     def table(df, digits=4):
         return _table(df.reset_index(), left=("sample",), digits=digits)
@@ -307,8 +308,8 @@ size series = {html.escape(options.series)}, gangue density = {options.gangue_de
         "<p class='muted'>% of each mineral's area in particles at least 50, 80, 90 % or all of which it makes up; a "
         "particle is a connected region of ore minerals between non-metallic pixels, so purity is among the ore "
         "minerals (gangue and mounting medium look alike in reflected light). Locked with: its most common partner "
-        "in particles of two minerals; % of it counted: the share of the mineral in the particles counted (particles cut by "
-        "the image edge follow the border policy).</p>",
+        "in particles of two minerals; % of it counted: the share of the mineral in the particles counted "
+        "(particles cut by the image edge follow the border policy).</p>",
         "<h2>Method</h2>", method,
         "</body></html>",
     ]

@@ -120,7 +120,8 @@ class Options:
         try:
             enclosed = float(enclosed)
         except (TypeError, ValueError):
-            raise ValueError(f"the enclosed share must be a number from 0.5 to 1 (50-100 %), not {enclosed!r}") from None
+            raise ValueError(f"the enclosed share must be a number from 0.5 to 1 (50-100 %), not "
+                             f"{enclosed!r}") from None
         if not 0.5 <= enclosed <= 1.0:  # from one half on, at most one class can enclose a grain
             raise ValueError(f"a grain is enclosed from 50 to 100 % of its boundary against one class, not from "
                              f"{100 * enclosed:g} %")
@@ -419,6 +420,13 @@ def liberation(particles: ParticleTable, code: int, *, options: Options) -> dict
     the mineral's area is distributed over those classes. Particles cut by the image edge follow the border
     policy of ``options``.
 
+    Parameters
+    ----------
+    particles : ParticleTable
+    code : int
+        Mineral code.
+    options : Options
+
     Returns
     -------
     dict
@@ -430,10 +438,9 @@ def liberation(particles: ParticleTable, code: int, *, options: Options) -> dict
         :data:`LIBERATION_READ`) and ``locking`` (``{"free": share in particles of it alone, "binary": {code: share
         in particles of it and that mineral only}, "multiple": share in particles of three minerals or more}``).
     """
-    keep = BORDER_POLICIES.get(options.border)(particles)
     everywhere = float((particles.composition[:, code] * particles.pixel_size ** 2).sum())
-    comp = particles.composition[keep]
-    ps2 = particles.pixel_size[keep] ** 2
+    kept = particles.select(BORDER_POLICIES.get(options.border)(particles))
+    comp, ps2 = kept.composition, kept.pixel_size ** 2
     has = comp[:, code] > 0
     comp, ps2 = comp[has], ps2[has]
     area = comp[:, code] * ps2  # the mineral's µm² in each particle
@@ -859,8 +866,8 @@ def sample_comparison(tabs: Mapping, summary: Mapping) -> dict:
     dict of str to pandas.DataFrame
         Indexed by sample, in the summary's order, one column per class label: ``area`` (area %, 0 where a
         sample has none of a class), ``area_ci95`` (half-width of its 95 % interval in area %, NaN for a sample
-        of one image), ``area_text`` ("12.3 ± 4.5", "60.1 ± 150", with an ``images`` column first), ``wt`` (wt %); ``assay``
-        (wt % per element) and ``d50`` (µm, NaN where no grain was counted) .
+        of one image), ``area_text`` ("12.3 ± 4.5", "60.1 ± 150", with an ``images`` column first), ``wt``
+        (wt %); ``assay`` (wt % per element) and ``d50`` (µm, NaN where no grain was counted).
     """
     order = list(summary["samples"])
 
