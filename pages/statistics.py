@@ -16,7 +16,8 @@ from core.stats.chemistry import DEFAULT_GANGUE_DENSITY
 from core.stats.export import csv_zip, xlsx_bytes
 from core.stats.figures import (association_figure, liberation_figure, modal_figure, occurrence_figure,
                                 sample_figure, sample_size_figure, size_figure)
-from core.stats.summary import DEFAULT_ENCLOSED, MAX_SAMPLE_NAME, liberation_rows, sample_from_name
+from core.stats.summary import (DEFAULT_ENCLOSED, LIBERATED_PCT, MAX_SAMPLE_NAME, liberation_rows,
+                                sample_from_name)
 from core.stats.report import build_report, thumbnail
 from ui import state
 
@@ -302,6 +303,10 @@ def _compare_samples(res: dict) -> None:
     if len(cmp["d50"].columns):
         st.caption("d50 (µm, by area) of every mineral in every sample")
         st.dataframe(cmp["d50"].round(2), width="stretch")
+    if len(cmp["liberated"].columns):
+        st.caption(f"Liberated: % of each mineral in particles at least {LIBERATED_PCT} % of which it makes up (see "
+                   "Liberation below for the particles and how much of each mineral they hold)")
+        st.dataframe(cmp["liberated"].round(2), width="stretch")
     codes = sorted({int(c) for e in res["summary"]["samples"].values() for c, g in e["grains"].items()
                     if g["size_classes"]})
     if codes:

@@ -457,6 +457,8 @@ def test_samples_are_pooled_each_on_their_own():
     assert cmp["area_text"].loc["A", "ccp"] == f"20 ± {100 * 4.302652729 * se:.2g}" == "20 ± 25"
     assert cmp["area_text"].loc["B", "ccp"] == "50" and list(cmp["area_text"]["images"]) == [3, 1]
     assert cmp["assay"].loc["B", "Cu"] > cmp["assay"].loc["A", "Cu"] > 0
+    # every field's chalcopyrite touches its edge; the 2×2 pyrite grain inside is a particle of pyrite alone
+    assert list(cmp["liberated"].columns) == ["py"] and (cmp["liberated"]["py"] == 100).all()
     html = build_report(s, t, options=Options())
     assert "Samples compared (2)" in html and "A: a1, a2, a3; B: b1" in html and "20 ± 25" in html
     assert "Samples compared" not in build_report(summarize(results), tables(results), options=Options())

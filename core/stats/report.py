@@ -18,7 +18,7 @@ from .. import io as cio
 from ..minerals import by_code, colorize
 from .figures import (association_figure, liberation_figure, mineral_color, modal_figure, occurrence_figure,
                       sample_figure, size_figure)
-from .summary import BORDER_POLICIES, SIZE_SERIES, Options, liberation_rows, sample_comparison
+from .summary import BORDER_POLICIES, LIBERATED_PCT, SIZE_SERIES, Options, liberation_rows, sample_comparison
 from .measure import PERIMETER_METHODS
 
 __all__ = ["thumbnail", "build_report"]
@@ -169,6 +169,9 @@ def _samples_html(summary: dict, tables: Mapping) -> str:
         parts += ["<p>Calculated assay, wt % of the sample:</p>", table(cmp["assay"])]
     if len(cmp["d50"].columns):
         parts += ["<p>d50 by area (µm):</p>", table(cmp["d50"], digits=3)]
+    if len(cmp["liberated"].columns):
+        parts += [f"<p>Liberated: % of each mineral in particles at least {LIBERATED_PCT} % of which it makes up:</p>",
+                  table(cmp["liberated"], digits=3)]
     return "".join(parts)
 
 

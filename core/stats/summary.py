@@ -408,6 +408,8 @@ def occurrence(grains: GrainTable, code: int, *, options: Options) -> dict:
 LIBERATION_EDGES = (0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100)
 #: Purities (% of the particle) at which the liberation summary reads the cumulative yield.
 LIBERATION_READ = (50, 80, 90, 100)
+#: The purity from which the samples' comparison counts a mineral as liberated (a common convention).
+LIBERATED_PCT = 80
 
 
 def liberation(particles: ParticleTable, code: int, *, options: Options) -> dict:
@@ -867,7 +869,8 @@ def sample_comparison(tabs: Mapping, summary: Mapping) -> dict:
         Indexed by sample, in the summary's order, one column per class label: ``area`` (area %, 0 where a
         sample has none of a class), ``area_ci95`` (half-width of its 95 % interval in area %, NaN for a sample
         of one image), ``area_text`` ("12.3 ± 4.5", "60.1 ± 150", with an ``images`` column first), ``wt``
-        (wt %); ``assay`` (wt % per element) and ``d50`` (µm, NaN where no grain was counted).
+        (wt %); ``assay`` (wt % per element), ``d50`` (µm, NaN where no grain was counted) and ``liberated``
+        (% of each mineral in particles at least :data:`LIBERATED_PCT` % of which it makes up).
     """
     order = list(summary["samples"])
 
@@ -883,6 +886,8 @@ def sample_comparison(tabs: Mapping, summary: Mapping) -> dict:
     # two significant figures for the half-width, written out in full (not 1.5e+02) from 100 on
     text = text.where(ci.isna(), text + " ± " + ci.map(lambda v: f"{v:.0f}" if v >= 10 else f"{v:.2g}"))
     text.insert(0, "images", [len(summary["samples"][g]["images"]) for g in order])
+    lib = tabs["sample_liberation"]
     return {"area": area, "area_ci95": ci, "area_text": text, "wt": pivot(modal, "mass_fraction").fillna(0.0),
             "assay": pivot(tabs["sample_assay"], "grade", columns="element"),
-            "d50": pivot(tabs["sample_grain_summary"], "d50_um", scale=1.0)}
+            "d50": pivot(tabs["sample_grain_summary"], "d50_um", scale=1.0),
+            "liberated": pivot(lib[lib["lower_pct"] == LIBERATED_PCT], "share_at_least_lower")}
