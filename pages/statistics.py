@@ -422,7 +422,9 @@ def _show(res: dict) -> None:
                "the ore minerals). % of each mineral's area in particles at least 50, 80 or 90 % of which, or all of "
                "which, it makes up; and what it is locked with. In a section of massive ore the particles are the "
                "aggregates of ore minerals, and the large ones reach the image edge: '% of it counted' says how much "
-               "of each mineral lies in the particles counted (Method options: grains cut by the image edge).")
+               "of each mineral lies in the particles counted (Method options: grains cut by the image edge). A plane "
+               "section through a locked particle can look liberated, so these figures overstate liberation "
+               "somewhat, as every section-based measurement does.")
     st.dataframe(liberation_rows(tabs["sample_" * (sample is not None) + "liberation"],
                                  tabs["sample_" * (sample is not None) + "locking"], col, where),
                  hide_index=True, width="stretch")

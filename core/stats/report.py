@@ -274,7 +274,9 @@ shares are of the mineral's area, by grain.</li>
 and unlabelled pixels; each mineral's area is distributed over the purity (its share of its particle's area) of the
 particles holding it, in classes of 10 % and exactly 100 %, and read cumulatively; locking counts the particles of it
 alone, of it and one other mineral, or of three or more. Particles cut by the image edge follow the border
-policy.</li>
+policy. Both this and the occurrence above are measured on a plane section, which shows a grain's or particle's
+section only: a section through a locked particle can look liberated, so two-dimensional figures overstate
+liberation (stereological bias), as they do in every automated mineralogy of polished sections.</li>
 </ul>
 <p>Parameters: border = {html.escape(options.border)}, perimeter = {html.escape(options.perimeter)},
 size series = {html.escape(options.series)}, gangue density = {options.gangue_density:g} g/cm³, enclosed from
