@@ -18,7 +18,7 @@ from core.stats.figures import (association_figure, liberation_figure, modal_fig
                                 sample_figure, sample_size_figure, size_figure)
 from core.stats.summary import (DEFAULT_ENCLOSED, LIBERATED_PCT, MAX_SAMPLE_NAME, liberation_rows,
                                 sample_from_name)
-from core.stats.report import build_report, thumbnail
+from core.stats.report import DEFAULT_TITLE, build_report, thumbnail
 from ui import state
 
 # Pixel size = camera pixel pitch / (objective magnification × camera adapter). These presets assume a 3.45 µm
@@ -243,19 +243,21 @@ def _compute(inputs: dict, pixel_sizes: dict[str, float], options: Options, samp
     return out
 
 
-def build_download(res: dict, kind: str) -> bytes:
-    """The report or an export of a result, built on first request and kept with the result."""
+def build_download(res: dict, kind: str, *, title: str = DEFAULT_TITLE, notes: str = "") -> bytes:
+    """The report or an export of a result, built on first request and kept with the result (the report once per
+    title and notes)."""
     files = res["files"]
-    if kind not in files:
+    key = ("report", title, notes) if kind == "report" else kind
+    if key not in files:
         if kind == "report":
             html = build_report(res["summary"], res["tables"], options=Options.from_dict(res["options"]),
-                                thumbnails=res["thumbs"], sources=res["sources"])
-            files[kind] = html.encode("utf-8")
+                                thumbnails=res["thumbs"], sources=res["sources"], title=title, notes=notes)
+            files[key] = html.encode("utf-8")
         elif kind == "csv":
-            files[kind] = csv_zip(res["tables"])
+            files[key] = csv_zip(res["tables"])
         else:
-            files[kind] = xlsx_bytes(res["tables"])
-    return files[kind]
+            files[key] = xlsx_bytes(res["tables"])
+    return files[key]
 
 
 def _assay(tabs: dict, gangue_density: float) -> None:
@@ -329,9 +331,15 @@ def _show(res: dict) -> None:
     st.caption(f"{len(names)} image(s) {at}; " +
                ", ".join(f"{k} = {v}" for k, v in res["options"].items()) + "; masks: " +
                "; ".join(f"{n} ({s})" for n, s in res["sources"].items()))
+    with st.expander("Report title and notes"):
+        title = st.text_input("Title", value=DEFAULT_TITLE, max_chars=200, key="stats-report-title").strip()
+        notes = st.text_area("Notes under the title", max_chars=4000, key="stats-report-notes",
+                             placeholder="Project, sample, drill hole and interval, operator, microscope and "
+                                         "objective…").strip()
     c = st.columns(4)
     # the report and the workbooks are built when first asked for (large samples have 10⁵ grains)
-    c[0].download_button("Report (HTML)", lambda: build_download(res, "report"), "orelens-statistics.html",
+    c[0].download_button("Report (HTML)", lambda: build_download(res, "report", title=title or DEFAULT_TITLE,
+                                                                 notes=notes), "orelens-statistics.html",
                          "text/html", key=f"dl-report-{res['token']}", type="primary", icon="📄")
     c[1].download_button("Tables (CSV, zip)", lambda: build_download(res, "csv"), "orelens-statistics-csv.zip",
                          "application/zip", key=f"dl-csv-{res['token']}")

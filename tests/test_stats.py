@@ -648,3 +648,21 @@ def test_liberation_by_particle():
     assert ccp["% with two or more others"] == pytest.approx(16.67)
     j = summarize({"a": st})["total"]["liberation"]["1"]
     assert j["at_least"]["90"] == pytest.approx(1 / 6) and j["locking"]["binary"] == {"6": pytest.approx(4 / 6)}
+
+
+def test_report_title_and_notes(tmp_path):
+    from core.cli import main
+    from core.stats.report import build_report
+
+    st = measure(np.zeros((20, 20), np.uint8))
+    s, t = summarize({"e": st}), tables({"e": st})
+    html = build_report(s, t, options=Options(), title="DH-12 <41 m>",
+                        notes="Project Kola\nOperator: A. B.\n\nObjective 20×, <b>PPL</b>")
+    assert "<title>DH-12 &lt;41 m&gt;</title>" in html and "<h1>DH-12 &lt;41 m&gt;</h1>" in html
+    assert "<p>Project Kola<br>Operator: A. B.</p><p>Objective 20×, &lt;b&gt;PPL&lt;/b&gt;</p>" in html
+    assert "<h1>OreLens statistics report</h1>" in build_report(s, t, options=Options(), title="")
+    cio.write_mask(tmp_path / "m.png", np.zeros((20, 20), np.uint8))
+    assert main(["stats", str(tmp_path / "m.png"), "--pixel-size", "1", "--report", str(tmp_path / "r.html"),
+                 "--title", "Sample 7", "--notes", "drill core"]) == 0
+    r = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "<h1>Sample 7</h1>" in r and "<p>drill core</p>" in r

@@ -28,6 +28,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--csv", metavar="DIR", default=None, help="write modal, grain, size-class and association tables as CSV")
     p.add_argument("--xlsx", metavar="FILE", default=None, help="write the same tables as an XLSX workbook")
     p.add_argument("--report", metavar="FILE.html", default=None, help="write a self-contained HTML report")
+    p.add_argument("--title", default=None, metavar="TEXT", help="the report's title")
+    p.add_argument("--notes", default=None, metavar="TEXT",
+                   help="text under the report's title (project, sample, operator); a blank line starts a paragraph")
     p.add_argument("--images", nargs="+", metavar="IMAGE", default=None,
                    help="photographs (or folders of them) matching the masks by file stem, shown in the report")
     p.add_argument("--enclosed", type=float, default=90.0, metavar="PCT",
@@ -178,6 +181,10 @@ def run(args) -> int:
         from .report import build_report
 
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.report).write_text(build_report(summary, tabs, options=options, thumbnails=thumbs), encoding="utf-8")
+        from .report import DEFAULT_TITLE
+
+        Path(args.report).write_text(build_report(summary, tabs, options=options, thumbnails=thumbs,
+                                                  title=args.title or DEFAULT_TITLE, notes=args.notes),
+                                     encoding="utf-8")
         print(f"wrote {args.report}")
     return 0

@@ -21,7 +21,9 @@ from .figures import (association_figure, liberation_figure, mineral_color, moda
 from .summary import BORDER_POLICIES, LIBERATED_PCT, SIZE_SERIES, Options, liberation_rows, sample_comparison
 from .measure import PERIMETER_METHODS
 
-__all__ = ["thumbnail", "build_report"]
+__all__ = ["thumbnail", "build_report", "DEFAULT_TITLE"]
+
+DEFAULT_TITLE = "OreLens statistics report"
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1200px;color:#222;padding:0 16px}
@@ -176,7 +178,8 @@ def _samples_html(summary: dict, tables: Mapping) -> str:
 
 
 def build_report(summary: dict, tables: Mapping, *, options: Options, thumbnails: Mapping[str, dict] | None = None,
-                 title: str = "OreLens statistics report", sources: Mapping[str, str] | None = None) -> str:
+                 title: str = DEFAULT_TITLE, sources: Mapping[str, str] | None = None,
+                 notes: str | None = None) -> str:
     """The whole report as one HTML string.
 
     Parameters
@@ -192,6 +195,8 @@ def build_report(summary: dict, tables: Mapping, *, options: Options, thumbnails
     title : str
     sources : mapping of str to str, optional
         Image stem -> where its mask came from ("annotation", "segmentation", a file name).
+    notes : str, optional
+        Free text shown under the title (project, sample, operator, instrument); line breaks are kept.
 
     Returns
     -------
@@ -284,9 +289,12 @@ size series = {html.escape(options.series)}, gangue density = {options.gangue_de
 """
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style>",
+        f"<title>{html.escape(title or DEFAULT_TITLE)}</title><style>{_CSS}</style>",
         f"<script type='text/javascript'>{get_plotlyjs()}</script></head><body>",
-        f"<h1>{html.escape(title)}</h1><p class='muted'>{len(images)} image(s): {'; '.join(shapes)}</p>",
+        f"<h1>{html.escape(title or DEFAULT_TITLE)}</h1>",
+        "".join(f"<p>{html.escape(par).replace(chr(10), '<br>')}</p>" for par in (notes or "").strip().split("\n\n")
+                if par.strip()),
+        f"<p class='muted'>{len(images)} image(s): {'; '.join(shapes)}</p>",
         f"<p>{legend}</p>",
         "<h2>Sample</h2>", f"<div class='thumbs'>{''.join(thumbs)}</div>" if thumbs else "<p class='muted'>(no thumbnails)</p>",
         "<h2>Modal mineralogy</h2>", _table(modal_total, left=("label", "mineral")),
