@@ -331,7 +331,7 @@ def _show(res: dict) -> None:
     st.caption(f"{len(names)} image(s) {at}; " +
                ", ".join(f"{k} = {v}" for k, v in res["options"].items()) + "; masks: " +
                "; ".join(f"{n} ({s})" for n, s in res["sources"].items()))
-    with st.expander("Report title and notes"):
+    with st.expander("Report title and notes", key="stats-report-box"):
         title = st.text_input("Title", value=DEFAULT_TITLE, max_chars=200, key="stats-report-title").strip()
         notes = st.text_area("Notes under the title", max_chars=4000, key="stats-report-notes",
                              placeholder="Project, sample, drill hole and interval, operator, microscope and "
