@@ -349,6 +349,110 @@ def _show(res: dict) -> None:
     c[3].download_button("Statistics (JSON)", res["json"], "orelens-statistics.json", "application/json",
                          key=f"dl-json-{res['token']}")
 
+    samples = list(summary.get("samples") or {})
+    scopes = ["total"] + names + [SAMPLE_SCOPE + s for s in samples]
+    labels = ["Modal mineralogy & assay"] + (["Samples compared"] if samples else []) + [
+        "Grain sizes", "Associations & occurrence", "Liberation", "Masks analysed"]
+    tab = dict(zip(labels, st.tabs(labels, key="stats-tabs")))  # keyed: the tab stays chosen over reruns
+
+    with tab["Modal mineralogy & assay"]:
+        _modal_and_assay(res)
+    if samples:
+        with tab["Samples compared"]:
+            _compare_samples(res)
+
+    # one scope for the grain, association, occurrence and liberation tabs
+    scope = st.session_state.get("stats-scope")
+    if scope not in scopes:
+        scope = "total"
+    sample = scope[len(SAMPLE_SCOPE):] if scope not in names and scope.startswith(SAMPLE_SCOPE) else None
+    col, where = ("sample", sample) if sample is not None else ("image", scope)
+    pre = "sample_" if sample is not None else ""
+
+    pickers = [f"stats-scope-{t}" for t in ("grains", "assoc", "lib")]
+    for k in pickers:  # every tab's select box shows the one scope (also after the scopes changed)
+        if st.session_state.get(k) != scope:
+            st.session_state[k] = scope
+
+    def chosen(key: str) -> None:
+        v = st.session_state[key]
+        st.session_state.update({"stats-scope": v, **{k: v for k in pickers}})
+
+    def scope_picker(where_key: str):
+        """The same scope, chosen from whichever tab."""
+        key = f"stats-scope-{where_key}"
+        st.selectbox("Scope", scopes, key=key, on_change=chosen, args=(key,),
+                     help="All images pooled (total), one image, or one sample.")
+
+    with tab["Grain sizes"]:
+        c1, c2 = st.columns(2)
+        with c1:
+            scope_picker("grains")
+        weight = c2.radio("Distribution", ["area", "number"], horizontal=True, key="stats-weight",
+                          format_func=lambda w: f"by {w}")
+        st.plotly_chart(size_figure(summary, scope=scope, weight=weight, sample=sample),
+                        key=f"size-{res['token']}-{scope}-{weight}")
+        gs = tabs[pre + "grain_summary"]
+        st.dataframe(gs[gs[col] == where].drop(columns=[col]), hide_index=True, width="stretch")
+        with st.expander("Size classes"):
+            sc = tabs[pre + "size_classes"]
+            st.dataframe(sc[sc[col] == where].drop(columns=[col]), hide_index=True, width="stretch")
+
+    with tab["Associations & occurrence"]:
+        scope_picker("assoc")
+        st.markdown("#### Mineral associations")
+        st.plotly_chart(association_figure(summary, scope=scope, sample=sample),
+                        key=f"assoc-{res['token']}-{scope}")
+        entry = summary["samples"][sample] if sample is not None else \
+            summary["total"] if scope == "total" else summary["images"][scope]
+        rows = []
+        for a, row in entry["association"].items():
+            rows.append({"mineral": by_code(int(a)).label,
+                         **{by_code(int(b)).label: round(100 * v, 3) for b, v in row.items()}})
+        st.caption("Percent of each mineral's boundary touching each class; bg = free surface, the rest is locked.")
+        st.dataframe(rows, hide_index=True, width="stretch")
+
+        st.markdown("#### How the minerals occur")
+        st.plotly_chart(occurrence_figure(summary, scope=scope, sample=sample), key=f"occ-{res['token']}-{scope}")
+        oc = tabs[pre + "occurrence"]
+        oc = oc[oc[col] == where]
+        share = round(100 * res["options"].get("enclosed_share", DEFAULT_ENCLOSED))
+        st.caption(f"Each grain is free in the gangue or enclosed in another mineral when at least {share} % of its "
+                   "boundary is against it, else between several classes (set under Method options); % of the "
+                   "mineral's area in such grains, with their count and d50. Inclusions need finer grinding to be "
+                   "freed.")
+        st.dataframe(pd.DataFrame({"mineral": oc["label"], "occurs": oc["occurs"], "grains": oc["grains"],
+                                   "% of its area": (100 * oc["share"]).round(2),
+                                   "d50 µm": pd.to_numeric(oc["d50_um"]).round(2)}), hide_index=True,
+                     width="stretch")
+
+    with tab["Liberation"]:
+        scope_picker("lib")
+        st.plotly_chart(liberation_figure(summary, scope=scope, sample=sample), key=f"lib-{res['token']}-{scope}")
+        st.caption("For grain mounts of crushed ore: a particle is a connected region of ore minerals between "
+                   "non-metallic pixels (reflected light cannot tell gangue from the mounting medium, so purity is "
+                   "among the ore minerals). % of each mineral's area in particles at least 50, 80 or 90 % of which, "
+                   "or all of which, it makes up; and what it is locked with. In a section of massive ore the "
+                   "particles are the aggregates of ore minerals, and the large ones reach the image edge: '% of it "
+                   "counted' says how much of each mineral lies in the particles counted (Method options: grains cut "
+                   "by the image edge). A plane section through a locked particle can look liberated, so these "
+                   "figures overstate liberation somewhat, as every section-based measurement does.")
+        st.dataframe(liberation_rows(tabs[pre + "liberation"], tabs[pre + "locking"], col, where),
+                     hide_index=True, width="stretch")
+
+    with tab["Masks analysed"]:
+        cols = st.columns(min(3, max(1, len(names))))
+        for i, n in enumerate(names):
+            t = res["thumbs"][n]
+            c = cols[i % len(cols)]
+            if t.get("image") is not None:
+                c.image(t["image"], caption=f"{n}: image")
+            c.image(t["mask"], caption=f"{n}: mask ({res['sources'][n]})")
+
+
+def _modal_and_assay(res: dict) -> None:
+    summary, tabs = res["summary"], res["tables"]
+    names = list(summary["images"])
     st.markdown("#### Modal mineralogy")
     bg = st.toggle("Include the non-metallic background", value=True, key="stats-bg")
     st.plotly_chart(modal_figure(summary, background=bg), key=f"modal-{res['token']}-{bg}")
@@ -368,7 +472,6 @@ def _show(res: dict) -> None:
         st.caption(f"± area %: half-width of the 95 % interval of each pooled area % from how much the {len(names)} "
                    "images differ (ratio estimator, Student's t). It tells whether more fields are needed; it does "
                    "not include errors of the segmentation itself.")
-    if len(names) > 1:
         with st.expander("Per image"):
             per = modal[modal["image"] != "total"].drop(columns=["± area % (95 %)"])
             if res.get("samples"):
@@ -377,74 +480,6 @@ def _show(res: dict) -> None:
 
     st.markdown("#### Calculated assay")
     _assay(tabs, res["options"]["gangue_density_g_cm3"])
-
-    samples = list(summary.get("samples") or {})
-    if samples:
-        st.markdown("#### Samples compared")
-        _compare_samples(res)
-
-    st.markdown("#### Grain sizes")
-    c1, c2 = st.columns(2)
-    scopes = ["total"] + names + [SAMPLE_SCOPE + s for s in samples]
-    scope = c1.selectbox("Scope", scopes, key="stats-scope")
-    weight = c2.radio("Distribution", ["area", "number"], horizontal=True, key="stats-weight",
-                      format_func=lambda w: f"by {w}")
-    sample = scope[len(SAMPLE_SCOPE):] if scope not in names and scope.startswith(SAMPLE_SCOPE) else None
-    col, where = ("sample", sample) if sample is not None else ("image", scope)
-    st.plotly_chart(size_figure(summary, scope=scope, weight=weight, sample=sample),
-                    key=f"size-{res['token']}-{scope}-{weight}")
-    gs = tabs["sample_grain_summary" if sample is not None else "grain_summary"]
-    st.dataframe(gs[gs[col] == where].drop(columns=[col]), hide_index=True, width="stretch")
-    with st.expander("Size classes"):
-        sc = tabs["sample_size_classes" if sample is not None else "size_classes"]
-        st.dataframe(sc[sc[col] == where].drop(columns=[col]), hide_index=True, width="stretch")
-
-    st.markdown("#### Mineral associations")
-    st.plotly_chart(association_figure(summary, scope=scope, sample=sample), key=f"assoc-{res['token']}-{scope}")
-    entry = summary["samples"][sample] if sample is not None else \
-        summary["total"] if scope == "total" else summary["images"][scope]
-    rows = []
-    for a, row in entry["association"].items():
-        rows.append({"mineral": by_code(int(a)).label,
-                     **{by_code(int(b)).label: round(100 * v, 3) for b, v in row.items()}})
-    st.caption("Percent of each mineral's boundary touching each class; bg = free surface, the rest is locked.")
-    st.dataframe(rows, hide_index=True, width="stretch")
-
-    st.markdown("#### How the minerals occur")
-    st.plotly_chart(occurrence_figure(summary, scope=scope, sample=sample), key=f"occ-{res['token']}-{scope}")
-    oc = tabs["sample_occurrence" if sample is not None else "occurrence"]
-    oc = oc[oc[col] == where]
-    share = round(100 * res["options"].get("enclosed_share", DEFAULT_ENCLOSED))
-    st.caption(f"Each grain is free in the gangue or enclosed in another mineral when at least {share} % of its "
-               "boundary is against it, else between several classes (set under Method options); % of the "
-               "mineral's area in such grains, with their count and d50. Inclusions need finer grinding to be "
-               "freed.")
-    st.dataframe(pd.DataFrame({"mineral": oc["label"], "occurs": oc["occurs"], "grains": oc["grains"],
-                               "% of its area": (100 * oc["share"]).round(2),
-                               "d50 µm": pd.to_numeric(oc["d50_um"]).round(2)}), hide_index=True, width="stretch")
-
-    st.markdown("#### Liberation")
-    st.plotly_chart(liberation_figure(summary, scope=scope, sample=sample), key=f"lib-{res['token']}-{scope}")
-    st.caption("For grain mounts of crushed ore: a particle is a connected region of ore minerals between "
-               "non-metallic pixels (reflected light cannot tell gangue from the mounting medium, so purity is among "
-               "the ore minerals). % of each mineral's area in particles at least 50, 80 or 90 % of which, or all of "
-               "which, it makes up; and what it is locked with. In a section of massive ore the particles are the "
-               "aggregates of ore minerals, and the large ones reach the image edge: '% of it counted' says how much "
-               "of each mineral lies in the particles counted (Method options: grains cut by the image edge). A plane "
-               "section through a locked particle can look liberated, so these figures overstate liberation "
-               "somewhat, as every section-based measurement does.")
-    st.dataframe(liberation_rows(tabs["sample_" * (sample is not None) + "liberation"],
-                                 tabs["sample_" * (sample is not None) + "locking"], col, where),
-                 hide_index=True, width="stretch")
-
-    with st.expander("Masks analysed"):
-        cols = st.columns(min(3, max(1, len(names))))
-        for i, n in enumerate(names):
-            t = res["thumbs"][n]
-            col = cols[i % len(cols)]
-            if t.get("image") is not None:
-                col.image(t["image"], caption=f"{n}: image")
-            col.image(t["mask"], caption=f"{n}: mask ({res['sources'][n]})")
 
 
 def main() -> None:
