@@ -44,7 +44,9 @@ def test_session_expert_masks_end_to_end():
     assert set(res["summary"]["images"]) == {"demo-05", "demo-a14", "demo-a55"}
     # same numbers as the engine on the expert masks
     masks = {f"demo-{it.stem}": read_mask(it.mask) for it in list_dataset(ROOT / "samples", "demo")}
-    ref = summarize({n: measure(m, pixel_size=3.45 / 20) for n, m in masks.items()}, options=Options())
+    ref = summarize({n: measure(m, pixel_size=3.45 / 20) for n, m in masks.items()}, options=Options(),
+                    samples={"demo-05": "copper-nickel ore", "demo-a14": "base-metal ore",
+                             "demo-a55": "base-metal ore"})  # the demo's two ores (samples/demo_samples.csv)
     assert res["summary"]["total"]["area_fraction"] == ref["total"]["area_fraction"]
     assert {c: g["count"] for c, g in res["summary"]["total"]["grains"].items()} == \
         {c: g["count"] for c, g in ref["total"]["grains"].items()}
@@ -129,39 +131,38 @@ def test_uploaded_masks_pair_with_images_and_bad_ones_are_refused():
 
 
 def test_samples_are_compared():
-    """Two of the demo images put into one sample and the third into another: the page pools each as the engine
-    does, shows them side by side, keeps the names with the images, and says when they changed."""
+    """The demo comes in the samples of its two ores; one is renamed: the page pools each as the engine does,
+    shows them side by side, keeps the names with the images, and says when they changed."""
     from core.io import list_dataset, read_mask
     from core.stats import Options, measure, summarize
 
     at = _page()
     at.selectbox(key="stats-preset").set_value("20×").run()
-    assert not any(c.value.endswith("samples: sample 1 (3 images)") or " samples: " in c.value[:12]
-                   for c in at.caption)  # all in one sample: nothing to compare
+    assert any(c.value == "2 samples: copper-nickel ore (1 image); base-metal ore (2 images)" for c in at.caption)
     at.multiselect(key="stats-sample-pick").set_value(["demo-05"]).run()
     at.text_input(key="stats-sample-name").set_value("copper-nickel").run()
     at.button(key="stats-sample-set").click().run()
     assert not at.exception, at.exception
     assert any("1 image(s) put in sample copper-nickel" in s.value for s in at.success)
-    assert any(c.value == "2 samples: copper-nickel (1 image); sample 1 (2 images)" for c in at.caption)
+    assert any(c.value == "2 samples: copper-nickel (1 image); base-metal ore (2 images)" for c in at.caption)
     images = at.session_state["images"]
-    assert images["demo-05"]["sample"] == "copper-nickel" and "sample" not in images["demo-a14"]
+    assert images["demo-05"]["sample"] == "copper-nickel" and images["demo-a14"]["sample"] == "base-metal ore"
     at.button(key="stats-run").click().run()
     assert not at.exception, at.exception
     res = at.session_state["statistics"]["result"]
-    samples = {"demo-05": "copper-nickel", "demo-a14": "sample 1", "demo-a55": "sample 1"}
+    samples = {"demo-05": "copper-nickel", "demo-a14": "base-metal ore", "demo-a55": "base-metal ore"}
     assert res["samples"] == samples
     masks = {f"demo-{it.stem}": read_mask(it.mask) for it in list_dataset(ROOT / "samples", "demo")}
     ref = summarize({n: measure(m, pixel_size=3.45 / 20) for n, m in masks.items()}, options=Options(),
                     samples=samples)
     assert json.loads(res["json"]) == json.loads(json.dumps(ref))
-    assert list(ref["samples"]) == ["copper-nickel", "sample 1"]
+    assert list(ref["samples"]) == ["copper-nickel", "base-metal ore"]
     assert "Samples compared" in [t.label for t in at.tabs]
     side = next(d.value for d in at.dataframe if "images" in d.value.columns and "ccp" in d.value.columns)
-    assert list(side.index) == ["copper-nickel", "sample 1"] and list(side["images"]) == [1, 2]
-    ccp = 100 * ref["samples"]["sample 1"]["area_fraction"]["1"]
-    half = 100 * ref["samples"]["sample 1"]["area_fraction_ci95"]["1"]
-    assert side.loc["sample 1", "ccp"] == f"{ccp:.3g} ± {half:.0f}" and half > 10  # two images: t = 12.7
+    assert list(side.index) == ["copper-nickel", "base-metal ore"] and list(side["images"]) == [1, 2]
+    ccp = 100 * ref["samples"]["base-metal ore"]["area_fraction"]["1"]
+    half = 100 * ref["samples"]["base-metal ore"]["area_fraction_ci95"]["1"]
+    assert side.loc["base-metal ore", "ccp"] == f"{ccp:.3g} ± {half:.0f}" and half > 10  # two images: t = 12.7
     # one mineral's grain sizes, sample by sample
     at.selectbox(key="stats-sample-mineral").set_value(1).run()
     at.radio(key="stats-sample-weight").set_value("number").run()
@@ -169,11 +170,11 @@ def test_samples_are_compared():
     from core.stats.figures import sample_size_figure
 
     fig = sample_size_figure(ref, 1, weight="number")
-    assert [t.name.split(" (")[0] for t in fig.data] == ["copper-nickel", "sample 1"]
+    assert [t.name.split(" (")[0] for t in fig.data] == ["copper-nickel", "base-metal ore"]
     assert fig.data[1].y[-1] == pytest.approx(100.0)
     # a sample as the scope of the grain sizes and associations
-    at.selectbox(key="stats-scope-assoc").set_value("sample: sample 1").run()
-    assert at.selectbox(key="stats-scope-grains").value == "sample: sample 1"
+    at.selectbox(key="stats-scope-assoc").set_value("sample: base-metal ore").run()
+    assert at.selectbox(key="stats-scope-grains").value == "sample: base-metal ore"
     assert not at.exception, at.exception
     from core.stats.report import build_report
 
@@ -195,13 +196,13 @@ def test_samples_are_compared():
                     options=Options(enclosed=0.6), samples=res["samples"])
     assert json.loads(res["json"])["total"]["occurrence"] == json.loads(json.dumps(ref["total"]["occurrence"]))
     shown = next(d.value for d in at.dataframe if "occurs" in d.value.columns)
-    py = ref["samples"]["sample 1"]["occurrence"]["6"]["hosts"][0]  # the scope chosen above
+    py = ref["samples"]["base-metal ore"]["occurrence"]["6"]["hosts"][0]  # the scope chosen above
     row = shown[shown["mineral"] == "py"].iloc[0]
     assert row["grains"] == py["grains"] and row["% of its area"] == pytest.approx(round(100 * py["share"], 2))
     # liberation of the scope's particles
     assert "Liberation" in [t.label for t in at.tabs]
     lib = next(d.value for d in at.dataframe if "≥ 90 %" in d.value.columns)
-    want = ref["samples"]["sample 1"]["liberation"]["1"]["at_least"]["90"]
+    want = ref["samples"]["base-metal ore"]["liberation"]["1"]["at_least"]["90"]
     assert lib[lib["mineral"] == "ccp"].iloc[0]["≥ 90 %"] == pytest.approx(100 * want, abs=0.006)
     # samples named after the images: demo-05, demo-a14 and demo-a55 are all of sample "demo"
     at.button(key="stats-sample-names").click().run()

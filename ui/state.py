@@ -243,13 +243,29 @@ def best_mask(name: str) -> tuple[np.ndarray | None, str]:
 
 
 def load_demo() -> list[str]:
-    """Put the bundled demo sample into this session."""
+    """Put the bundled demo sample into this session, each image in the sample of its ore
+    (``samples/demo_samples.csv``) unless the user has named another."""
     names = []
+    ores = _demo_samples()
     for item in cio.list_dataset(SAMPLE_DIR, "demo"):
         img = _demo_image(str(item.image))
         gt = _demo_mask(str(item.mask))
-        names.append(add_image(f"demo-{item.stem}", img, gt, origin="demo", make_current=not names))
+        name = add_image(f"demo-{item.stem}", img, gt, origin="demo", make_current=not names)
+        if item.stem in ores:
+            bucket("images")[name].setdefault("sample", ores[item.stem])
+        names.append(name)
     return names
+
+
+@st.cache_data(show_spinner=False)
+def _demo_samples() -> dict[str, str]:
+    import csv
+
+    path = SAMPLE_DIR / "demo_samples.csv"
+    if not path.is_file():
+        return {}
+    with open(path, newline="", encoding="utf-8") as f:
+        return {r["mask"]: r["sample"] for r in csv.DictReader(f)}
 
 
 @st.cache_data(show_spinner=False)
