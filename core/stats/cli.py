@@ -106,7 +106,7 @@ def read_samples(spec: str, masks: list, stems: list[str]) -> dict[str, str]:
 def run(args) -> int:
     from .. import io as cio
     from .measure import measure
-    from .summary import Options, group_samples, summarize, tables
+    from .summary import Options, group_samples, half_width_text, summarize, tables
 
     options = Options(border=args.border, perimeter=args.perimeter, series=args.series,
                       gangue_density=args.gangue_density, enclosed=args.enclosed / 100)
@@ -154,7 +154,7 @@ def run(args) -> int:
         for c, f in sorted(entry["area_fraction"].items(), key=lambda kv: int(kv[0])):
             g = entry["grains"].get(c)
             extra = f", {g['count']} grains, d50 {g['d50_um']:.3g} µm" if g and g["count"] else ""
-            pm = f" ± {100 * ci[c]:.2g}" if c in ci else ""
+            pm = f" ± {half_width_text(100 * ci[c])}" if c in ci else ""
             print(f"  class {c:>2}: {100 * f:7.3f}{pm} area %, {100 * entry['mass_fraction'][c]:7.3f} wt %{extra}")
         if entry["element_grade"]:
             print(f"  calculated grade (gangue {options.gangue_density:g} g/cm³): " +

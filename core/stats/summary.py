@@ -853,6 +853,11 @@ def liberation_rows(lib, lock, col: str, where: str):
                                       "% locked with it only", "% with two or more others"]).round(2)
 
 
+def half_width_text(v: float) -> str:
+    """An interval's half-width in two significant figures, written out in full from 10 on (150, not 1.5e+02)."""
+    return f"{v:.0f}" if v >= 10 else f"{v:.2g}"
+
+
 def sample_comparison(tabs: Mapping, summary: Mapping) -> dict:
     """The samples side by side, for the page and the report.
 
@@ -883,8 +888,7 @@ def sample_comparison(tabs: Mapping, summary: Mapping) -> dict:
     ci = pivot(modal, "fraction_ci95").reindex(columns=area.columns)
     area = area.fillna(0.0)
     text = area.map(lambda v: f"{v:.3g}")
-    # two significant figures for the half-width, written out in full (not 1.5e+02) from 100 on
-    text = text.where(ci.isna(), text + " ± " + ci.map(lambda v: f"{v:.0f}" if v >= 10 else f"{v:.2g}"))
+    text = text.where(ci.isna(), text + " ± " + ci.map(half_width_text))
     text.insert(0, "images", [len(summary["samples"][g]["images"]) for g in order])
     lib = tabs["sample_liberation"]
     return {"area": area, "area_ci95": ci, "area_text": text, "wt": pivot(modal, "mass_fraction").fillna(0.0),
