@@ -66,12 +66,19 @@ def _pixel_sizes(inputs: dict | None) -> dict[str, float] | None:
     return sizes
 
 
-def _sample_store(name: str) -> dict:
-    """Where the sample of ``name`` is kept: its image record for a session image (saved with the session), the
-    page's own table for a mask uploaded on its own."""
+def _sample_of(name: str) -> str:
+    """The sample of ``name``: its image record's for a session image (saved with the session), the page's own
+    for a mask uploaded on its own; :data:`DEFAULT_SAMPLE` when none is set."""
     images = state.bucket("images")
-    return images[name] if name in images else state.bucket("statistics").setdefault("upload_samples", {}) \
-        .setdefault(name, {})
+    rec = images[name] if name in images else state.bucket("statistics").get("upload_samples", {}).get(name, {})
+    return rec.get("sample") or DEFAULT_SAMPLE
+
+
+def _set_sample(name: str, value: str) -> None:
+    if name in state.bucket("images"):
+        state.set_sample(name, value)
+    else:
+        state.bucket("statistics").setdefault("upload_samples", {})[name] = {"sample": value.strip()}
 
 
 def _samples(inputs: dict | None) -> dict[str, str] | None:
@@ -81,7 +88,7 @@ def _samples(inputs: dict | None) -> dict[str, str] | None:
     st.markdown("#### Samples")
     st.caption("Give the images of one sample (a section, a drill-core interval, an ore type) the same sample name "
                "to compare samples: each is then pooled on its own, with its own 95 % interval, beside the total.")
-    current = {n: (_sample_store(n).get("sample") or DEFAULT_SAMPLE) for n in inputs}
+    current = {n: _sample_of(n) for n in inputs}
     rows = [{"image": n, "sample": v} for n, v in current.items()]
     # keyed by what it shows, so that an edit is never replayed over a name set since (Assign, a reopened session)
     key = "stats-samples-" + hashlib.blake2b(repr(rows).encode(), digest_size=6).hexdigest()
@@ -91,14 +98,15 @@ def _samples(inputs: dict | None) -> dict[str, str] | None:
     for n, v in zip(edited["image"], edited["sample"]):
         v = "" if v is None or pd.isna(v) else str(v).strip()
         if n in current and v and v != current[n]:
-            _sample_store(n)["sample"] = current[n] = v
+            _set_sample(n, v)
+            current[n] = v
     with st.container(horizontal=True, vertical_alignment="bottom"):
         pick = st.multiselect("Images", list(inputs), key="stats-sample-pick", placeholder="Choose images")
         name = st.text_input("Sample name", max_chars=MAX_SAMPLE_NAME, key="stats-sample-name",
                              placeholder="e.g. DH-12 41.0–42.5 m")
         if st.button("Assign", disabled=not (pick and name.strip()), key="stats-sample-set"):
             for n in pick:
-                _sample_store(n)["sample"] = name.strip()
+                _set_sample(n, name)
             del st.session_state["stats-sample-pick"]
             state.rerun_then_show("stats-samples", [("success", f"{len(pick)} image(s) put in sample "
                                                                 f"{name.strip()}.")])
@@ -106,7 +114,7 @@ def _samples(inputs: dict | None) -> dict[str, str] | None:
                  help="Each image's sample is its name up to the last '-', '_' or space: DH12-41m-01 and "
                       "DH12-41m-02 go into DH12-41m."):
         for n in inputs:
-            _sample_store(n)["sample"] = sample_from_name(n)
+            _set_sample(n, sample_from_name(n))
         state.rerun_then_show("stats-samples", [("success", "Samples named after the images.")])
     state.show_carried("stats-samples")
     groups = group_samples(list(current), current)

@@ -15,6 +15,7 @@ from core.calibration.flatfield import flat_field_from_reference, flat_field_fro
 from core.calibration.marks import hex_color, strokes_to_mask
 from core.calibration.simulate import partial_annotation
 from core.minerals import IGNORE, MINERALS, name_of
+from core.stats.summary import MAX_SAMPLE_NAME
 from ui import state, widgets
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "tif", "tiff", "bmp"]
@@ -54,6 +55,11 @@ def upload_section() -> None:
                               "range. Choose the camera's bit depth here for the files added next; 8-bit and "
                               "floating-point files are not affected.")
     from_file, given = pixel_size_choice(c1)
+    sample = c1.text_input("Sample (optional)", max_chars=MAX_SAMPLE_NAME, key="uc-sample",
+                           placeholder="e.g. DH-12 41.0–42.5 m",
+                           help="The sample the files added next belong to (a section, a drill-core interval, an "
+                                "ore type). Statistics compares samples; it can be changed later under **Images in "
+                                "this session** or on Statistics.").strip()
     if files and c1.button("Add to this session", icon="➕", key="uc-add"):
         added, errors, kept, dark, recorded, unknown = [], [], [], [], [], []
         for f in files:
@@ -71,6 +77,8 @@ def upload_section() -> None:
                 kept.append(cio.safe_name(f.name))  # added before: it keeps its results
                 if pixel_um is not None:
                     state.set_pixel_size(cio.safe_name(f.name), pixel_um)
+                if sample:
+                    state.set_sample(cio.safe_name(f.name), sample)
                 continue
             try:
                 added.append(state.add_image(cio.safe_name(f.name), img, origin="upload",
@@ -78,6 +86,8 @@ def upload_section() -> None:
             except ValueError as e:
                 errors.append(str(e))
                 break
+            if sample:
+                state.set_sample(added[-1], sample)
         messages = [("error", e) for e in errors]
         if dark:
             messages.append(("warning", "Almost black: " + ", ".join(dark) + ". If these are 10-, 12- or 14-bit "
@@ -118,22 +128,29 @@ def session_images_section() -> None:
                                              ("annotations", "annotated"), ("xpl", "XPL aligned"))
                     if n in state.bucket(key)]
             rows.append({"image": n, "size (px)": f"{w}×{h}", "µm per pixel": v.get("pixel_um"),
+                         "sample": v.get("sample") or "",
                          "from": v.get("origin", ""), "expert mask": "yes" if v.get("gt") is not None else "",
                          "work on it": ", ".join(done)})
         table = pd.DataFrame(rows)
         # keyed by what it shows, so that an edit made here is never replayed over a size set since (a reopened
         # session, an image added again with its pixel size)
         key = "uc-images-" + hashlib.blake2b(repr(rows).encode(), digest_size=6).hexdigest()
-        edited = st.data_editor(table, hide_index=True, width="stretch", key=key, disabled=[c for c in table if
-                                                                                      c != "µm per pixel"],
-                                column_config={"µm per pixel": st.column_config.NumberColumn(
-                                    min_value=1e-4, max_value=1000.0, format="%.4g",
-                                    help="Pixel size: double-click to set or correct it (empty: unknown). Grain "
-                                         "sizes in µm, the Statistics page and scale bars use it.")})
-        for n, v in zip(edited["image"], edited["µm per pixel"]):
+        edited = st.data_editor(table, hide_index=True, width="stretch", key=key, disabled=[
+            c for c in table if c not in ("µm per pixel", "sample")], column_config={
+                "µm per pixel": st.column_config.NumberColumn(
+                    min_value=1e-4, max_value=1000.0, format="%.4g",
+                    help="Pixel size: double-click to set or correct it (empty: unknown). Grain sizes in µm, the "
+                         "Statistics page and scale bars use it."),
+                "sample": st.column_config.TextColumn(
+                    max_chars=MAX_SAMPLE_NAME, help="The sample the image belongs to (empty: none); Statistics "
+                                                    "compares samples.")})
+        for n, v, smp in zip(edited["image"], edited["µm per pixel"], edited["sample"]):
             v = None if v is None or pd.isna(v) else float(v)
             if n in imgs and v != imgs[n].get("pixel_um"):
                 state.set_pixel_size(n, v)
+            smp = "" if smp is None or pd.isna(smp) else str(smp).strip()
+            if n in imgs and smp != (imgs[n].get("sample") or ""):
+                state.set_sample(n, smp)
         with st.container(horizontal=True, vertical_alignment="bottom"):
             every = st.number_input("Pixel size of every image (µm per pixel)", min_value=1e-4, max_value=1000.0,
                                     value=None, step=None, format="%.4f", key="uc-px-all",

@@ -155,3 +155,32 @@ def test_twelve_bit_photographs_are_flagged_and_read_with_the_chosen_bit_depth()
     assert img.max() == 255 and np.array_equal(img, np.rint(raw * (255 / 4095)).astype(np.uint8))
     assert not [w for w in at.warning if w.value.startswith("Almost black")]
     assert list(at.session_state["images"]) == ["cam12"]  # replaced, not added twice
+
+
+def test_files_are_added_into_a_sample_and_it_can_be_changed():
+    """The sample named for the files added next is theirs (and the demo's stay); the session's table shows it,
+    and Statistics compares the samples."""
+    import numpy as np
+
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.run()
+    at.button(key="load-demo").click().run()
+    at.switch_page("pages/upload_calibrate.py").run()
+    photo = np.random.default_rng(2).integers(0, 255, (64, 80, 3), dtype=np.uint8)
+    at.text_input(key="uc-sample").set_value("  DH-12 41–42 m ").run()
+    at.file_uploader(key="uc-files").set_value([("core-01.png", _png(photo), "image/png"),
+                                                ("core-02.png", _png(photo[::-1]), "image/png")])
+    at.run()
+    at.button(key="uc-add").click().run()
+    assert not at.exception, at.exception
+    images = at.session_state["images"]
+    assert images["core-01"]["sample"] == images["core-02"]["sample"] == "DH-12 41–42 m"
+    assert images["demo-05"]["sample"] == "copper-nickel ore"
+    listed = next(d.value for d in at.dataframe if "work on it" in d.value.columns).set_index("image")
+    assert listed.loc["core-02", "sample"] == "DH-12 41–42 m" and listed.loc["demo-a14", "sample"] == "base-metal ore"
+    # no sample named: none is set
+    at.text_input(key="uc-sample").set_value("").run()
+    at.file_uploader(key="uc-files").set_value([("loose.png", _png(photo[:, ::-1]), "image/png")])
+    at.run()
+    at.button(key="uc-add").click().run()
+    assert "sample" not in at.session_state["images"]["loose"]

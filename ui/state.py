@@ -196,6 +196,21 @@ def pixel_size(name: str | None) -> float | None:
     return rec.get("pixel_um") if rec else None
 
 
+def set_sample(name: str, value: str | None) -> None:
+    """Put the session's image ``name`` into the sample ``value`` (None or blank: none); ``ValueError`` for a name
+    longer than :data:`core.stats.summary.MAX_SAMPLE_NAME`."""
+    from core.stats.summary import MAX_SAMPLE_NAME
+
+    value = (value or "").strip()
+    if len(value) > MAX_SAMPLE_NAME:
+        raise ValueError(f"the sample name is {len(value)} characters long; use at most {MAX_SAMPLE_NAME}")
+    rec = bucket("images")[name]
+    if value:
+        rec["sample"] = value
+    else:
+        rec.pop("sample", None)
+
+
 def set_pixel_size(name: str, value: float | None) -> None:
     """Record the pixel size of the session's image ``name`` (None: not known); ``ValueError`` for a bad value."""
     bucket("images")[name]["pixel_um"] = None if value is None else cio.check_pixel_size(value)
