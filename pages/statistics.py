@@ -1,4 +1,5 @@
-"""Statistics page: modal mineralogy, grain sizes and associations from the session's masks or uploaded masks."""
+"""Statistics page: modal mineralogy, grain sizes, associations, occurrence and liberation from the session's masks
+or uploaded masks, per image, per sample and pooled."""
 from __future__ import annotations
 
 import hashlib
@@ -492,7 +493,8 @@ def _modal_and_assay(res: dict) -> None:
 
 def main() -> None:
     st.header("Statistics")
-    st.caption("Modal mineralogy, grain-size distributions and mineral associations, exact to the pixel.")
+    st.caption("Modal mineralogy and calculated assay, grain sizes, mineral associations, how the minerals occur and "
+               "liberation, exact to the pixel, and samples compared side by side.")
     st.markdown("#### Masks")
     session = _session_masks()
     uploaded = _uploaded_masks()
