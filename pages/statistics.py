@@ -2,7 +2,6 @@
 or uploaded masks, per image, per sample and pooled."""
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 
@@ -16,11 +15,11 @@ from core.stats import (BORDER_POLICIES, PERIMETER_METHODS, SIZE_SERIES, Options
 from core.stats.chemistry import DEFAULT_GANGUE_DENSITY
 from core.stats.export import csv_zip, xlsx_bytes
 from core.stats.figures import (association_figure, liberation_figure, modal_figure, occurrence_figure,
-                                sample_figure, sample_size_figure, size_figure)
-from core.stats.summary import (DEFAULT_ENCLOSED, LIBERATED_PCT, MAX_SAMPLE_NAME, liberation_rows,
-                                sample_from_name)
+                                sample_figure, sample_size_figure, scope_entry, size_figure)
+from core.stats.summary import (DEFAULT_ENCLOSED, LIBERATED_PCT, MAX_SAMPLE_NAME, check_sample_name,
+                                liberation_rows, sample_from_name)
 from core.stats.report import DEFAULT_TITLE, build_report, thumbnail
-from ui import state
+from ui import state, widgets
 
 # Pixel size = camera pixel pitch / (objective magnification × camera adapter). These presets assume a 3.45 µm
 # camera pixel behind a 1× adapter, a common set-up; every microscope differs.
@@ -79,7 +78,7 @@ def _set_sample(name: str, value: str) -> None:
     if name in state.bucket("images"):
         state.set_sample(name, value)
     else:
-        state.bucket("statistics").setdefault("upload_samples", {})[name] = {"sample": value.strip()}
+        state.bucket("statistics").setdefault("upload_samples", {})[name] = {"sample": check_sample_name(value)}
 
 
 def _samples(inputs: dict | None) -> dict[str, str] | None:
@@ -91,8 +90,7 @@ def _samples(inputs: dict | None) -> dict[str, str] | None:
                "to compare samples: each is then pooled on its own, with its own 95 % interval, beside the total.")
     current = {n: _sample_of(n) for n in inputs}
     rows = [{"image": n, "sample": v} for n, v in current.items()]
-    # keyed by what it shows, so that an edit is never replayed over a name set since (Assign, a reopened session)
-    key = "stats-samples-" + hashlib.blake2b(repr(rows).encode(), digest_size=6).hexdigest()
+    key = widgets.content_key("stats-samples-", rows)
     edited = st.data_editor(pd.DataFrame(rows), hide_index=True, width="stretch", key=key, disabled=["image"],
                             column_config={"sample": st.column_config.TextColumn(
                                 max_chars=MAX_SAMPLE_NAME, help="Double-click to name the sample of this image.")})
@@ -412,8 +410,7 @@ def _show(res: dict) -> None:
         st.markdown("#### Mineral associations")
         st.plotly_chart(association_figure(summary, scope=scope, sample=sample),
                         key=f"assoc-{res['token']}-{scope}")
-        entry = summary["samples"][sample] if sample is not None else \
-            summary["total"] if scope == "total" else summary["images"][scope]
+        entry, _ = scope_entry(summary, scope, sample)
         rows = []
         for a, row in entry["association"].items():
             rows.append({"mineral": by_code(int(a)).label,

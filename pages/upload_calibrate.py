@@ -1,7 +1,6 @@
 """Upload & calibrate: bring photographs in, colour-correct them from a few marked minerals."""
 from __future__ import annotations
 
-import hashlib
 import io
 import zipfile
 
@@ -132,9 +131,7 @@ def session_images_section() -> None:
                          "from": v.get("origin", ""), "expert mask": "yes" if v.get("gt") is not None else "",
                          "work on it": ", ".join(done)})
         table = pd.DataFrame(rows)
-        # keyed by what it shows, so that an edit made here is never replayed over a size set since (a reopened
-        # session, an image added again with its pixel size)
-        key = "uc-images-" + hashlib.blake2b(repr(rows).encode(), digest_size=6).hexdigest()
+        key = widgets.content_key("uc-images-", rows)
         edited = st.data_editor(table, hide_index=True, width="stretch", key=key, disabled=[
             c for c in table if c not in ("µm per pixel", "sample")], column_config={
                 "µm per pixel": st.column_config.NumberColumn(

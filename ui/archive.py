@@ -31,7 +31,7 @@ from typing import Mapping
 import numpy as np
 
 from core import io as cio
-from core.stats.summary import MAX_SAMPLE_NAME
+from core.stats.summary import check_sample_name
 
 __all__ = ["FORMAT", "VERSION", "pack", "describe", "unpack"]
 
@@ -235,13 +235,13 @@ def unpack(data: bytes, *, max_images: int | None = None, device: str = "cpu") -
                 pixel_um = None if e.get("pixel_um") is None else cio.check_pixel_size(e["pixel_um"])
             except ValueError:
                 raise ValueError(f"{where}: its pixel size is damaged") from None
-            sample = e.get("sample")
-            if sample is not None and not (isinstance(sample, str) and 0 < len(sample.strip()) <= MAX_SAMPLE_NAME):
-                raise ValueError(f"{where}: its sample name is damaged")
             out["images"][name] = {"image": image, "gt": gt, "origin": str(e.get("origin", "upload")),
                                    "pixel_um": pixel_um}
-            if sample is not None:
-                out["images"][name]["sample"] = sample.strip()
+            if e.get("sample") is not None:
+                try:
+                    out["images"][name]["sample"] = check_sample_name(e["sample"])
+                except ValueError:
+                    raise ValueError(f"{where}: its sample name is damaged") from None
         if out["current"] not in out["images"]:
             out["current"] = next(iter(out["images"]), None)
         out["session_models"] = _models(r, manifest, device)

@@ -198,15 +198,12 @@ def pixel_size(name: str | None) -> float | None:
 
 def set_sample(name: str, value: str | None) -> None:
     """Put the session's image ``name`` into the sample ``value`` (None or blank: none); ``ValueError`` for a name
-    longer than :data:`core.stats.summary.MAX_SAMPLE_NAME`."""
-    from core.stats.summary import MAX_SAMPLE_NAME
+    too long (:func:`core.stats.summary.check_sample_name`)."""
+    from core.stats.summary import check_sample_name
 
-    value = (value or "").strip()
-    if len(value) > MAX_SAMPLE_NAME:
-        raise ValueError(f"the sample name is {len(value)} characters long; use at most {MAX_SAMPLE_NAME}")
     rec = bucket("images")[name]
-    if value:
-        rec["sample"] = value
+    if value and value.strip():
+        rec["sample"] = check_sample_name(value)
     else:
         rec.pop("sample", None)
 

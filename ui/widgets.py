@@ -13,6 +13,15 @@ from core import io as cio
 from core.minerals import IGNORE, MINERALS, by_code
 
 
+def content_key(prefix: str, shown) -> str:
+    """A widget key from what an editable table shows, so that an edit made in it is never replayed over a value
+    set since elsewhere (another button, a reopened session): the table is a new widget whenever its content
+    changes."""
+    import hashlib
+
+    return prefix + hashlib.blake2b(repr(shown).encode(), digest_size=6).hexdigest()
+
+
 def area_table(labels: np.ndarray, pixel_um: float | None = None) -> pd.DataFrame:
     """Pixels and area % of every class in a mask of codes (unlabelled pixels count in the total); with the pixel
     size (µm) also the area in mm²."""

@@ -6,10 +6,10 @@ so that the app and the HTML report draw the same numbers.
 from __future__ import annotations
 
 from ..minerals import by_code
-from .summary import occurrence_label
+from .summary import cumulative_shares, occurrence_label
 
 __all__ = ["modal_figure", "sample_figure", "sample_size_figure", "size_figure", "association_figure",
-           "occurrence_figure", "liberation_figure", "mineral_color"]
+           "occurrence_figure", "liberation_figure", "mineral_color", "scope_entry"]
 
 
 def mineral_color(code) -> str:
@@ -59,7 +59,8 @@ def modal_figure(summary: dict, *, background: bool = True):
     return fig
 
 
-def _entry(summary: dict, scope: str, sample: str | None) -> tuple[dict, str]:
+def scope_entry(summary: dict, scope: str = "total", sample: str | None = None) -> tuple[dict, str]:
+    """The summary entry of ``sample`` when given, else of ``scope`` ("total" or an image stem), and its title."""
     if sample is not None:
         return summary["samples"][sample], f"sample {sample}"
     return (summary["total"] if scope == "total" else summary["images"][scope]), scope
@@ -149,7 +150,7 @@ def size_figure(summary: dict, *, scope: str = "total", weight: str = "area", sa
     """
     import plotly.graph_objects as go
 
-    entry, scope = _entry(summary, scope, sample)
+    entry, scope = scope_entry(summary, scope, sample)
     key = "cum_area_pct" if weight == "area" else "cum_number_pct"
     fig = go.Figure()
     for c, g in entry["grains"].items():
@@ -171,7 +172,7 @@ def association_figure(summary: dict, *, scope: str = "total", sample: str | Non
     ``sample`` as for :func:`size_figure`."""
     import plotly.graph_objects as go
 
-    entry, scope = _entry(summary, scope, sample)
+    entry, scope = scope_entry(summary, scope, sample)
     rows = sorted(entry["association"], key=int)
     cols = sorted({k for r in rows for k in entry["association"][r]} | set(rows), key=int)
     z = [[(100 * entry["association"][r].get(c, 0.0) if c != r else None) for c in cols] for r in rows]
@@ -191,7 +192,7 @@ def occurrence_figure(summary: dict, *, scope: str = "total", sample: str | None
     mineral, or between several classes; ``scope`` and ``sample`` as for :func:`size_figure`."""
     import plotly.graph_objects as go
 
-    entry, scope = _entry(summary, scope, sample)
+    entry, scope = scope_entry(summary, scope, sample)
     occ = {c: o for c, o in sorted(entry.get("occurrence", {}).items(), key=lambda kv: int(kv[0])) if o["hosts"]}
     rows = [by_code(int(c)).label for c in occ]
     hosts = sorted({h["host"] for o in occ.values() for h in o["hosts"]},
@@ -219,17 +220,14 @@ def liberation_figure(summary: dict, *, scope: str = "total", sample: str | None
     makes up; ``scope`` and ``sample`` as for :func:`size_figure`."""
     import plotly.graph_objects as go
 
-    entry, scope = _entry(summary, scope, sample)
+    entry, scope = scope_entry(summary, scope, sample)
     fig = go.Figure()
     for c, lib in sorted(entry.get("liberation", {}).items(), key=lambda kv: int(kv[0])):
         if not lib["classes"]:
             continue
-        xs, ys, cum = [], [], 0.0
-        for k in reversed(lib["classes"]):
-            cum += k["share"]
-            xs.append(k["lower_pct"])
-            ys.append(100 * cum)
-        fig.add_scatter(x=xs[::-1], y=ys[::-1], mode="lines+markers", name=_label(c),
+        xs = [k["lower_pct"] for k in lib["classes"]]
+        ys = [100 * v for v in cumulative_shares(lib["classes"])]
+        fig.add_scatter(x=xs, y=ys, mode="lines+markers", name=_label(c),
                         line=dict(color=mineral_color(c), width=2),
                         hovertemplate=_label(c) + "<br>%{y:.1f} % of it in particles at least %{x} % of it"
                                                   "<extra></extra>")

@@ -68,6 +68,7 @@ __all__ = [
     "image_entry",
     "summarize",
     "group_samples",
+    "check_sample_name",
     "sample_from_name",
     "tables",
     "sample_comparison",
@@ -472,6 +473,15 @@ def liberation(particles: ParticleTable, code: int, *, options: Options) -> dict
     return out
 
 
+def cumulative_shares(classes: list[dict]) -> list[float]:
+    """For every :func:`liberation` class, the share of the mineral in particles at least its lower edge pure."""
+    out, cum = [], 0.0
+    for k in reversed(classes):
+        cum += k["share"]
+        out.append(cum)
+    return out[::-1]
+
+
 def occurrence_label(host) -> str:
     """Words for an :func:`occurrence` host (a code as int or str, None for between several classes)."""
     if host is None:
@@ -583,6 +593,17 @@ def sample_from_name(name: str) -> str:
     return (base or name)[:MAX_SAMPLE_NAME]
 
 
+def check_sample_name(value, *, what: str = "the sample name") -> str:
+    """``value`` without surrounding spaces; ``ValueError`` (starting with ``what``) for one that is not text, is
+    blank, or is longer than :data:`MAX_SAMPLE_NAME`."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{what} is empty; name the sample (e.g. a drill-hole interval)")
+    value = value.strip()
+    if len(value) > MAX_SAMPLE_NAME:
+        raise ValueError(f"{what} is {len(value)} characters long; use at most {MAX_SAMPLE_NAME}")
+    return value
+
+
 def group_samples(names, samples: Mapping[str, str]) -> dict[str, list[str]]:
     """The images of every sample, samples in order of their first image.
 
@@ -615,13 +636,7 @@ def group_samples(names, samples: Mapping[str, str]) -> dict[str, list[str]]:
                          f"analysed ({', '.join(names[:5])}{' …' if len(names) > 5 else ''})")
     groups: dict[str, list[str]] = {}
     for n in names:
-        v = samples[n]
-        if not isinstance(v, str) or not v.strip():
-            raise ValueError(f"{n}: its sample name is empty; name the sample (e.g. a drill-hole interval)")
-        v = v.strip()
-        if len(v) > MAX_SAMPLE_NAME:
-            raise ValueError(f"{n}: its sample name is {len(v)} characters long; use at most {MAX_SAMPLE_NAME}")
-        groups.setdefault(v, []).append(n)
+        groups.setdefault(check_sample_name(samples[n], what=f"{n}: its sample name"), []).append(n)
     return groups
 
 
@@ -708,16 +723,11 @@ def _scope_rows(scope: str, stats: MaskStats, options: Options, spread: Mapping,
                 "occurs": occurrence_label(h["host"]), "grains": h["grains"], "area_um2": h["area_um2"],
                 "share": h["share"], "d50_um": h["d50_um"]})
         lib = liberation(stats.particles, c, options=options)
-        cum = 0.0
-        for k in reversed(lib["classes"]):  # cumulative from the purest class down
-            cum += k["share"]
-            k["at_least_lower"] = cum
-        for k in lib["classes"]:
+        for k, at_least in zip(lib["classes"], cumulative_shares(lib["classes"])):
             rows["liberation"].append({key: scope, "code": c, "label": m.label, "mineral": m.name,
                                        "particles": lib["particles"], "counted": lib["counted"],
-                                       "lower_pct": k["lower_pct"],
-                                       "upper_pct": k["upper_pct"], "share": k["share"],
-                                       "share_at_least_lower": k["at_least_lower"]})
+                                       "lower_pct": k["lower_pct"], "upper_pct": k["upper_pct"],
+                                       "share": k["share"], "share_at_least_lower": at_least})
         lock = lib["locking"]
         if lib["classes"]:
             locks = [(None, "free of other minerals", lock["free"])] + [
