@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "annotate": ("core.annotation.cli_annotate", "propagate scribbles into a full mask with superpixels"),
     "uncertainty": ("core.annotation.cli_uncertainty", "map where the model is unsure"),
     "stats": ("core.stats.cli", "modal mineralogy, grain sizes and associations from masks"),
+    "pointcount": ("core.stats.cli_pointcount", "point counting: a grid of points, and a mask checked against a count"),
 }
 
 

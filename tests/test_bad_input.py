@@ -366,7 +366,14 @@ def _stats_argv(tmp, model, image=None, mask=None):
     return ["stats", str(mask), "--pixel-size", "1.0", "--images", str(_good_image(tmp, Path(mask).stem))]
 
 
-RECIPES = {"segment": _segment_argv, "evaluate": _evaluate_argv, "calibrate": _calibrate_argv,
+def _pointcount_argv(tmp, model, image=None, mask=None):
+    # the grid reads a photograph's size; a mask given to the grid must be refused like any mask
+    if image is not None:
+        return ["pointcount", "grid", str(image), "--out", _out(tmp, "points.csv")]
+    return ["pointcount", "grid", str(_good_image(tmp)), "--mask", str(mask), "--out", _out(tmp, "points.csv")]
+
+
+RECIPES = {"pointcount": _pointcount_argv, "segment": _segment_argv, "evaluate": _evaluate_argv, "calibrate": _calibrate_argv,
            "stitch": _stitch_argv, "register": _register_argv, "annotate": _annotate_argv,
            "uncertainty": _uncertainty_argv, "stats": _stats_argv}
 NO_IMAGE_INPUT = {"train", "simulate-xpl"}  # work on a dataset folder; covered by the folder checks below

@@ -1,0 +1,172 @@
+"""Point counting: the grid, the binomial intervals, the check of a mask against calls, the CSV and the CLI."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from core.cli import main as cli
+from core.io import write_mask
+from core.stats.pointcount import (CANNOT_TELL, NOT_CALLED, check, grid_points, next_uncalled, parse_call,
+                                   point_view, points_csv, read_points_csv, wilson_interval)
+
+
+def test_grid_is_square_centred_and_a_stage_traverse():
+    p = grid_points((100, 200), 50)
+    assert p.shape == (50, 2)
+    assert sorted(set(p[:, 0].tolist())) == [10, 30, 50, 70, 90]
+    assert sorted(set(p[:, 1].tolist())) == list(range(10, 200, 20))
+    # along the first row, back along the second
+    assert p[:10, 1].tolist() == list(range(10, 200, 20))
+    assert p[10:20, 1].tolist() == list(range(190, 0, -20))
+    assert len({tuple(x) for x in p.tolist()}) == 50
+
+
+def test_grid_with_seed_and_margin_stays_in_its_cells():
+    p = grid_points((100, 200), 50, seed=7)
+    assert p.shape == (50, 2)
+    rows, cols = sorted(set(p[:, 0].tolist())), sorted(set(p[:, 1].tolist()))
+    assert [r // 20 for r in rows] == [0, 1, 2, 3, 4] and [c // 20 for c in cols] == list(range(10))
+    assert np.array_equal(p, grid_points((100, 200), 50, seed=7))  # the same seed, the same grid
+    assert not np.array_equal(p, grid_points((100, 200), 50))
+    q = grid_points((120, 220), 50, margin=10)
+    assert q[:, 0].min() >= 10 and q[:, 0].max() < 110 and q[:, 1].min() >= 10 and q[:, 1].max() < 210
+
+
+@pytest.mark.parametrize("args, match", [(((100, 100), 0), "between 1"), (((100, 100), 10 ** 6), "between 1"),
+                                         (((3, 3), 10), "do not fit"), (((10, 10), 5, None, 5), "leaves nothing")])
+def test_grid_refuses_what_cannot_be_laid(args, match):
+    shape, n, *rest = args
+    kw = {"seed": rest[0], "margin": rest[1]} if rest else {}
+    with pytest.raises(ValueError, match=match):
+        grid_points(shape, n, **kw)
+
+
+def test_wilson_interval_hand_values():
+    z2 = 1.959963984540054 ** 2
+    lo, hi = wilson_interval(0, 10)
+    assert lo == 0 and hi == pytest.approx(z2 / (10 + z2))
+    lo, hi = wilson_interval(5, 10)
+    half = 1.959963984540054 / (1 + z2 / 10) * math.sqrt(0.025 + z2 / 400)
+    assert (lo, hi) == pytest.approx((0.5 - half, 0.5 + half))
+    assert wilson_interval(10, 10)[1] == pytest.approx(1.0)
+    assert all(math.isnan(v) for v in wilson_interval(0, 0))
+
+
+def test_check_against_a_mask_hand_counted():
+    # 10 points: the mask has chalcopyrite (1) on the left half, pyrite (6) on the right, one unlabelled pixel
+    labels = np.zeros((10, 10), np.uint8)
+    labels[:, :5], labels[:, 5:] = 1, 6
+    labels[9, 9] = 255
+    points = np.array([[0, 0], [0, 1], [0, 2], [0, 3], [0, 6], [0, 7], [0, 8], [5, 5], [9, 9], [9, 0]])
+    # the microscopist: five ccp (one of them on the mask's pyrite), three py (one on the mask's unlabelled pixel:
+    # counted, but out of the agreement), one cannot tell, one not called
+    calls = [1, 1, 1, 1, 6, 6, 1, CANNOT_TELL, 6, NOT_CALLED]
+    r = check(points, calls, labels)
+    assert (r["points"], r["called"], r["cannot_tell"], r["not_called"]) == (10, 8, 1, 1)
+    assert r["mask_unlabelled"] == 1
+    rows = {m["code"]: m for m in r["minerals"]}
+    assert (rows[1]["points"], rows[6]["points"]) == (5, 3)
+    assert rows[1]["percent"] == pytest.approx(62.5) and rows[6]["percent"] == pytest.approx(37.5)
+    lo, hi = wilson_interval(5, 8)
+    assert (rows[1]["low"], rows[1]["high"]) == pytest.approx((100 * lo, 100 * hi))
+    # area % of the mask's 99 labelled pixels: 50 ccp, 49 py; both inside the wide intervals of 8 points
+    assert rows[1]["mask_percent"] == pytest.approx(5000 / 99) and rows[1]["inside"] is True
+    assert rows[6]["mask_percent"] == pytest.approx(4900 / 99) and rows[6]["inside"] is True
+    # the 7 points on labelled pixels: calls 1 1 1 1 6 6 1, mask 1 1 1 1 6 6 6
+    assert r["agreement"] == pytest.approx(6 / 7)
+    assert (r["agreement_low"], r["agreement_high"]) == pytest.approx(wilson_interval(6, 7))
+    pe = (5 * 4 + 2 * 3) / 49
+    assert r["kappa"] == pytest.approx((6 / 7 - pe) / (1 - pe))
+    assert (rows[1]["mask_points"], rows[1]["agree"], rows[1]["recall"], rows[1]["precision"]) == (4, 4, 0.8, 1.0)
+    assert (rows[6]["mask_points"], rows[6]["agree"], rows[6]["recall"], rows[6]["precision"]) == (3, 2, 1.0, 2 / 3)
+    assert r["confusion"] == [{"call": 1, "mask": 1, "points": 4}, {"call": 1, "mask": 6, "points": 1},
+                              {"call": 6, "mask": 6, "points": 2}]
+
+
+def test_check_flags_a_mask_outside_the_interval_and_needs_no_mask():
+    labels = np.zeros((20, 20), np.uint8)
+    labels[:, :2] = 1  # 10 % chalcopyrite
+    points = grid_points(labels.shape, 100)
+    calls = np.where(points[:, 1] < 10, 1, 0)  # the count says 50 %
+    rows = {m["code"]: m for m in check(points, calls, labels)["minerals"]}
+    assert rows[1]["percent"] == pytest.approx(50.0) and rows[1]["inside"] is False
+    alone = check(points, calls)
+    assert "agreement" not in alone and "mask_percent" not in alone["minerals"][0]
+    assert check(points, [NOT_CALLED] * 100)["minerals"] == []
+    with pytest.raises(ValueError, match="unknown class codes"):
+        check(points, [99] * 100)
+    with pytest.raises(ValueError, match="100 points but 3 calls"):
+        check(points, [1, 1, 1])
+    with pytest.raises(ValueError, match="outside"):
+        check([[25, 0]], [1], labels)
+
+
+def test_csv_round_trip_and_readable_calls():
+    labels = np.zeros((30, 40), np.uint8)
+    labels[:, 20:] = 2
+    points = grid_points(labels.shape, 12)
+    calls = np.array([1, 0, 2, CANNOT_TELL, NOT_CALLED, 2, 0, 0, 1, 2, 2, 0][:len(points)])
+    text = points_csv(points, calls, labels)
+    head, first = text.splitlines()[:2]
+    assert head == "point,x,y,call_code,call,mask_code,mask"
+    assert first == f"1,{points[0, 1]},{points[0, 0]},1,chalcopyrite,0,non-metallic / background"
+    p2, c2 = read_points_csv(text.encode(), labels.shape)
+    assert np.array_equal(p2, points) and np.array_equal(c2, calls)
+    # hand-written lists: labels, names, "cannot tell", blanks; x/y in any column order
+    p3, c3 = read_points_csv("y,x,call\n1,2,ccp\n3,4,Galena\n5,6,cannot tell\n7,8,\n")
+    assert p3.tolist() == [[1, 2], [3, 4], [5, 6], [7, 8]] and c3.tolist() == [1, 2, CANNOT_TELL, NOT_CALLED]
+    assert parse_call(" 11 ") == 11 and parse_call("pn") == 7
+
+
+@pytest.mark.parametrize("text, match", [
+    ("a,b\n1,2\n", "columns x and y"), ("x,y,call\n", "no points"), ("x,y,call\n1,two,ccp\n", "line 2: x and y"),
+    ("x,y,call\n1,1,ccp\n50,1,py\n", "line 3: the point \\(50, 1\\) lies outside"),
+    ("x,y,call\n1,1,unobtainium\n", "line 2: 'unobtainium' is not a mineral"),
+    ("x,y,call_code\n1,1,42\n", "line 2: '42' is not a class code")])
+def test_csv_errors_name_the_line(text, match):
+    with pytest.raises(ValueError, match=match):
+        read_points_csv(text, (30, 40))
+    with pytest.raises(ValueError, match="not a text"):
+        read_points_csv(b"\xff\xd8\xff\xe0binary")
+
+
+def test_next_uncalled_wraps_round():
+    calls = [1, NOT_CALLED, 2, NOT_CALLED]
+    assert next_uncalled(calls, 1) == 3 and next_uncalled(calls, 3) == 1
+    assert next_uncalled([1, 2], 0) is None
+
+
+def test_point_view_keeps_the_pixel_under_the_cross_hair():
+    img = np.zeros((50, 60, 3), np.uint8)
+    img[20, 30] = (200, 10, 10)
+    v = point_view(img, (20, 30), half=10, zoom=3)
+    assert v.shape == (63, 63, 3)
+    assert (v[30:33, 30:33] == (200, 10, 10)).all()  # the point's own pixel, enlarged, is untouched
+    assert (v == (0, 255, 255)).all(axis=2).any()  # the cross-hair is drawn
+    edge = point_view(img, (0, 0), half=10, zoom=1)
+    assert (edge[0, 0] == 128).all() and (edge[15, 15] == 0).all()  # grey beyond the image, the image inside
+
+
+def test_cli_grid_then_check(tmp_path, capsys):
+    labels = np.zeros((100, 200), np.uint8)
+    labels[:, 100:] = 1
+    write_mask(tmp_path / "m.png", labels)
+    assert cli(["pointcount", "grid", str(tmp_path / "m.png"), "--points", "50", "--mask", str(tmp_path / "m.png"),
+                "--out", str(tmp_path / "p.csv")]) == 0
+    assert "50 points over 200×100 px" in capsys.readouterr().out
+    lines = (tmp_path / "p.csv").read_text().splitlines()
+    # the microscopist agrees with the mask everywhere but at the first point, which is cannot tell
+    filled = [lines[0]] + [",".join([*ln.split(",")[:3], ("255" if i == 1 else ln.split(",")[5]), "",
+                                     *ln.split(",")[5:]]) for i, ln in enumerate(lines[1:], 1)]
+    (tmp_path / "c.csv").write_text("\n".join(filled) + "\n")
+    assert cli(["pointcount", "check", str(tmp_path / "c.csv"), "--mask", str(tmp_path / "m.png"),
+                "--json", str(tmp_path / "r.json")]) == 0
+    out = capsys.readouterr().out
+    assert "50 points, 49 counted, 1 cannot tell, 0 not called" in out
+    assert "agreement: 100.0 %" in out
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["agreement"] == 1.0 and r["kappa"] == pytest.approx(1.0)
+    assert {m["code"]: m["points"] for m in r["minerals"]} == {0: 24, 1: 25}
+    assert cli(["pointcount", "check", str(tmp_path / "c.csv"), "--mask", str(tmp_path / "nope.png")]) == 2
+    assert "no such file" in capsys.readouterr().err.lower()
