@@ -295,6 +295,9 @@ def main() -> None:
                             + (", and a scale bar" if pixel_um else ""))
     d3.download_button("Download area table (CSV)", table.to_csv(index=False).encode(), f"{name}_areas.csv",
                        "text/csv", key="segment-dl-csv")
+    from ui import pointcount
+
+    pointcount.section(name, image, labels, res.get("classes") or model.classes)
 
 
 state.through_app(__file__)

@@ -374,3 +374,71 @@ def test_a_model_archive_opened_on_the_page_segments_this_session_only(tiny_mode
         assert at.session_state["model_dir"] == "session:lab-model"
     finally:
         os.environ["ORELENS_AUTOLOAD_DEMO"] = "0"
+
+
+def test_point_count_checks_the_segmentation(tiny_model):
+    from core.stats.pointcount import CANNOT_TELL, NOT_CALLED, check, grid_points, points_csv, wilson_interval
+
+    os.environ["ORELENS_AUTOLOAD_DEMO"] = "1"
+    try:
+        at = _segment_page(tiny_model)
+        at.button(key="segment-run").click().run()
+        name = at.session_state["current"]
+        labels = at.session_state["predictions"][name]["labels"]
+        at.number_input(key="pc-n").set_value(20).run()
+        at.checkbox(key="pc-random").uncheck().run()
+        at.button(key="pc-start").click().run()
+        assert not at.exception, at.exception
+        rec = at.session_state["pointcounts"][name]
+        points = grid_points(labels.shape, 20)
+        assert np.array_equal(rec["points"], points) and rec["pos"] == 0
+        assert (rec["calls"] == NOT_CALLED).all()
+        # the first three points called as the model has them, the fourth as another class, the fifth cannot tell
+        model_at = [int(labels[r, c]) for r, c in points[:5]]
+        other = next(c for c in (0, 1, 5, 6) if c != model_at[3])
+        for code in model_at[:3] + [other]:
+            at.button(key=f"pc-call-{code}").click().run()
+        at.button(key="pc-cannot").click().run()
+        assert not at.exception, at.exception
+        rec = at.session_state["pointcounts"][name]
+        assert rec["calls"][:5].tolist() == model_at[:3] + [other, CANNOT_TELL] and rec["pos"] == 5
+        assert (rec["calls"][5:] == NOT_CALLED).all()
+        lo, hi = wilson_interval(3, 4)
+        assert any(f"agrees with you at **75.0 %** of the 4 counted points (95 % interval {lo * 100:.1f}–"
+                   f"{hi * 100:.1f} %)" in m.value for m in at.markdown)
+        table = at.dataframe[-1].value
+        ref = check(points, rec["calls"], labels)
+        assert list(table["mineral"]) == [m["mineral"] for m in ref["minerals"]]
+        assert list(table["points"]) == [m["points"] for m in ref["minerals"]] and sum(table["points"]) == 4
+        assert list(table["area % (segmentation)"]) == pytest.approx([m["mask_percent"] for m in ref["minerals"]])
+        assert {d.label for d in at.get("download_button")} >= {"Download the count (CSV of points and calls)",
+                                                                "Download the figures (CSV)"}
+        # back to the fourth point and change its call: it now agrees; the count moves on to point 6
+        at.button(key="pc-back").click().run()
+        at.button(key="pc-back").click().run()
+        assert at.session_state["pointcounts"][name]["pos"] == 3
+        at.button(key=f"pc-call-{model_at[3]}").click().run()
+        rec = at.session_state["pointcounts"][name]
+        assert rec["calls"][3] == model_at[3] and rec["pos"] == 5
+        assert any("at **100.0 %** of the 4 counted points" in m.value for m in at.markdown)
+        # a new grid replaces a count only once the user says so
+        assert at.button(key="pc-start").disabled
+        at.checkbox(key="pc-replace").check().run()
+        at.number_input(key="pc-n").set_value(12).run()
+        at.button(key="pc-start").click().run()
+        assert len(at.session_state["pointcounts"][name]["calls"]) == len(grid_points(labels.shape, 12))
+        # a count downloaded before goes on where it was left
+        csv = points_csv(rec["points"], rec["calls"], labels)
+        at.file_uploader(key="pc-file").set_value([("count.csv", csv.encode(), "text/csv")]).run()
+        at.button(key="pc-open").click().run()
+        again = at.session_state["pointcounts"][name]
+        assert np.array_equal(again["points"], rec["points"]) and np.array_equal(again["calls"], rec["calls"])
+        assert again["pos"] == 5
+        at.file_uploader(key="pc-file").set_value([("bad.csv", b"x,y,call\n1,1,unobtainium\n", "text/csv")]).run()
+        at.checkbox(key="pc-replace").check().run()
+        at.button(key="pc-open").click().run()
+        assert any(e.value.startswith("bad") and "csv: line 2: 'unobtainium' is not a mineral" in e.value
+                   for e in at.error), [e.value for e in at.error]
+        assert np.array_equal(at.session_state["pointcounts"][name]["calls"], rec["calls"])  # the count is kept
+    finally:
+        os.environ["ORELENS_AUTOLOAD_DEMO"] = "0"

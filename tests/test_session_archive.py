@@ -274,3 +274,23 @@ def test_the_images_samples_are_saved():
             m["images"][0]["sample"] = bad
         with pytest.raises(ValueError, match="its sample name is damaged"):
             unpack(_rewrite(pack(s), _manifest(edit)))
+
+
+def test_the_point_counts_are_saved():
+    s = _session()
+    points = np.array([[5, 5], [5, 30], [20, 49], [39, 0]], np.int32)
+    s["pointcounts"] = {"first": {"points": points, "calls": np.array([6, 255, -1, 0], np.int16), "pos": 2}}
+    data = pack(s)
+    assert describe(data).endswith("1 with aligned XPL shots, 1 with a point count")
+    back = unpack(data)["pointcounts"]
+    assert set(back) == {"first"} and back["first"]["pos"] == 2
+    assert np.array_equal(back["first"]["points"], points) and back["first"]["points"].dtype == np.int32
+    assert back["first"]["calls"].tolist() == [6, 255, -1, 0] and back["first"]["calls"].dtype == np.int16
+    assert unpack(pack(_session()))["pointcounts"] == {}
+    edits = [lambda c: c.update(calls=[6, 255, -1]), lambda c: c.update(pos=4), lambda c: c.update(calls=[6, 42, -1, 0]),
+             lambda c: c["points"].__setitem__(2, [40, 0]), lambda c: c.pop("points"), lambda c: c.update(points="x")]
+    for change in edits:
+        def edit(m, change=change):
+            change(m["images"][0]["pointcount"])
+        with pytest.raises(ValueError, match="saved image first: its point count is damaged"):
+            unpack(_rewrite(data, _manifest(edit)))

@@ -6,7 +6,8 @@ The archive is a zip (nothing in it is executable or pickled):
   when known), which parts are saved and the segmentation's settings and notes;
 - ``images/<k>.png`` the photograph, ``gt/<k>.png`` its expert mask, ``calibrated/<k>.png`` its colour-corrected
   copy, ``annotations/<k>.png`` the user's annotation (class codes), ``predictions/<k>.npz`` the segmentation's
-  labels and probabilities (float16, for the uncertainty map), where ``k`` numbers the images.
+  labels and probabilities (float16, for the uncertainty map), where ``k`` numbers the images; an image's point
+  count (points and calls) is in the manifest.
 
 - ``xpl/<k>/<n>.npz``: the arrays of the image's Register XPL record (the aligned stack, the anisotropy maps), whose
   other fields (shot names, angles, the alignment table) are in the manifest.
@@ -82,7 +83,7 @@ def _decode(obj, r: "_Reader"):
 
 def pack(session: Mapping) -> bytes:
     """The archive of ``session`` (``images``, ``calibrated``, ``predictions``, ``annotations``, ``xpl``,
-    ``current``, ``session_models``, ``model_dir``; the buckets of :mod:`ui.state`)."""
+    ``pointcounts``, ``current``, ``session_models``, ``model_dir``; the buckets of :mod:`ui.state`)."""
     images = session.get("images") or {}
     buf = io.BytesIO()
     entries = []
@@ -114,6 +115,10 @@ def pack(session: Mapping) -> bytes:
                 np.savez_compressed(b, **arrays)
                 z.writestr(f"predictions/{k}.npz", b.getvalue())
                 entry["prediction"] = {key: v for key, v in pred.items() if key not in ("labels", "probs")}
+            count = (session.get("pointcounts") or {}).get(name)
+            if count is not None:
+                entry["pointcount"] = {"points": np.asarray(count["points"]).tolist(),
+                                       "calls": np.asarray(count["calls"]).tolist(), "pos": int(count.get("pos", 0))}
             xpl = (session.get("xpl") or {}).get(name)
             if xpl is not None:
                 entry["xpl"] = _encode({key: v for key, v in xpl.items() if key != "token"}, z, f"xpl/{k}", [0])
@@ -178,7 +183,7 @@ def describe(data: bytes) -> str:
     entries = [e for e in m["images"] if isinstance(e, dict)]
     parts = [f"{len(entries)} image(s)"] + [f"{sum(1 for e in entries if e.get(k))} {label}" for k, label in (
         ("calibrated", "colour-corrected"), ("prediction", "segmented"), ("annotation", "annotated"),
-        ("xpl", "with aligned XPL shots"))
+        ("xpl", "with aligned XPL shots"), ("pointcount", "with a point count"))
         if any(e.get(k) for e in entries)]
     models = m.get("models") if isinstance(m.get("models"), list) else []
     if models:
@@ -194,8 +199,8 @@ def unpack(data: bytes, *, max_images: int | None = None, device: str = "cpu") -
     -------
     dict
         ``{"images": {name: {"image", "gt", "origin", "pixel_um"}}, "calibrated": {...}, "predictions": {...},
-        "annotations": {...}, "xpl": {...}, "current": name or None, "saved": str, "session_models": {key: {"model",
-        "note"}}, "model_in_use": key or None}`` (the models loaded on ``device``); nothing is half-read: an error
+        "annotations": {...}, "xpl": {...}, "pointcounts": {...}, "current": name or None, "saved": str,
+        "session_models": {key: {"model", "note"}}, "model_in_use": key or None}`` (the models loaded on ``device``); nothing is half-read: an error
         anywhere raises before anything is returned.
     """
     with _open_zip(data) as z:
@@ -204,7 +209,7 @@ def unpack(data: bytes, *, max_images: int | None = None, device: str = "cpu") -
         entries = manifest["images"]
         if max_images is not None and len(entries) > max_images:
             raise ValueError(f"the saved session holds {len(entries)} images; a session holds at most {max_images}")
-        out = {"images": {}, "calibrated": {}, "predictions": {}, "annotations": {}, "xpl": {},
+        out = {"images": {}, "calibrated": {}, "predictions": {}, "annotations": {}, "xpl": {}, "pointcounts": {},
                "current": manifest.get("current"), "saved": str(manifest.get("saved", ""))}
         for e in entries:
             try:
@@ -229,6 +234,8 @@ def unpack(data: bytes, *, max_images: int | None = None, device: str = "cpu") -
                     out["predictions"][name] = _prediction(r.read(f"predictions/{k}.npz"), e["prediction"], shape)
                 if e.get("xpl") is not None:
                     out["xpl"][name] = _xpl(_decode(e["xpl"], r), image.shape)
+                if e.get("pointcount") is not None:
+                    out["pointcounts"][name] = _pointcount(e["pointcount"], shape)
             except ValueError as err:
                 raise ValueError(f"{where}: {str(err).replace('uploaded file: ', '')}") from None
             try:
@@ -282,6 +289,23 @@ def _xpl(record, shape: tuple[int, ...]) -> dict:
         if not isinstance(a, np.ndarray) or a.dtype != np.uint8 or a.shape != tuple(shape):
             raise ValueError("its aligned XPL shots do not fit the photograph")
     return {**record, "token": uuid.uuid4().hex}  # a new key for the downloads the page caches
+
+
+def _pointcount(record, shape: tuple[int, int]) -> dict:
+    from core.stats.pointcount import MAX_POINTS, check
+
+    try:
+        points = np.asarray(record["points"], np.int64).reshape(-1, 2)
+        calls = np.asarray(record["calls"], np.int64).reshape(-1)
+        pos = int(record.get("pos", 0))
+        if not 0 < len(points) <= MAX_POINTS or len(points) != len(calls) or not 0 <= pos < len(points):
+            raise ValueError
+        if points.min() < 0 or (points[:, 0] >= shape[0]).any() or (points[:, 1] >= shape[1]).any():
+            raise ValueError
+        check(points, calls)  # every call a known code
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise ValueError("its point count is damaged") from None
+    return {"points": points.astype(np.int32), "calls": calls.astype(np.int16), "pos": pos}
 
 
 def _prediction(blob: bytes, meta, shape: tuple[int, int]) -> dict:

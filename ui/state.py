@@ -11,6 +11,8 @@ per server. Pages exchange work only through the functions here:
 - ``annotations``: name -> mask of codes (255 = unlabelled)
 - ``xpl``: name -> ``{"aligned": list of uint8 RGB, "names": [...]}``
 - ``annotate_work``: name -> the Annotate page's strokes and intermediate results
+- ``pointcounts``: name -> the Segment page's point count, ``{"points": (k, 2) int32 rows and columns, "calls":
+  (k,) int16 class codes (255 cannot tell, -1 not called), "pos": the point shown}``
 - ``stitch``: the Stitch page's last result (panorama, transforms, downloads)
 - ``statistics``: the Statistics page's last result (``"result"``: summary, tables, downloads)
 """
@@ -59,7 +61,8 @@ def open_requested_page() -> None:
         st.switch_page(page)
 
 
-_KEYS = ("images", "calibrated", "predictions", "annotations", "xpl", "annotate_work", "stitch", "statistics")
+_KEYS = ("images", "calibrated", "predictions", "annotations", "xpl", "annotate_work", "pointcounts", "stitch",
+         "statistics")
 
 
 def _init() -> None:
@@ -139,7 +142,7 @@ def add_image(name: str, image: np.ndarray, gt: np.ndarray | None = None, *, ori
         k += 1
     imgs[name] = {"image": image, "gt": gt, "origin": origin,
                   "pixel_um": None if pixel_um is None else cio.check_pixel_size(pixel_um)}
-    for key in ("calibrated", "predictions", "annotations", "xpl"):
+    for key in ("calibrated", "predictions", "annotations", "xpl", "pointcounts"):
         st.session_state[key].pop(name, None)
     if make_current:
         st.session_state["current"] = name
@@ -149,8 +152,8 @@ def add_image(name: str, image: np.ndarray, gt: np.ndarray | None = None, *, ori
 def snapshot() -> dict:
     """What a saved session holds (:func:`ui.archive.pack`): the images and the work done on them."""
     _init()
-    return {**{k: st.session_state[k] for k in ("images", "calibrated", "predictions", "annotations", "xpl", "current",
-                                               "model_dir")},
+    return {**{k: st.session_state[k] for k in ("images", "calibrated", "predictions", "annotations", "xpl",
+                                               "pointcounts", "current", "model_dir")},
             "session_models": session_models()}
 
 
@@ -168,7 +171,7 @@ def restore(saved: dict) -> list[str]:
                          f"{MAX_IMAGES_PER_SESSION} images; remove some first (Images in this session)")
     for name, rec in saved["images"].items():
         imgs[name] = rec
-        for key in ("calibrated", "predictions", "annotations", "xpl", "annotate_work"):
+        for key in ("calibrated", "predictions", "annotations", "xpl", "pointcounts", "annotate_work"):
             st.session_state[key].pop(name, None)
             if key in saved and name in saved[key]:
                 st.session_state[key][name] = saved[key][name]

@@ -1,0 +1,213 @@
+"""The Segment page's point count: the microscopist calls the mineral at each point of a grid, and the
+segmentation is checked against the calls (:mod:`core.stats.pointcount`)."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core import io as cio
+from core.minerals import by_code
+from core.stats.pointcount import (CANNOT_TELL, MAX_POINTS, NOT_CALLED, call_name, check, grid_points, next_uncalled,
+                                   point_view, points_csv, read_points_csv)
+from ui import state
+
+FIELDS = {"small (65 px)": 32, "medium (129 px)": 64, "large (257 px)": 128}  # the field's half side, in pixels
+VIEW_PX = 390  # about how wide the enlarged field is shown
+KEYS = "1234567890"  # keyboard shortcuts of the first ten minerals' buttons
+
+
+def _counts() -> dict:
+    return state.bucket("pointcounts")
+
+
+def _call(name: str, code: int) -> None:
+    """Record ``code`` at the point shown and move on to the next point not yet called."""
+    rec = _counts().get(name)
+    if rec is None:
+        return
+    i = rec["pos"]
+    rec["calls"][i] = code
+    nxt = next_uncalled(rec["calls"], i)
+    rec["pos"] = i if nxt is None else nxt
+
+
+def _move(name: str, step: int) -> None:
+    rec = _counts().get(name)
+    if rec is not None:
+        rec["pos"] = int((rec["pos"] + step) % len(rec["calls"]))
+
+
+def _next_uncalled(name: str) -> None:
+    rec = _counts().get(name)
+    if rec is not None:
+        nxt = next_uncalled(rec["calls"], rec["pos"])
+        if nxt is not None:
+            rec["pos"] = nxt
+
+
+MARKS = {"not called": (255, 215, 0), "agrees": (40, 200, 70), "differs": (235, 40, 40), "cannot tell": (255, 255, 255)}
+
+
+def _mark(call: int, model: int) -> tuple[int, int, int]:
+    if call == NOT_CALLED:
+        return MARKS["not called"]
+    if call == CANNOT_TELL:
+        return MARKS["cannot tell"]
+    return MARKS["agrees"] if call == model else MARKS["differs"]
+
+
+def _overview(image: np.ndarray, points: np.ndarray, calls: np.ndarray, labels: np.ndarray, pos: int) -> np.ndarray:
+    """A small copy of the photograph with every point coloured by :data:`MARKS`, the current one ringed."""
+    small = cio.display_copy(image, 420)
+    f = small.shape[1] / image.shape[1]
+    out = np.ascontiguousarray(small.copy())
+    for (r, c), k in zip(points.tolist(), calls.tolist()):
+        cv2.circle(out, (int(c * f), int(r * f)), 3, (0, 0, 0), -1)
+        cv2.circle(out, (int(c * f), int(r * f)), 2, _mark(k, int(labels[r, c])), -1)
+    r, c = points[pos]
+    cv2.circle(out, (int(c * f), int(r * f)), 7, (0, 255, 255), 2)
+    return out
+
+
+def results_table(res: dict) -> pd.DataFrame:
+    """One row per mineral: the count's area % with its interval, and what the segmentation says."""
+    rows = []
+    for m in res["minerals"]:
+        row = {"mineral": m["mineral"], "points": m["points"], "area % (count)": m["percent"],
+               "95 % interval": "" if m["low"] is None else f"{m['low']:.1f}–{m['high']:.1f}"}
+        if "mask_percent" in m:
+            row.update({"area % (segmentation)": m["mask_percent"],
+                        "inside the interval": "" if m["inside"] is None else ("yes" if m["inside"] else "no"),
+                        "found by the model": m["recall"], "model's calls right": m["precision"]})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def agreement_text(res: dict) -> str:
+    if not res["called"]:
+        return "No point is called yet."
+    if res.get("agreement") is None:
+        return "None of the counted points lies on a labelled pixel of the segmentation."
+    kappa = "" if res.get("kappa") is None else f", Cohen's kappa {res['kappa']:.2f}"
+    return (f"The segmentation agrees with you at **{res['agreement'] * 100:.1f} %** of the {res['called']} counted "
+            f"points (95 % interval {res['agreement_low'] * 100:.1f}–{res['agreement_high'] * 100:.1f} %){kappa}.")
+
+
+def _start(name: str, shape: tuple[int, int], n: int, random_start: bool) -> None:
+    seed = int(np.random.default_rng().integers(0, 2 ** 31)) if random_start else None
+    points = grid_points(shape, n, seed=seed)
+    _counts()[name] = {"points": points, "calls": np.full(len(points), NOT_CALLED, np.int16), "pos": 0}
+
+
+def section(name: str, image: np.ndarray, labels: np.ndarray, classes: list[int]) -> None:
+    """The whole point-count section of the Segment page for the image ``name`` and its segmentation."""
+    st.subheader("Check by point counting")
+    st.caption("The microscopist's own modal analysis, and a check of the model on your own photograph. At each "
+               "point of a regular grid, say which mineral lies under the cross-hair; the model's call is not shown "
+               "until you have made yours, so that it cannot sway you. The count gives each mineral's area % with "
+               "a 95 % interval, and how often the segmentation agrees with you. The interval assumes the points "
+               "lie further apart than the grains are large.")
+    rec = _counts().get(name)
+    if rec is not None and ((rec["points"][:, 0] >= image.shape[0]).any() or (rec["points"][:, 1] >= image.shape[1]).any()):
+        _counts().pop(name)  # made for another image of this name
+        rec = None
+    with st.expander("Start a new count" if rec is not None else "Start a count", expanded=rec is None):
+        c1, c2 = st.columns(2)
+        n = c1.number_input("Points (about)", 10, MAX_POINTS, 300, 50, key="pc-n",
+                            help="300–500 points give a modal analysis to about ±2–5 area % for the main minerals.")
+        random_start = c2.checkbox("Random start of the grid", value=True, key="pc-random",
+                                   help="The grid starts at a random place within its first cell, so that every "
+                                        "pixel has the same chance of being counted.")
+        called = 0 if rec is None else int((rec["calls"] != NOT_CALLED).sum())
+        sure = True
+        if called:
+            sure = st.checkbox(f"Replace the current count ({called} points called)", key="pc-replace")
+        if st.button("Lay the grid and start", key="pc-start", disabled=not sure):
+            try:
+                _start(name, image.shape[:2], int(n), random_start)
+            except ValueError as e:
+                st.error(str(e))
+            else:
+                st.rerun()
+        f = st.file_uploader("Or continue a count from its CSV (the download below)", type=["csv"], key="pc-file")
+        if f is not None and st.button("Open this count", key="pc-open", disabled=not sure):
+            try:
+                points, calls = read_points_csv(f.getvalue(), image.shape[:2])
+            except ValueError as e:
+                st.error(f"{state.plain(f.name)}: {e}")
+            else:
+                nxt = next_uncalled(calls, len(calls) - 1)
+                _counts()[name] = {"points": points, "calls": calls, "pos": 0 if nxt is None else nxt}
+                st.rerun()
+    if rec is None:
+        return
+    counter(name, classes)
+
+
+@st.fragment
+def counter(name: str, classes: list[int]) -> None:
+    """The point shown, the buttons to call it, and the figures so far (a fragment: a call reruns only this)."""
+    rec = _counts().get(name)
+    preds = state.bucket("predictions")
+    if rec is None or name not in preds or name not in state.bucket("images"):
+        return
+    image = state.pixels(name)
+    labels = preds[name]["labels"]
+    points, calls, i = rec["points"], rec["calls"], rec["pos"]
+    done = int((calls != NOT_CALLED).sum())
+    left, right = st.columns([3, 2])
+    with right:
+        field = st.radio("Field around the point", list(FIELDS), index=1, horizontal=True, key="pc-field")
+        half = FIELDS[field]
+        st.image(_overview(image, points, calls, labels, i),
+                 caption="Where the point lies (ringed). Points: yellow not called; green where the segmentation "
+                         "agrees with your call, red where it differs; white cannot tell")
+    with left:
+        zoom = max(1, VIEW_PX // (2 * half + 1))
+        r, c = points[i]
+        st.image(point_view(image, points[i], half=half, zoom=zoom),
+                 caption=f"Point {i + 1} of {len(points)} at x {c}, y {r} ({zoom}× enlarged)")
+    st.progress(done / len(points), text=f"{done} of {len(points)} points called")
+    if calls[i] != NOT_CALLED:
+        model = int(labels[r, c])
+        st.caption(f"Point {i + 1}: you called **{call_name(calls[i])}**; the segmentation says "
+                   f"**{by_code(model).name if model != 255 else 'unlabelled'}**"
+                   + ("" if calls[i] == CANNOT_TELL else (" (agrees)" if model == calls[i] else " (differs)"))
+                   + ". Press another mineral to change the call.")
+    codes = [int(k) for k in classes]
+    cols = st.columns(5)
+    for j, code in enumerate(codes):
+        m = by_code(code)
+        cols[j % 5].button(f"{m.name.split(' /')[0].capitalize()} ({m.label})", key=f"pc-call-{code}",
+                           on_click=_call, args=(name, code), width="stretch",
+                           shortcut=KEYS[j] if j < len(KEYS) else None,
+                           type="primary" if calls[i] == code else "secondary")
+    b1, b2, b3 = st.columns(3)
+    b1.button("Cannot tell (a pit, a crack, a boundary)", key="pc-cannot", on_click=_call, args=(name, CANNOT_TELL),
+              shortcut="X", width="stretch", type="primary" if calls[i] == CANNOT_TELL else "secondary")
+    b2.button("◀ Previous point", key="pc-back", on_click=_move, args=(name, -1), shortcut="B", width="stretch")
+    b3.button("Next point not called ▶", key="pc-next", on_click=_next_uncalled, args=(name,), shortcut="N",
+              width="stretch", disabled=done == len(points))
+    st.caption("Keys: 1–0 the minerals in the order shown, X cannot tell, B previous, N next not called.")
+    res = check(points, calls, labels)
+    st.markdown(agreement_text(res))
+    if res["minerals"]:
+        st.dataframe(results_table(res), hide_index=True, width="stretch",
+                     column_config={"area % (count)": st.column_config.NumberColumn(format="%.2f"),
+                                    "area % (segmentation)": st.column_config.NumberColumn(format="%.2f"),
+                                    "found by the model": st.column_config.NumberColumn(format="%.3f"),
+                                    "model's calls right": st.column_config.NumberColumn(format="%.3f")})
+        st.caption("Area % (count): the share of the counted points (cannot-tell points left out). Area % "
+                   "(segmentation): over every pixel of the photograph. Found by the model: of your points of a "
+                   "mineral, the share the model also calls it (recall); model's calls right: of the counted points "
+                   "the model calls it, the share where you agree (precision).")
+    d1, d2 = st.columns(2)
+    d1.download_button("Download the count (CSV of points and calls)", points_csv(points, calls, labels).encode(),
+                       f"{name}_pointcount.csv", "text/csv", key="pc-dl-points",
+                       help="x, y, your call and the segmentation's at every point; open it again above to go on "
+                            "counting, or check another mask against it with `python -m core pointcount check`")
+    if res["minerals"]:
+        d2.download_button("Download the figures (CSV)", results_table(res).to_csv(index=False).encode(),
+                           f"{name}_pointcount_figures.csv", "text/csv", key="pc-dl-figures")
