@@ -78,7 +78,7 @@ def sidebar() -> None:
                                "orelens-session.zip", "application/zip", icon="💾", width="stretch",
                                key="save-session",
                                help="One file with this session's photographs, expert masks, colour corrections, "
-                                    "segmentations, annotations, aligned XPL series and its own models (fine-tuned "
+                                    "segmentations, annotations, aligned XPL series, point counts and its own models (fine-tuned "
                                     "or opened; about 23 MB each). A reload of the page or a "
                                     "restart of the server starts a new session: open the file on Upload & "
                                     "calibrate (Open saved work) to carry on.")

@@ -174,8 +174,8 @@ def saved_work_section() -> None:
     with st.expander("Open saved work (a session saved from the sidebar)"):
         f = st.file_uploader("Saved session (orelens-session.zip)", type=["zip"], key="uc-open-session")
         st.caption("Brings back the photographs, expert masks, colour corrections, segmentations, annotations, "
-                   "aligned XPL series and the session's own models of a saved session. Images of the same name in "
-                   "this session are replaced by the saved ones; the others stay.")
+                   "aligned XPL series, point counts and the session's own models of a saved session. Images of "
+                   "the same name in this session are replaced by the saved ones; the others stay.")
         from ui import archive
 
         ok = False
@@ -200,7 +200,7 @@ def saved_work_section() -> None:
                 done = [f"{len(names)} image(s)"] + [f"{len(saved[k])} {label}" for k, label in (
                     ("calibrated", "colour correction(s)"), ("predictions", "segmentation(s)"),
                     ("annotations", "annotation(s)"), ("xpl", "aligned XPL series"),
-                    ("session_models", "model(s) of the session")) if saved[k]]
+                    ("pointcounts", "point count(s)"), ("session_models", "model(s) of the session")) if saved[k]]
                 state.rerun_then_show("uc-open", [("success", f"Opened the session saved {saved['saved'] or ''}: "
                                                   + ", ".join(done) + ".")])
 

@@ -153,9 +153,11 @@ def test_a_saved_session_opens_in_a_new_one_with_its_work(monkeypatch):
         "model": "default", "drift": 3.0, "colour": {"drift": 3.0, "applied": False}, "minerals": "",
         "minerals_close": False, "options": {"balance": True, "minerals": None, "assemblage": True, "refine": None},
         "input": digest(first["image"])}
+    count = {"points": np.array([[1, 2], [30, 40]], np.int32), "calls": np.array([5, -1], np.int16), "pos": 1}
+    at.session_state["pointcounts"][names[0]] = count
     at.session_state["current"] = names[1]
     snapshot = {k: at.session_state[k] for k in ("images", "calibrated", "predictions", "annotations", "xpl",
-                                                 "current")}
+                                                 "pointcounts", "current")}
     data = pack(snapshot)
 
     fresh = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
@@ -186,9 +188,11 @@ def test_a_saved_session_opens_in_a_new_one_with_its_work(monkeypatch):
     for n in names:
         assert np.array_equal(fresh.session_state["images"][n]["image"], snapshot["images"][n]["image"])
         assert np.array_equal(fresh.session_state["images"][n]["gt"], snapshot["images"][n]["gt"])
-    assert any(s.value.startswith("Opened the session saved") and "3 image(s), 1 segmentation(s), 1 annotation(s)"
-               in s.value
+    assert any(s.value.startswith("Opened the session saved") and "3 image(s), 1 segmentation(s), 1 annotation(s), "
+               "1 point count(s)" in s.value
                for s in fresh.success), [s.value for s in fresh.success]
+    back = fresh.session_state["pointcounts"][names[0]]
+    assert np.array_equal(back["points"], count["points"]) and back["calls"].tolist() == [5, -1] and back["pos"] == 1
     # the reopened segmentation is shown as current (made from these very pixels) on the Segment page
     fresh.session_state["current"] = names[0]
     fresh.switch_page("pages/segment.py").run()
