@@ -18,6 +18,7 @@ from core.stats.figures import (association_figure, liberation_figure, modal_fig
                                 sample_figure, sample_size_figure, scope_entry, size_figure)
 from core.stats.summary import (DEFAULT_ENCLOSED, LIBERATED_PCT, MAX_SAMPLE_NAME, check_sample_name,
                                 liberation_rows, sample_from_name)
+from core.stats.pointcount import check
 from core.stats.report import DEFAULT_TITLE, build_report, thumbnail
 from ui import state, widgets
 
@@ -239,10 +240,18 @@ def _compute(inputs: dict, pixel_sizes: dict[str, float], options: Options, samp
         sources[name] = rec["source"]
     bar.progress(n / (n + 1), text="Summarising…")
     summary = summarize(results, options=options, samples=samples)
+    checks = {}
+    for name, rec in inputs.items():  # a session image's point count (Segment page) against the mask analysed
+        count = state.bucket("pointcounts").get(name)
+        if count is not None and rec.get("image") is not None and (count["calls"] >= 0).any():
+            try:
+                checks[name] = check(count["points"], count["calls"], rec["mask"])
+            except ValueError:  # a count laid on another image of this name
+                pass
     out = {
         "token": uuid.uuid4().hex, "summary": summary, "tables": tables(results, options=options, samples=samples),
         "thumbs": thumbs, "sources": sources, "pixel_sizes": dict(pixel_sizes), "options": options.as_dict(),
-        "samples": dict(samples) if samples else None,
+        "samples": dict(samples) if samples else None, "checks": checks,
         "json": json.dumps(summary, indent=1).encode(), "files": {},
     }
     bar.progress(1.0, text="Done")
@@ -258,7 +267,8 @@ def build_download(res: dict, kind: str, *, title: str = DEFAULT_TITLE, notes: s
     if key not in files:
         if kind == "report":
             html = build_report(res["summary"], res["tables"], options=Options.from_dict(res["options"]),
-                                thumbnails=res["thumbs"], sources=res["sources"], title=title, notes=notes)
+                                thumbnails=res["thumbs"], sources=res["sources"], title=title, notes=notes,
+                                checks=res.get("checks"))
             files[key] = html.encode("utf-8")
         elif kind == "csv":
             files[key] = csv_zip(res["tables"])
@@ -355,6 +365,10 @@ def _show(res: dict) -> None:
                          key=f"dl-xlsx-{res['token']}")
     c[3].download_button("Statistics (JSON)", res["json"], "orelens-statistics.json", "application/json",
                          key=f"dl-json-{res['token']}")
+    if res.get("checks"):
+        st.caption("The report includes the point count" + (f"s of {len(res['checks'])} images" if len(res["checks"]) > 1
+                                                             else f" of {next(iter(res['checks']))}")
+                   + " (Segment page) checked against the mask analysed.")
 
     samples = list(summary.get("samples") or {})
     scopes = ["total"] + names + [SAMPLE_SCOPE + s for s in samples]

@@ -170,3 +170,20 @@ def test_cli_grid_then_check(tmp_path, capsys):
     assert {m["code"]: m["points"] for m in r["minerals"]} == {0: 24, 1: 25}
     assert cli(["pointcount", "check", str(tmp_path / "c.csv"), "--mask", str(tmp_path / "nope.png")]) == 2
     assert "no such file" in capsys.readouterr().err.lower()
+
+
+def test_report_section_of_a_point_count():
+    from core.stats import Options, measure, summarize, tables
+    from core.stats.report import build_report
+
+    labels = np.zeros((20, 20), np.uint8)
+    labels[:, 10:] = 1
+    points = grid_points(labels.shape, 4)  # (5, 5) (5, 15) (15, 15) (15, 5)
+    res = check(points, [0, 6, 1, CANNOT_TELL], labels)
+    m = {"a&b": measure(labels, pixel_size=1.0)}
+    html = build_report(summarize(m), tables(m), options=Options(), checks={"a&b": res})
+    assert "Checked by point counting (1 image(s))" in html and "<h3>a&amp;b</h3>" in html
+    assert ("The mask analysed agrees with the count at 66.7 % of the 3 counted points" in html
+            and "(4 points laid, 1 cannot tell, 0 not called.)" in html)
+    assert "area % (mask)" in html and "found (recall)" in html
+    assert "Checked by point counting" not in build_report(summarize(m), tables(m), options=Options())

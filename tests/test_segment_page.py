@@ -404,8 +404,8 @@ def test_point_count_checks_the_segmentation(tiny_model):
         assert rec["calls"][:5].tolist() == model_at[:3] + [other, CANNOT_TELL] and rec["pos"] == 5
         assert (rec["calls"][5:] == NOT_CALLED).all()
         lo, hi = wilson_interval(3, 4)
-        assert any(f"agrees with you at **75.0 %** of the 4 counted points (95 % interval {lo * 100:.1f}–"
-                   f"{hi * 100:.1f} %)" in m.value for m in at.markdown)
+        assert any(f"The segmentation agrees with the count at **75.0 %** of the 4 counted points (95 % interval "
+                   f"{lo * 100:.1f}–{hi * 100:.1f} %)" in m.value for m in at.markdown)
         table = at.dataframe[-1].value
         ref = check(points, rec["calls"], labels)
         assert list(table["mineral"]) == [m["mineral"] for m in ref["minerals"]]
@@ -420,7 +420,7 @@ def test_point_count_checks_the_segmentation(tiny_model):
         at.button(key=f"pc-call-{model_at[3]}").click().run()
         rec = at.session_state["pointcounts"][name]
         assert rec["calls"][3] == model_at[3] and rec["pos"] == 5
-        assert any("at **100.0 %** of the 4 counted points" in m.value for m in at.markdown)
+        assert any("agrees with the count at **100.0 %** of the 4 counted points" in m.value for m in at.markdown)
         # a new grid replaces a count only once the user says so
         assert at.button(key="pc-start").disabled
         at.checkbox(key="pc-replace").check().run()

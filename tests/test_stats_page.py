@@ -214,3 +214,26 @@ def test_samples_are_compared():
     assert not at.exception, at.exception
     assert "samples" not in at.session_state["statistics"]["result"]["summary"]
     assert at.selectbox(key="stats-scope-lib").value == "total"
+
+
+def test_point_counts_go_into_the_report():
+    from core.stats.pointcount import check, grid_points
+
+    at = _page()
+    gt = at.session_state["images"]["demo-05"]["gt"]
+    points = grid_points(gt.shape, 30)
+    calls = gt[points[:, 0], points[:, 1]].astype(np.int16)
+    calls[:3] = 1  # three points called chalcopyrite whatever the mask says
+    at.session_state["pointcounts"]["demo-05"] = {"points": points, "calls": calls, "pos": 0}
+    at.selectbox(key="stats-preset").set_value("20×").run()
+    at.button(key="stats-run").click().run()
+    assert not at.exception, at.exception
+    res = at.session_state["statistics"]["result"]
+    assert set(res["checks"]) == {"demo-05"}
+    assert res["checks"]["demo-05"] == check(points, calls, gt)  # against the mask analysed: the expert mask
+    assert any("The report includes the point count of demo-05" in c.value for c in at.caption)
+    from core.stats import Options
+    from core.stats.report import build_report
+
+    html = build_report(res["summary"], res["tables"], options=Options.from_dict(res["options"]), checks=res["checks"])
+    assert "Checked by point counting (1 image(s))" in html and "<h3>demo-05</h3>" in html

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 from core import io as cio
 from core.minerals import by_code
-from core.stats.pointcount import (CANNOT_TELL, MAX_POINTS, NOT_CALLED, call_name, check, grid_points, next_uncalled,
-                                   point_view, points_csv, read_points_csv)
+from core.stats.pointcount import (CANNOT_TELL, MAX_POINTS, NOT_CALLED, agreement_sentence, call_name, check,
+                                   check_table, grid_points, next_uncalled, point_view, points_csv, read_points_csv)
 from ui import state
 
 FIELDS = {"small (65 px)": 32, "medium (129 px)": 64, "large (257 px)": 128}  # the field's half side, in pixels
@@ -69,30 +68,6 @@ def _overview(image: np.ndarray, points: np.ndarray, calls: np.ndarray, labels: 
     r, c = points[pos]
     cv2.circle(out, (int(c * f), int(r * f)), 7, (0, 255, 255), 2)
     return out
-
-
-def results_table(res: dict) -> pd.DataFrame:
-    """One row per mineral: the count's area % with its interval, and what the segmentation says."""
-    rows = []
-    for m in res["minerals"]:
-        row = {"mineral": m["mineral"], "points": m["points"], "area % (count)": m["percent"],
-               "95 % interval": "" if m["low"] is None else f"{m['low']:.1f}–{m['high']:.1f}"}
-        if "mask_percent" in m:
-            row.update({"area % (segmentation)": m["mask_percent"],
-                        "inside the interval": "" if m["inside"] is None else ("yes" if m["inside"] else "no"),
-                        "found by the model": m["recall"], "model's calls right": m["precision"]})
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def agreement_text(res: dict) -> str:
-    if not res["called"]:
-        return "No point is called yet."
-    if res.get("agreement") is None:
-        return "None of the counted points lies on a labelled pixel of the segmentation."
-    kappa = "" if res.get("kappa") is None else f", Cohen's kappa {res['kappa']:.2f}"
-    return (f"The segmentation agrees with you at **{res['agreement'] * 100:.1f} %** of the {res['called']} counted "
-            f"points (95 % interval {res['agreement_low'] * 100:.1f}–{res['agreement_high'] * 100:.1f} %){kappa}.")
 
 
 def _start(name: str, shape: tuple[int, int], n: int, random_start: bool) -> None:
@@ -192,22 +167,22 @@ def counter(name: str, classes: list[int]) -> None:
               width="stretch", disabled=done == len(points))
     st.caption("Keys: 1–0 the minerals in the order shown, X cannot tell, B previous, N next not called.")
     res = check(points, calls, labels)
-    st.markdown(agreement_text(res))
+    st.markdown(agreement_sentence(res, bold="**"))
     if res["minerals"]:
-        st.dataframe(results_table(res), hide_index=True, width="stretch",
+        st.dataframe(check_table(res), hide_index=True, width="stretch",
                      column_config={"area % (count)": st.column_config.NumberColumn(format="%.2f"),
                                     "area % (segmentation)": st.column_config.NumberColumn(format="%.2f"),
-                                    "found by the model": st.column_config.NumberColumn(format="%.3f"),
-                                    "model's calls right": st.column_config.NumberColumn(format="%.3f")})
+                                    "found (recall)": st.column_config.NumberColumn(format="%.3f"),
+                                    "right (precision)": st.column_config.NumberColumn(format="%.3f")})
         st.caption("Area % (count): the share of the counted points (cannot-tell points left out). Area % "
-                   "(segmentation): over every pixel of the photograph. Found by the model: of your points of a "
-                   "mineral, the share the model also calls it (recall); model's calls right: of the counted points "
-                   "the model calls it, the share where you agree (precision).")
+                   "(segmentation): over every pixel of the photograph. Found: of your points of a mineral, the "
+                   "share the model also calls it (recall); right: of the counted points the model calls it, the "
+                   "share where you agree (precision).")
     d1, d2 = st.columns(2)
     d1.download_button("Download the count (CSV of points and calls)", points_csv(points, calls, labels).encode(),
                        f"{name}_pointcount.csv", "text/csv", key="pc-dl-points",
                        help="x, y, your call and the segmentation's at every point; open it again above to go on "
                             "counting, or check another mask against it with `python -m core pointcount check`")
     if res["minerals"]:
-        d2.download_button("Download the figures (CSV)", results_table(res).to_csv(index=False).encode(),
+        d2.download_button("Download the figures (CSV)", check_table(res).to_csv(index=False).encode(),
                            f"{name}_pointcount_figures.csv", "text/csv", key="pc-dl-figures")

@@ -29,7 +29,8 @@ import numpy as np
 from ..minerals import IGNORE, MINERALS, by_code
 
 __all__ = ["CANNOT_TELL", "NOT_CALLED", "MAX_POINTS", "Z95", "grid_points", "wilson_interval", "check",
-           "points_csv", "read_points_csv", "point_view", "call_name", "parse_call", "next_uncalled"]
+           "check_table", "agreement_sentence", "points_csv", "read_points_csv", "point_view", "call_name",
+           "parse_call", "next_uncalled"]
 
 CANNOT_TELL = IGNORE
 NOT_CALLED = -1
@@ -165,6 +166,36 @@ def check(points, calls, labels: np.ndarray | None = None, *, z: float = Z95) ->
         rows.append(row)
     out["minerals"] = rows
     return out
+
+
+def check_table(res: dict, mask: str = "segmentation"):
+    """:func:`check`'s minerals as a table (pandas.DataFrame): the count's area % with its interval and, where a
+    mask was checked, its area % (column named after ``mask``), whether that is inside the interval, and the
+    mask's recall ("found") and precision ("right") against the calls."""
+    import pandas as pd
+
+    rows = []
+    for m in res["minerals"]:
+        row = {"mineral": m["mineral"], "points": m["points"], "area % (count)": m["percent"],
+               "95 % interval": "" if m["low"] is None else f"{m['low']:.1f}–{m['high']:.1f}"}
+        if "mask_percent" in m:
+            row.update({f"area % ({mask})": m["mask_percent"],
+                        "inside the interval": "" if m["inside"] is None else ("yes" if m["inside"] else "no"),
+                        "found (recall)": m["recall"], "right (precision)": m["precision"]})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def agreement_sentence(res: dict, *, what: str = "the segmentation", bold: str = "") -> str:
+    """One sentence on how a checked mask agrees with the count (``bold``: Markdown's ``"**"`` around the share)."""
+    if not res["called"]:
+        return "No point is called yet."
+    if res.get("agreement") is None:
+        return f"None of the {res['called']} counted points lies on a labelled pixel of {what}."
+    kappa = "" if res.get("kappa") is None else f", Cohen's kappa {res['kappa']:.2f}"
+    return (f"{what[0].upper() + what[1:]} agrees with the count at {bold}{res['agreement'] * 100:.1f} %{bold} of "
+            f"the {res['called']} counted points (95 % interval {res['agreement_low'] * 100:.1f}–"
+            f"{res['agreement_high'] * 100:.1f} %){kappa}.")
 
 
 def call_name(code: int) -> str:

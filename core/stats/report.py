@@ -177,9 +177,28 @@ def _samples_html(summary: dict, tables: Mapping) -> str:
     return "".join(parts)
 
 
+def _pointcount_html(checks: Mapping[str, dict]) -> str:
+    """Each image's point count against the mask analysed (:func:`core.stats.pointcount.check`)."""
+    from .pointcount import agreement_sentence, check_table
+
+    parts = []
+    for name, res in checks.items():
+        parts += [f"<h3>{html.escape(name)}</h3>",
+                  f"<p>{html.escape(agreement_sentence(res, what='the mask analysed'))} "
+                  f"({res['points']} points laid, {res['cannot_tell']} cannot tell, {res['not_called']} not called.)</p>",
+                  _table(check_table(res, mask="mask"), left=("mineral",), digits=3)]
+    parts.append("<p class='muted'>A microscopist named the mineral under the cross-hair at each point of a square "
+                 "grid over the photograph, without seeing the segmentation's call. Area % (count): the share of "
+                 "the counted points, with its 95 % binomial interval (Wilson), which assumes the points lie further "
+                 "apart than the grains are large. Area % (mask): over every labelled pixel of the mask analysed. "
+                 "Found (recall): of the count's points of a mineral, the share the mask has as it; right "
+                 "(precision): of the counted points the mask has as a mineral, the share the count agrees with.</p>")
+    return "".join(parts)
+
+
 def build_report(summary: dict, tables: Mapping, *, options: Options, thumbnails: Mapping[str, dict] | None = None,
                  title: str = DEFAULT_TITLE, sources: Mapping[str, str] | None = None,
-                 notes: str | None = None) -> str:
+                 notes: str | None = None, checks: Mapping[str, dict] | None = None) -> str:
     """The whole report as one HTML string.
 
     Parameters
@@ -197,6 +216,8 @@ def build_report(summary: dict, tables: Mapping, *, options: Options, thumbnails
         Image stem -> where its mask came from ("annotation", "segmentation", a file name).
     notes : str, optional
         Free text shown under the title (project, sample, operator, instrument); line breaks are kept.
+    checks : mapping of str to dict, optional
+        Image stem -> :func:`core.stats.pointcount.check` of its point count against the mask analysed.
 
     Returns
     -------
@@ -310,6 +331,8 @@ size series = {html.escape(options.series)}, gangue density = {options.gangue_de
     parts += ["<h2>Calculated assay</h2>", _assay_html(tables)]
     if summary.get("samples"):
         parts += [f"<h2>Samples compared ({len(summary['samples'])})</h2>", _samples_html(summary, tables)]
+    if checks:
+        parts += [f"<h2>Checked by point counting ({len(checks)} image(s))</h2>", _pointcount_html(checks)]
     parts += [
         "<h2>Charts</h2>", fig_html,
         "<h2>Grains</h2>", _table(summ_total, left=("label", "mineral")),
