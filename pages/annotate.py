@@ -42,17 +42,6 @@ def _canvas_module():
     return st_canvas
 
 
-def work_area(name: str, image: np.ndarray) -> dict:
-    """Per-image state of this page (strokes, superpixels, last propagation)."""
-    work = state.bucket("annotate_work")
-    w = work.get(name)
-    if w is None or w.get("shape") != image.shape:
-        w = {"shape": image.shape, "objects": [], "version": 0, "upload": None, "result": None,
-             "result_key": None, "superpixels": None, "finetune": None, "initial": []}
-        work[name] = w
-    return w
-
-
 def hex_of(code: int) -> str:
     return "#%02x%02x%02x" % by_code(code).color
 
@@ -325,7 +314,7 @@ def main() -> None:
         return
     _, image = state.current_image()
     H, W = image.shape[:2]
-    w = work_area(name, image)
+    w = state.annotate_work(name, image)
     collect_finetune(w)
     pred = state.bucket("predictions").get(name)
     has_pred = pred is not None and pred["labels"].shape == (H, W)

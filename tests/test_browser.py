@@ -369,6 +369,29 @@ def test_workflow_3_segment(workflow):
     workflow["done"].add("segment")
 
 
+def test_workflow_3b_point_count_by_keys(workflow):
+    """The point count answers its keys in a real browser: 1 calls the first mineral, X cannot tell, B goes back."""
+    if "segment" not in workflow["done"]:
+        pytest.skip("needs the segmentation of step 3")
+    page = workflow["page"]
+    main = page.locator('[data-testid="stMain"]')
+    main.get_by_role("button", name="Lay the grid and start").click()
+    settle(page)
+    main.get_by_text(re.compile(r"0 of \d+ points called")).first.wait_for(timeout=STEP_TIMEOUT_MS)
+    page.locator("body").click(position={"x": 5, "y": 5})  # the keys go to the page, not to an input
+    for key in ("1", "X"):
+        page.keyboard.press(key)
+        settle(page)
+    main.get_by_text(re.compile(r"2 of \d+ points called")).first.wait_for(timeout=STEP_TIMEOUT_MS)
+    page.keyboard.press("B")
+    settle(page)
+    text = main.inner_text()
+    assert "Point 2: you called cannot tell" in text, text[-3000:]
+    assert re.search(r"agrees with the count at [\d.]+ % of the 1 counted points", text), text[-3000:]
+    assert_no_exception(page, "point count")
+    shot(page, "workflow-3b-point-count")
+
+
 def _draw_stroke(page, fx: float = 0.3, fy: float = 0.4) -> None:
     """Drag the mouse across the drawing canvas (in the page or in a component frame), from (fx, fy) of its box."""
     candidates = [page.locator("canvas.upper-canvas"), page.locator('[data-testid="stMain"] canvas')]

@@ -7,8 +7,8 @@ import pytest
 
 from core.cli import main as cli
 from core.io import write_mask
-from core.stats.pointcount import (CANNOT_TELL, NOT_CALLED, check, grid_points, next_uncalled, parse_call,
-                                   point_view, points_csv, read_points_csv, wilson_interval)
+from core.stats.pointcount import (CANNOT_TELL, NOT_CALLED, calls_as_scribbles, check, grid_points, next_uncalled,
+                                   parse_call, point_view, points_csv, read_points_csv, wilson_interval)
 
 
 def test_grid_is_square_centred_and_a_stage_traverse():
@@ -187,3 +187,16 @@ def test_report_section_of_a_point_count():
             and "(4 points laid, 1 cannot tell, 0 not called.)" in html)
     assert "area % (mask)" in html and "found (recall)" in html
     assert "Checked by point counting" not in build_report(summarize(m), tables(m), options=Options())
+
+
+def test_calls_as_scribbles_draw_a_disc_per_called_mineral():
+    points = np.array([[10, 10], [10, 30], [30, 10], [30, 30]])
+    m = calls_as_scribbles((40, 40), points, [1, CANNOT_TELL, NOT_CALLED, 6], radius=2)
+    assert m[10, 10] == 1 and m[30, 30] == 6 and m[10, 30] == 255 and m[30, 10] == 255
+    assert (m == 1).sum() == 13 and (m == 6).sum() == 13  # a disc of radius 2: 13 pixels
+    base = np.full((40, 40), 255, np.uint8)
+    base[0, :] = 8
+    both = calls_as_scribbles((40, 40), points, [1, 1, 1, 1], base=base)
+    assert (both[0] == 8).all() and (both[points[:, 0], points[:, 1]] == 1).all() and (base[10, 10] == 255)
+    with pytest.raises(ValueError, match="not 40×40"):
+        calls_as_scribbles((40, 40), points, [1] * 4, base=base[:20])

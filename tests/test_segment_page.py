@@ -421,6 +421,16 @@ def test_point_count_checks_the_segmentation(tiny_model):
         rec = at.session_state["pointcounts"][name]
         assert rec["calls"][3] == model_at[3] and rec["pos"] == 5
         assert any("agrees with the count at **100.0 %** of the 4 counted points" in m.value for m in at.markdown)
+        # the calls become strokes on Annotate, and the superpixels spread them over the grains
+        at.button(key="pc-to-annotate").click().run()
+        assert any("4 calls are strokes on the Annotate page now" in x.value for x in at.success)
+        strokes = at.session_state["annotate_work"][name]["upload"]
+        assert [int(strokes[r, c]) for r, c in points[:5]] == model_at[:4] + [255]
+        at.switch_page("pages/annotate.py").run()
+        assert not at.exception, at.exception
+        mask = at.session_state["annotations"][name]
+        assert [int(mask[r, c]) for r, c in points[:4]] == model_at[:4]
+        at.switch_page("pages/segment.py").run()
         # a new grid replaces a count only once the user says so
         assert at.button(key="pc-start").disabled
         at.checkbox(key="pc-replace").check().run()

@@ -8,8 +8,9 @@ import streamlit as st
 
 from core import io as cio
 from core.minerals import by_code
-from core.stats.pointcount import (CANNOT_TELL, MAX_POINTS, NOT_CALLED, agreement_sentence, call_name, check,
-                                   check_table, grid_points, next_uncalled, point_view, points_csv, read_points_csv)
+from core.stats.pointcount import (CANNOT_TELL, MAX_POINTS, NOT_CALLED, agreement_sentence, call_name,
+                                   calls_as_scribbles, check, check_table, grid_points, next_uncalled, point_view,
+                                   points_csv, read_points_csv)
 from ui import state
 
 FIELDS = {"small (65 px)": 32, "medium (129 px)": 64, "large (257 px)": 128}  # the field's half side, in pixels
@@ -178,7 +179,16 @@ def counter(name: str, classes: list[int]) -> None:
                    "(segmentation): over every pixel of the photograph. Found: of your points of a mineral, the "
                    "share the model also calls it (recall); right: of the counted points the model calls it, the "
                    "share where you agree (precision).")
-    d1, d2 = st.columns(2)
+    d1, d2, d3 = st.columns(3)
+    minerals_called = int(((calls != NOT_CALLED) & (calls != CANNOT_TELL)).sum())
+    if d3.button("Use the calls as strokes on Annotate", key="pc-to-annotate", disabled=not minerals_called,
+                 help="Each called point becomes a small stroke of its mineral on the Annotate page, where the "
+                      "superpixels spread it over its grain: the points where the model was wrong correct its "
+                      "prediction, and the corrected mask can fine-tune the model."):
+        w = state.annotate_work(name, image)
+        w["upload"] = calls_as_scribbles(image.shape[:2], points, calls, base=w["upload"])
+        st.success(f"{minerals_called} calls are strokes on the Annotate page now (with any strokes uploaded "
+                   "there before); open it to see them spread over their grains.")
     d1.download_button("Download the count (CSV of points and calls)", points_csv(points, calls, labels).encode(),
                        f"{name}_pointcount.csv", "text/csv", key="pc-dl-points",
                        help="x, y, your call and the segmentation's at every point; open it again above to go on "

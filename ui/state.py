@@ -149,6 +149,19 @@ def add_image(name: str, image: np.ndarray, gt: np.ndarray | None = None, *, ori
     return name
 
 
+def annotate_work(name: str, image: np.ndarray) -> dict:
+    """The Annotate page's state for the image ``name`` (strokes, an uploaded scribble mask, superpixels, the last
+    propagation), made afresh when the image is not the one it was made for."""
+    _init()
+    work = st.session_state["annotate_work"]
+    w = work.get(name)
+    if w is None or w.get("shape") != image.shape:
+        w = {"shape": image.shape, "objects": [], "version": 0, "upload": None, "result": None,
+             "result_key": None, "superpixels": None, "finetune": None, "initial": []}
+        work[name] = w
+    return w
+
+
 def snapshot() -> dict:
     """What a saved session holds (:func:`ui.archive.pack`): the images and the work done on them."""
     _init()

@@ -30,7 +30,7 @@ from ..minerals import IGNORE, MINERALS, by_code
 
 __all__ = ["CANNOT_TELL", "NOT_CALLED", "MAX_POINTS", "Z95", "grid_points", "wilson_interval", "check",
            "check_table", "agreement_sentence", "points_csv", "read_points_csv", "point_view", "call_name",
-           "parse_call", "next_uncalled"]
+           "parse_call", "next_uncalled", "calls_as_scribbles"]
 
 CANNOT_TELL = IGNORE
 NOT_CALLED = -1
@@ -291,6 +291,23 @@ def next_uncalled(calls, after: int) -> int | None:
         if calls[i] == NOT_CALLED:
             return i
     return None
+
+
+def calls_as_scribbles(shape: tuple[int, int], points, calls, *, radius: int = 3,
+                       base: np.ndarray | None = None) -> np.ndarray:
+    """A scribble mask (class codes, 255 elsewhere) with a disc of ``radius`` px of each called mineral at its
+    point, drawn over ``base`` (a scribble mask of the same shape) where one is given; cannot-tell and uncalled
+    points draw nothing. Superpixel propagation (:mod:`core.annotation`) spreads each disc over its superpixel."""
+    import cv2
+
+    out = np.full(shape[:2], IGNORE, np.uint8) if base is None else np.array(base, np.uint8, copy=True)
+    if out.shape != tuple(shape[:2]):
+        raise ValueError(f"the scribble mask is {out.shape[1]}×{out.shape[0]} px, not {shape[1]}×{shape[0]}")
+    calls = _as_calls(calls)
+    for (r, c), k in zip(np.asarray(points).reshape(-1, 2).tolist(), calls.tolist()):
+        if k not in (NOT_CALLED, CANNOT_TELL):
+            cv2.circle(out, (int(c), int(r)), int(radius), int(k), -1)
+    return out
 
 
 def point_view(image: np.ndarray, point, *, half: int = 80, zoom: int = 3) -> np.ndarray:
