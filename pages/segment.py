@@ -247,9 +247,12 @@ def main() -> None:
         st.download_button(f"Download all {len(done)} masks (ZIP: masks/*.png of class codes + one area table)",
                            lambda: widgets.masks_zip(done, sizes), "orelens-masks.zip", "application/zip",
                            key="segment-dl-all")
+    from ui import pointcount
+
     if name not in preds:
         widgets.show_image(image, name, key="segment-input", pixel_um=pixel_um)
         st.info("Press **Segment this image** to run the model.")
+        pointcount.section(name, image, model.classes)
         return
     res = preds[name]
     labels = res["labels"]
@@ -295,9 +298,7 @@ def main() -> None:
                             + (", and a scale bar" if pixel_um else ""))
     d3.download_button("Download area table (CSV)", table.to_csv(index=False).encode(), f"{name}_areas.csv",
                        "text/csv", key="segment-dl-csv")
-    from ui import pointcount
-
-    pointcount.section(name, image, labels, res.get("classes") or model.classes)
+    pointcount.section(name, image, res.get("classes") or model.classes)
 
 
 state.through_app(__file__)

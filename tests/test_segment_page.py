@@ -452,3 +452,32 @@ def test_point_count_checks_the_segmentation(tiny_model):
         assert np.array_equal(at.session_state["pointcounts"][name]["calls"], rec["calls"])  # the count is kept
     finally:
         os.environ["ORELENS_AUTOLOAD_DEMO"] = "0"
+
+
+def test_point_count_before_segmenting(tiny_model):
+    """A count needs no segmentation; once there is one, the same calls check it."""
+    from core.stats.pointcount import check
+
+    os.environ["ORELENS_AUTOLOAD_DEMO"] = "1"
+    try:
+        at = _segment_page(tiny_model)
+        name = at.session_state["current"]
+        assert name not in at.session_state["predictions"]
+        assert any(h.value == "Point counting" for h in at.subheader)
+        at.number_input(key="pc-n").set_value(10).run()
+        at.button(key="pc-start").click().run()
+        for code in (0, 1, 5):
+            at.button(key=f"pc-call-{code}").click().run()
+        assert not at.exception, at.exception
+        assert any("3 points counted, 0 cannot tell" in c.value for c in at.caption)
+        table = at.dataframe[-1].value
+        assert list(table.columns) == ["mineral", "points", "area % (count)", "95 % interval"]
+        assert list(table["points"]) == [1, 1, 1]
+        at.button(key="segment-run").click().run()
+        rec = at.session_state["pointcounts"][name]
+        assert rec["calls"][:3].tolist() == [0, 1, 5]  # the count survives the segmentation
+        assert any(h.value == "Check by point counting" for h in at.subheader)
+        ref = check(rec["points"], rec["calls"], at.session_state["predictions"][name]["labels"])
+        assert any(f"at **{ref['agreement'] * 100:.1f} %** of the 3 counted points" in m.value for m in at.markdown)
+    finally:
+        os.environ["ORELENS_AUTOLOAD_DEMO"] = "0"

@@ -47,25 +47,29 @@ def _next_uncalled(name: str) -> None:
             rec["pos"] = nxt
 
 
-MARKS = {"not called": (255, 215, 0), "agrees": (40, 200, 70), "differs": (235, 40, 40), "cannot tell": (255, 255, 255)}
+MARKS = {"not called": (255, 215, 0), "agrees": (40, 200, 70), "differs": (235, 40, 40), "called": (40, 140, 255),
+         "cannot tell": (255, 255, 255)}
 
 
-def _mark(call: int, model: int) -> tuple[int, int, int]:
+def _mark(call: int, model: int | None) -> tuple[int, int, int]:
     if call == NOT_CALLED:
         return MARKS["not called"]
     if call == CANNOT_TELL:
         return MARKS["cannot tell"]
+    if model is None:
+        return MARKS["called"]
     return MARKS["agrees"] if call == model else MARKS["differs"]
 
 
-def _overview(image: np.ndarray, points: np.ndarray, calls: np.ndarray, labels: np.ndarray, pos: int) -> np.ndarray:
+def _overview(image: np.ndarray, points: np.ndarray, calls: np.ndarray, labels: np.ndarray | None,
+              pos: int) -> np.ndarray:
     """A small copy of the photograph with every point coloured by :data:`MARKS`, the current one ringed."""
     small = cio.display_copy(image, 420)
     f = small.shape[1] / image.shape[1]
     out = np.ascontiguousarray(small.copy())
     for (r, c), k in zip(points.tolist(), calls.tolist()):
         cv2.circle(out, (int(c * f), int(r * f)), 3, (0, 0, 0), -1)
-        cv2.circle(out, (int(c * f), int(r * f)), 2, _mark(k, int(labels[r, c])), -1)
+        cv2.circle(out, (int(c * f), int(r * f)), 2, _mark(k, None if labels is None else int(labels[r, c])), -1)
     r, c = points[pos]
     cv2.circle(out, (int(c * f), int(r * f)), 7, (0, 255, 255), 2)
     return out
@@ -77,14 +81,21 @@ def _start(name: str, shape: tuple[int, int], n: int, random_start: bool) -> Non
     _counts()[name] = {"points": points, "calls": np.full(len(points), NOT_CALLED, np.int16), "pos": 0}
 
 
-def section(name: str, image: np.ndarray, labels: np.ndarray, classes: list[int]) -> None:
-    """The whole point-count section of the Segment page for the image ``name`` and its segmentation."""
-    st.subheader("Check by point counting")
+def _labels(name: str, image: np.ndarray) -> np.ndarray | None:
+    """The image's segmentation, when it has one of its size."""
+    pred = state.bucket("predictions").get(name)
+    return pred["labels"] if pred is not None and pred["labels"].shape == image.shape[:2] else None
+
+
+def section(name: str, image: np.ndarray, classes: list[int]) -> None:
+    """The whole point-count section of the Segment page for the image ``name`` (checked against its
+    segmentation once it has one); ``classes``: the minerals to call."""
+    st.subheader("Point counting" if _labels(name, image) is None else "Check by point counting")
     st.caption("The microscopist's own modal analysis, and a check of the model on your own photograph. At each "
                "point of a regular grid, say which mineral lies under the cross-hair; the model's call is not shown "
                "until you have made yours, so that it cannot sway you. The count gives each mineral's area % with "
-               "a 95 % interval, and how often the segmentation agrees with you. The interval assumes the points "
-               "lie further apart than the grains are large.")
+               "a 95 % interval and, once the image is segmented, how often the segmentation agrees with you. The "
+               "interval assumes the points lie further apart than the grains are large.")
     rec = _counts().get(name)
     if rec is not None and ((rec["points"][:, 0] >= image.shape[0]).any() or (rec["points"][:, 1] >= image.shape[1]).any()):
         _counts().pop(name)  # made for another image of this name
@@ -126,11 +137,10 @@ def section(name: str, image: np.ndarray, labels: np.ndarray, classes: list[int]
 def counter(name: str, classes: list[int]) -> None:
     """The point shown, the buttons to call it, and the figures so far (a fragment: a call reruns only this)."""
     rec = _counts().get(name)
-    preds = state.bucket("predictions")
-    if rec is None or name not in preds or name not in state.bucket("images"):
+    if rec is None or name not in state.bucket("images"):
         return
     image = state.pixels(name)
-    labels = preds[name]["labels"]
+    labels = _labels(name, image)
     points, calls, i = rec["points"], rec["calls"], rec["pos"]
     done = int((calls != NOT_CALLED).sum())
     left, right = st.columns([3, 2])
@@ -138,15 +148,18 @@ def counter(name: str, classes: list[int]) -> None:
         field = st.radio("Field around the point", list(FIELDS), index=1, horizontal=True, key="pc-field")
         half = FIELDS[field]
         st.image(_overview(image, points, calls, labels, i),
-                 caption="Where the point lies (ringed). Points: yellow not called; green where the segmentation "
-                         "agrees with your call, red where it differs; white cannot tell")
+                 caption="Where the point lies (ringed). Points: yellow not called; "
+                         + ("green where the segmentation agrees with your call, red where it differs"
+                            if labels is not None else "blue called") + "; white cannot tell")
     with left:
         zoom = max(1, VIEW_PX // (2 * half + 1))
         r, c = points[i]
         st.image(point_view(image, points[i], half=half, zoom=zoom),
                  caption=f"Point {i + 1} of {len(points)} at x {c}, y {r} ({zoom}× enlarged)")
     st.progress(done / len(points), text=f"{done} of {len(points)} points called")
-    if calls[i] != NOT_CALLED:
+    if calls[i] != NOT_CALLED and labels is None:
+        st.caption(f"Point {i + 1}: you called **{call_name(calls[i])}**. Press another mineral to change the call.")
+    elif calls[i] != NOT_CALLED:
         model = int(labels[r, c])
         st.caption(f"Point {i + 1}: you called **{call_name(calls[i])}**; the segmentation says "
                    f"**{by_code(model).name if model != 255 else 'unlabelled'}**"
@@ -168,7 +181,11 @@ def counter(name: str, classes: list[int]) -> None:
               width="stretch", disabled=done == len(points))
     st.caption("Keys: 1–0 the minerals in the order shown, X cannot tell, B previous, N next not called.")
     res = check(points, calls, labels)
-    st.markdown(agreement_sentence(res, bold="**"))
+    if labels is not None:
+        st.markdown(agreement_sentence(res, bold="**"))
+    else:
+        st.caption(f"{res['called']} points counted, {res['cannot_tell']} cannot tell. Segment the image to see "
+                   "how the model agrees with your calls.")
     if res["minerals"]:
         st.dataframe(check_table(res), hide_index=True, width="stretch",
                      column_config={"area % (count)": st.column_config.NumberColumn(format="%.2f"),
