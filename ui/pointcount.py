@@ -61,10 +61,14 @@ def _mark(call: int, model: int | None) -> tuple[int, int, int]:
     return MARKS["agrees"] if call == model else MARKS["differs"]
 
 
-def _overview(image: np.ndarray, points: np.ndarray, calls: np.ndarray, labels: np.ndarray | None,
-              pos: int) -> np.ndarray:
-    """A small copy of the photograph with every point coloured by :data:`MARKS`, the current one ringed."""
-    small = cio.display_copy(image, 420)
+def _overview(rec: dict, image: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+    """A small copy of the photograph with every point of the count ``rec`` coloured by :data:`MARKS`, the current
+    one ringed. The small copy is kept with the count while the image is the same array (a panorama takes a
+    moment to reduce, and every call redraws this)."""
+    points, calls, pos = rec["points"], rec["calls"], rec["pos"]
+    if rec.get("_small_of") != (id(image), image.shape):
+        rec["_small"], rec["_small_of"] = cio.display_copy(image, 420), (id(image), image.shape)
+    small = rec["_small"]
     f = small.shape[1] / image.shape[1]
     out = np.ascontiguousarray(small.copy())
     for (r, c), k in zip(points.tolist(), calls.tolist()):
@@ -147,7 +151,7 @@ def counter(name: str, classes: list[int]) -> None:
     with right:
         field = st.radio("Field around the point", list(FIELDS), index=1, horizontal=True, key="pc-field")
         half = FIELDS[field]
-        st.image(_overview(image, points, calls, labels, i),
+        st.image(_overview(rec, image, labels),
                  caption="Where the point lies (ringed). Points: yellow not called; "
                          + ("green where the segmentation agrees with your call, red where it differs"
                             if labels is not None else "blue called") + "; white cannot tell")
