@@ -109,6 +109,20 @@ def test_uncertainty_scores_known_values():
     assert to_uint8(m)[0].tolist() == [0, 255] and to_uint8(m)[1, 1] in (76, 77)
 
 
+def test_unsure_share_counts_the_pixels_with_a_small_margin():
+    from core.annotation.uncertainty import unsure_share
+
+    p = np.zeros((3, 2, 2), np.float32)
+    p[:, 0, 0] = (1.0, 0.0, 0.0)  # margin 1: sure
+    p[:, 0, 1] = (1 / 3, 1 / 3, 1 / 3)  # margin 0: unsure
+    p[:, 1, 0] = (0.7, 0.3, 0.0)  # margin 0.4: unsure
+    p[:, 1, 1] = (0.8, 0.1, 0.1)  # margin 0.7: sure
+    assert unsure_share(p, step=1) == 0.5
+    assert unsure_share(p, step=1, threshold=0.65) == 0.25  # margin below 0.35: the uniform pixel only
+    assert unsure_share(p.astype(np.float16)) == 0.0  # every 2nd row and column: the sure pixel (0, 0) alone
+    assert unsure_share(np.zeros((3, 0, 0), np.float32)) == 0.0
+
+
 def test_region_scores_rank_a_doubtful_grain_above_sharp_edges():
     # class 0 everywhere except a grain of class 1 (rows 10-29, cols 10-29) that the model doubts throughout,
     # and a confident grain of class 2 (cols 60-99) whose one-pixel edge is a tie

@@ -95,6 +95,16 @@ def test_segment_all_counts_what_is_left_and_names_the_images_that_failed(tiny_m
         assert [w.value for w in at.warning if w.value.startswith("Segmented")] == [
             f"Segmented {len(names) - 2} of {len(names) - 1} image(s)."]
         assert any(e.value.startswith(f"{names[-1]}: Segmentation failed") for e in at.error), [e.value for e in at.error]
+        # the results side by side, the least sure first
+        from core.annotation.uncertainty import unsure_share
+
+        preds = at.session_state["predictions"]
+        table = next(d.value for d in at.dataframe if "unsure %" in d.value.columns)
+        assert set(table["image"]) == set(names[:-1])
+        want = sorted(((100 * unsure_share(preds[n]["probs"]), n) for n in names[:-1]), reverse=True)
+        assert list(table["unsure %"]) == pytest.approx([u for u, _ in want])
+        assert [preds[n]["overview"]["unsure"] for n in names[:-1]] == pytest.approx(
+            [unsure_share(preds[n]["probs"]) for n in names[:-1]])  # kept with each result
         # every result in one download
         dl = [d.label for d in at.get("download_button") if d.label.startswith("Download all")]
         assert len(dl) == 1 and dl[0].startswith(f"Download all {len(names) - 1} masks"), dl

@@ -21,11 +21,13 @@ import numpy as np
 
 from ..registry import Registry
 
-__all__ = ["SCORES", "DEFAULT_SCORE", "uncertainty_map", "select_regions", "Regions", "to_uint8"]
+__all__ = ["SCORES", "DEFAULT_SCORE", "UNSURE", "uncertainty_map", "select_regions", "Regions", "to_uint8",
+           "unsure_share"]
 
 SCORES: Registry = Registry("uncertainty score")
 # margin captures the most model errors per image (0.533, bench/results/annotation.md); least-confidence is level
 DEFAULT_SCORE = "margin"
+UNSURE = 0.5  # a pixel is unsure when its two likeliest minerals are less than 0.5 apart (margin score above 0.5)
 
 
 def _top2(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -53,6 +55,17 @@ def _entropy(p: np.ndarray) -> np.ndarray:
 def _least(p: np.ndarray) -> np.ndarray:
     p1, _ = _top2(p)
     return (1.0 - p1) * (p.shape[0] / max(p.shape[0] - 1, 1))
+
+
+def unsure_share(probs: np.ndarray, *, score: str = DEFAULT_SCORE, threshold: float = UNSURE,
+                 step: int = 2) -> float:
+    """The share of an image where the model is unsure: pixels of the working-scale probabilities ``probs``
+    (K, m, n) whose ``score`` is above ``threshold``, read on every ``step``-th row and column (the probabilities
+    change over many pixels, and a panorama's are large)."""
+    p = np.asarray(probs)[:, ::step, ::step].astype(np.float32)
+    if p.size == 0:
+        return 0.0
+    return float((SCORES.get(score)(p) > threshold).mean())
 
 
 def region_mean(u: np.ndarray, labels: np.ndarray) -> np.ndarray:
