@@ -197,6 +197,7 @@ def test_segment_and_evaluate_commands(tiny_model, tmp_path, demo_items):
         assert diff[int(h * 0.9):, int(w * 0.6):].sum() > 1000 and diff[: h // 2].sum() < 50
     seg = json.loads((tmp_path / "seg.json").read_text())
     assert {v["pixel_size_um"] for v in seg["images"].values()} == {0.069}
+    assert all(0.0 <= v["unsure"] <= 1.0 for v in seg["images"].values()) and "% unsure" in r.stdout
     assert set(json.loads((tmp_path / "seg.json").read_text())["images"]) == {it.stem for it in demo_items[:2]}
     assert all(v["colour"] is None for v in json.loads((tmp_path / "seg.json").read_text())["images"].values())
     r = _cli("evaluate", "--images", str(ROOT / "samples/imgs/demo"), "--masks", str(ROOT / "samples/masks/demo"),

@@ -23,7 +23,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     add_white_level(p)
     add_pixel_size(p, "masks, for the statistics")
     p.add_argument("--json", metavar="FILE", default=None,
-                   help="write per-image class areas, timing and the colour check")
+                   help="write per-image class areas, timing, the colour check and the unsure share (where the "
+                        "two likeliest minerals are less than 0.5 apart; the images most worth checking have most)")
     p.add_argument("--no-auto-balance", action="store_true",
                    help="never correct colours automatically (by default a strong colour cast is corrected before "
                         "segmenting, and an image whose mineral colours are far from the training images' is "
@@ -116,7 +117,11 @@ def run(args) -> int:
                 ov = draw_scale_bar(ov, pixel_um)
             cio.write_image(out / f"{stem}_overlay.jpg", ov)
         counts = np.bincount(pred.labels.ravel(), minlength=256)
+        from ..annotation.uncertainty import unsure_share
+
+        unsure = unsure_share(pred.probs)
         report["images"][stem] = {
+            "unsure": unsure,
             "seconds": round(time.time() - t0, 3),
             "size": [image.shape[1], image.shape[0]],
             "pixel_size_um": pixel_um,
@@ -134,7 +139,8 @@ def run(args) -> int:
             note += f"; colours off by dE00 {pred.colour.drift:.1f}, {pred.colour.note}"
         if pred.assemblage is not None and pred.assemblage.describe():
             note += "; " + pred.assemblage.describe()
-        print(f"{stem}: {out / (stem + '.png')} ({report['images'][stem]['seconds']:.1f} s{note})")
+        print(f"{stem}: {out / (stem + '.png')} ({report['images'][stem]['seconds']:.1f} s; "
+              f"{100 * unsure:.1f} % unsure{note})")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     if report["failed"]:
