@@ -62,10 +62,14 @@ def unsure_share(probs: np.ndarray, *, score: str = DEFAULT_SCORE, threshold: fl
     """The share of an image where the model is unsure: pixels of the working-scale probabilities ``probs``
     (K, m, n) whose ``score`` is above ``threshold``, read on every ``step``-th row and column (the probabilities
     change over many pixels, and a panorama's are large)."""
-    p = np.asarray(probs)[:, ::step, ::step].astype(np.float32)
+    fn = SCORES.get(score)
+    p = np.asarray(probs)[:, ::step, ::step]
     if p.size == 0:
         return 0.0
-    return float((SCORES.get(score)(p) > threshold).mean())
+    unsure = 0
+    for y in range(0, p.shape[1], 256):  # in strips: a panorama's probabilities are large
+        unsure += int((fn(p[:, y:y + 256].astype(np.float32)) > threshold).sum())
+    return unsure / (p.shape[1] * p.shape[2])
 
 
 def region_mean(u: np.ndarray, labels: np.ndarray) -> np.ndarray:
