@@ -468,6 +468,17 @@ def _show(res: dict) -> None:
             if t.get("image") is not None:
                 c.image(t["image"], caption=f"{n}: image")
             c.image(t["mask"], caption=f"{n}: mask ({res['sources'][n]})")
+        if res.get("checks"):
+            from core.stats.pointcount import agreement_sentence, check_table
+
+            st.markdown("#### Checked by point counting")
+            for n, chk in res["checks"].items():
+                st.markdown(f"**{state.plain(n)}**: " + agreement_sentence(chk, what="the mask analysed"))
+                st.dataframe(check_table(chk, mask="mask"), hide_index=True, width="stretch",
+                             column_config={c: st.column_config.NumberColumn(format="%.2f") for c in
+                                            ("area % (count)", "area % (mask)")})
+            st.caption("The point counts made on the Segment page, against the masks analysed here; the report "
+                       "has them too.")
 
 
 def _modal_and_assay(res: dict) -> None:

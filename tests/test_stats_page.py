@@ -232,6 +232,10 @@ def test_point_counts_go_into_the_report():
     assert set(res["checks"]) == {"demo-05"}
     assert res["checks"]["demo-05"] == check(points, calls, gt)  # against the mask analysed: the expert mask
     assert any("The report includes the point count of demo-05" in c.value for c in at.caption)
+    assert any(m.value.startswith("**demo") and "The mask analysed agrees with the count at" in m.value
+               for m in at.markdown)
+    shown = next(d.value for d in at.dataframe if "area % (count)" in d.value.columns)
+    assert list(shown["points"]) == [m["points"] for m in res["checks"]["demo-05"]["minerals"]]
     from core.stats import Options
     from core.stats.report import build_report
 
