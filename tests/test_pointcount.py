@@ -200,3 +200,18 @@ def test_calls_as_scribbles_draw_a_disc_per_called_mineral():
     assert (both[0] == 8).all() and (both[points[:, 0], points[:, 1]] == 1).all() and (base[10, 10] == 255)
     with pytest.raises(ValueError, match="not 40×40"):
         calls_as_scribbles((40, 40), points, [1] * 4, base=base[:20])
+
+
+def test_agreement_sentence_counts_only_the_points_on_labelled_pixels():
+    from core.stats.pointcount import agreement_sentence
+
+    labels = np.zeros((10, 10), np.uint8)
+    labels[5:] = 255
+    points = np.array([[1, 1], [2, 2], [7, 7]])
+    res = check(points, [0, 1, 0], labels)
+    lo, hi = wilson_interval(1, 2)
+    assert agreement_sentence(res, what="the expert mask") == (
+        f"The expert mask agrees with the count at 50.0 % of the 2 counted points (95 % interval {100 * lo:.1f}–"
+        f"{100 * hi:.1f} %; 1 on its unlabelled pixels left out), Cohen's kappa 0.00.")
+    assert agreement_sentence(check(points, [-1, -1, -1], labels)) == "No point is called yet."
+    assert "None of the 1 counted points" in agreement_sentence(check(points, [-1, -1, 0], labels))

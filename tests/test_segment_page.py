@@ -417,6 +417,12 @@ def test_point_count_checks_the_segmentation(tiny_model):
         lo, hi = wilson_interval(3, 4)
         assert any(f"The segmentation agrees with the count at **75.0 %** of the 4 counted points (95 % interval "
                    f"{lo * 100:.1f}–{hi * 100:.1f} %)" in m.value for m in at.markdown)
+        # the demo image has an expert mask: the calls are compared with it too (a practical's answer sheet)
+        from core.stats.pointcount import agreement_sentence
+
+        gt = at.session_state["images"][name]["gt"]
+        expert = agreement_sentence(check(points, rec["calls"], gt), what="the expert mask", bold="**")
+        assert expert.startswith("The expert mask agrees") and any(m.value == expert for m in at.markdown)
         table = at.dataframe[-1].value
         ref = check(points, rec["calls"], labels)
         assert list(table["mineral"]) == [m["mineral"] for m in ref["minerals"]]

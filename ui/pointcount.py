@@ -161,14 +161,17 @@ def counter(name: str, classes: list[int]) -> None:
         st.image(point_view(image, points[i], half=half, zoom=zoom),
                  caption=f"Point {i + 1} of {len(points)} at x {c}, y {r} ({zoom}× enlarged)")
     st.progress(done / len(points), text=f"{done} of {len(points)} points called")
-    if calls[i] != NOT_CALLED and labels is None:
-        st.caption(f"Point {i + 1}: you called **{call_name(calls[i])}**. Press another mineral to change the call.")
-    elif calls[i] != NOT_CALLED:
-        model = int(labels[r, c])
-        st.caption(f"Point {i + 1}: you called **{call_name(calls[i])}**; the segmentation says "
-                   f"**{by_code(model).name if model != 255 else 'unlabelled'}**"
-                   + ("" if calls[i] == CANNOT_TELL else (" (agrees)" if model == calls[i] else " (differs)"))
-                   + ". Press another mineral to change the call.")
+    gt = state.ground_truth(name)
+    gt = gt if gt is not None and gt.shape == image.shape[:2] else None
+    if calls[i] != NOT_CALLED:
+        said = [f"Point {i + 1}: you called **{call_name(calls[i])}**"]
+        for what, mask in (("the segmentation", labels), ("the expert mask", gt)):
+            if mask is not None:
+                k = int(mask[r, c])
+                said.append(f"{what} says **{by_code(k).name if k != 255 else 'unlabelled'}**"
+                            + ("" if calls[i] == CANNOT_TELL or k == 255 else
+                               (" (agrees)" if k == calls[i] else " (differs)")))
+        st.caption("; ".join(said) + ". Press another mineral to change the call.")
     codes = [int(k) for k in classes]
     cols = st.columns(5)
     for j, code in enumerate(codes):
@@ -190,6 +193,9 @@ def counter(name: str, classes: list[int]) -> None:
     else:
         st.caption(f"{res['called']} points counted, {res['cannot_tell']} cannot tell. Segment the image to see "
                    "how the model agrees with your calls.")
+    if gt is not None and res["called"]:
+        # an image with an expert mask (the demo, a practical's photographs): how the count itself compares
+        st.markdown(agreement_sentence(check(points, calls, gt), what="the expert mask", bold="**"))
     if res["minerals"]:
         st.dataframe(check_table(res), hide_index=True, width="stretch",
                      column_config={"area % (count)": st.column_config.NumberColumn(format="%.2f"),

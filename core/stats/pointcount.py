@@ -193,9 +193,11 @@ def agreement_sentence(res: dict, *, what: str = "the segmentation", bold: str =
     if res.get("agreement") is None:
         return f"None of the {res['called']} counted points lies on a labelled pixel of {what}."
     kappa = "" if res.get("kappa") is None else f", Cohen's kappa {res['kappa']:.2f}"
+    off = res.get("mask_unlabelled", 0)
+    left_out = f"; {off} on its unlabelled pixels left out" if off else ""
     return (f"{what[0].upper() + what[1:]} agrees with the count at {bold}{res['agreement'] * 100:.1f} %{bold} of "
-            f"the {res['called']} counted points (95 % interval {res['agreement_low'] * 100:.1f}–"
-            f"{res['agreement_high'] * 100:.1f} %){kappa}.")
+            f"the {res['called'] - off} counted points (95 % interval {res['agreement_low'] * 100:.1f}–"
+            f"{res['agreement_high'] * 100:.1f} %{left_out}){kappa}.")
 
 
 def call_name(code: int) -> str:
