@@ -368,7 +368,8 @@ def _show(res: dict) -> None:
     if res.get("checks"):
         st.caption("The report includes the point count" + (f"s of {len(res['checks'])} images" if len(res["checks"]) > 1
                                                              else f" of {next(iter(res['checks']))}")
-                   + " (Segment page) checked against the mask analysed.")
+                   + " (Segment page) checked against the mask analysed, as it stood when these statistics "
+                     "were computed.")
 
     samples = list(summary.get("samples") or {})
     scopes = ["total"] + names + [SAMPLE_SCOPE + s for s in samples]
