@@ -123,15 +123,19 @@ def section(name: str, image: np.ndarray, classes: list[int]) -> None:
             else:
                 st.rerun()
         f = st.file_uploader("Or continue a count from its CSV (the download below)", type=["csv"], key="pc-file")
-        if f is not None and st.button("Open this count", key="pc-open", disabled=not sure):
+        opened = None
+        if f is not None:  # read at once, so that a wrong file is named before anything is replaced
             try:
-                points, calls = read_points_csv(f.getvalue(), image.shape[:2])
+                opened = read_points_csv(f.getvalue(), image.shape[:2])
             except ValueError as e:
                 st.error(f"{state.plain(f.name)}: {e}")
             else:
-                nxt = next_uncalled(calls, len(calls) - 1)
-                _counts()[name] = {"points": points, "calls": calls, "pos": 0 if nxt is None else nxt}
-                st.rerun()
+                st.caption(f"{len(opened[0])} points, {int((opened[1] != NOT_CALLED).sum())} of them called.")
+        if opened is not None and st.button("Open this count", key="pc-open", disabled=not sure):
+            points, calls = opened
+            nxt = next_uncalled(calls, len(calls) - 1)
+            _counts()[name] = {"points": points, "calls": calls, "pos": 0 if nxt is None else nxt}
+            st.rerun()
     if rec is None:
         return
     counter(name, classes)
