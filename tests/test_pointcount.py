@@ -215,3 +215,28 @@ def test_agreement_sentence_counts_only_the_points_on_labelled_pixels():
         f"{100 * hi:.1f} %; 1 on its unlabelled pixels left out), Cohen's kappa 0.00.")
     assert agreement_sentence(check(points, [-1, -1, -1], labels)) == "No point is called yet."
     assert "None of the 1 counted points" in agreement_sentence(check(points, [-1, -1, 0], labels))
+
+
+def test_pooled_counts_equal_one_count_over_the_fields_side_by_side():
+    from core.stats.pointcount import pool_checks
+
+    rng = np.random.default_rng(3)
+    a = rng.choice([0, 1, 6], size=(30, 40)).astype(np.uint8)
+    b = rng.choice([0, 2, 6, 255], size=(30, 50)).astype(np.uint8)
+    pa, pb = grid_points(a.shape, 40, seed=1), grid_points(b.shape, 60, seed=2)
+    ca = np.where(rng.random(len(pa)) < 0.8, a[pa[:, 0], pa[:, 1]], 1).astype(int)
+    cb = np.where(rng.random(len(pb)) < 0.7, b[pb[:, 0], pb[:, 1]], 6).astype(int)
+    cb[:3] = [CANNOT_TELL, NOT_CALLED, 8]
+    pooled = pool_checks([check(pa, ca, a), check(pb, cb, b)])
+    # the same fields side by side in one mask, counted as one
+    whole = check(np.vstack([pa, pb + [0, 40]]), np.concatenate([ca, cb]), np.hstack([a, b]))
+    assert pooled == whole  # the same sums, so the same figures exactly
+    every = np.concatenate([ca, cb])
+    assert pooled["called"] == int(((every != NOT_CALLED) & (every != CANNOT_TELL)).sum()) == 80
+    assert pooled["kappa"] is not None and pooled["mask_area"] == {"0": int((a == 0).sum() + (b == 0).sum()),
+                                                                    "1": int((a == 1).sum()), "2": int((b == 2).sum()),
+                                                                    "6": int((a == 6).sum() + (b == 6).sum())}
+    alone = pool_checks([check(pa, ca), check(pb, cb)])  # without masks: the count's figures only
+    assert "agreement" not in alone and alone == check(np.vstack([pa, pb + [0, 40]]), np.concatenate([ca, cb]))
+    with pytest.raises(ValueError, match="no point count"):
+        pool_checks([])

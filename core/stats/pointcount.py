@@ -30,7 +30,7 @@ from ..minerals import IGNORE, MINERALS, by_code
 
 __all__ = ["CANNOT_TELL", "NOT_CALLED", "MAX_POINTS", "Z95", "grid_points", "wilson_interval", "check",
            "check_table", "agreement_sentence", "points_csv", "read_points_csv", "point_view", "call_name",
-           "parse_call", "next_uncalled", "calls_as_scribbles"]
+           "parse_call", "next_uncalled", "calls_as_scribbles", "pool_checks"]
 
 CANNOT_TELL = IGNORE
 NOT_CALLED = -1
@@ -111,54 +111,70 @@ def check(points, calls, labels: np.ndarray | None = None, *, z: float = Z95) ->
         ``precision`` (None where undefined). With ``labels`` the dict also has ``agreement`` (share of counted
         points where mask and count agree), its ``agreement_low``/``agreement_high``, ``kappa`` (Cohen's; None
         when undefined), ``mask_unlabelled`` (counted points on unlabelled mask pixels, left out of the
-        agreement) and ``confusion``: ``[{"call", "mask", "points"}]`` for every pair that occurs.
+        agreement), ``confusion``: ``[{"call", "mask", "points"}]`` for every pair that occurs, and ``mask_area``
+        ({code: pixels} of the mask, unlabelled pixels left out).
     """
     calls = _as_calls(calls)
     points = np.asarray(points).reshape(-1, 2)
     if len(points) != len(calls):
         raise ValueError(f"{len(points)} points but {len(calls)} calls")
     counted = (calls != NOT_CALLED) & (calls != CANNOT_TELL)
-    n = int(counted.sum())
-    out = {"points": int(len(calls)), "called": n, "cannot_tell": int((calls == CANNOT_TELL).sum()),
-           "not_called": int((calls == NOT_CALLED).sum())}
-    mask_at = None
-    codes = set(calls[counted].tolist())
+    codes, k = np.unique(calls[counted], return_counts=True)
+    tally = {"points": int(len(calls)), "called": int(counted.sum()), "cannot_tell": int((calls == CANNOT_TELL).sum()),
+             "not_called": int((calls == NOT_CALLED).sum()), "counts": dict(zip(codes.tolist(), k.tolist()))}
     if labels is not None:
         labels = np.asarray(labels)
         mask_at = _at(labels, points)
         both = counted & (mask_at != IGNORE)
-        codes |= set(mask_at[both].tolist())
-        valid = labels != IGNORE
-        total = int(valid.sum())
-        area = np.bincount(labels[valid].ravel().astype(np.int64), minlength=256) if total else np.zeros(256, int)
-        m, c = mask_at[both], calls[both]
-        nb = int(both.sum())
-        agree_all = int((m == c).sum())
-        out["mask_unlabelled"] = int((counted & (mask_at == IGNORE)).sum())
+        pairs: dict[tuple[int, int], int] = {}
+        for a, b in zip(calls[both].tolist(), mask_at[both].tolist()):
+            pairs[(a, b)] = pairs.get((a, b), 0) + 1
+        area = np.bincount(labels.ravel(), minlength=256)
+        tally["mask"] = {"unlabelled": int((counted & (mask_at == IGNORE)).sum()), "pairs": pairs,
+                         "area": {int(c): int(area[c]) for c in np.flatnonzero(area) if c != IGNORE}}
+    return _figures(tally, z)
+
+
+def _figures(tally: dict, z: float = Z95) -> dict:
+    """:func:`check`'s result from the counts it rests on (``tally``: ``points``, ``called``, ``cannot_tell``,
+    ``not_called``, ``counts`` {code: points} and, with a mask, ``mask``: ``unlabelled``, ``pairs`` {(call, mask):
+    points}, ``area`` {code: pixels}). The result keeps those counts, so that counts can be pooled
+    (:func:`pool_checks`)."""
+    n = tally["called"]
+    counts = tally["counts"]
+    out = {k: tally[k] for k in ("points", "called", "cannot_tell", "not_called")}
+    codes = {c for c, v in counts.items() if v}
+    mask = tally.get("mask")
+    if mask is not None:
+        pairs, area = mask["pairs"], mask["area"]
+        total = sum(area.values())
+        nb = sum(pairs.values())
+        codes |= {b for (_, b) in pairs}
+        by_call: dict[int, int] = {}
+        by_mask: dict[int, int] = {}
+        for (a, b), v in pairs.items():
+            by_call[a] = by_call.get(a, 0) + v
+            by_mask[b] = by_mask.get(b, 0) + v
+        agree_all = sum(v for (a, b), v in pairs.items() if a == b)
+        out["mask_unlabelled"] = mask["unlabelled"]
         out["agreement"] = agree_all / nb if nb else None
         lo, hi = wilson_interval(agree_all, nb, z)
         out["agreement_low"], out["agreement_high"] = (lo, hi) if nb else (None, None)
-        expected = sum(int((c == k).sum()) * int((m == k).sum()) for k in codes) / (nb * nb) if nb else None
-        po = agree_all / nb if nb else None
-        out["kappa"] = None if not nb or expected is None or expected >= 1 else (po - expected) / (1 - expected)
-        pairs: dict[tuple[int, int], int] = {}
-        for a, b in zip(c.tolist(), m.tolist()):
-            pairs[(a, b)] = pairs.get((a, b), 0) + 1
-        out["confusion"] = [{"call": a, "mask": b, "points": k} for (a, b), k in sorted(pairs.items())]
+        expected = sum(by_call.get(c, 0) * by_mask.get(c, 0) for c in codes) / (nb * nb) if nb else None
+        out["kappa"] = (None if not nb or expected >= 1 else (agree_all / nb - expected) / (1 - expected))
+        out["confusion"] = [{"call": a, "mask": b, "points": v} for (a, b), v in sorted(pairs.items())]
+        out["mask_area"] = {str(c): v for c, v in sorted(area.items())}
     rows = []
     for code in sorted(codes):
-        k = int((calls[counted] == code).sum())
+        k = counts.get(code, 0)
         lo, hi = wilson_interval(k, n, z)
         mineral = by_code(code)
         row = {"code": int(code), "label": mineral.label, "mineral": mineral.name, "points": k,
                "percent": 100.0 * k / n if n else None,
                "low": 100.0 * lo if n else None, "high": 100.0 * hi if n else None}
-        if mask_at is not None:
-            mp = 100.0 * area[code] / total if total else None
-            sel = counted & (mask_at != IGNORE)
-            mk = int((mask_at[sel] == code).sum())
-            ok = int(((mask_at[sel] == code) & (calls[sel] == code)).sum())
-            kc = int((calls[sel] == code).sum())
+        if mask is not None:
+            mp = 100.0 * area.get(code, 0) / total if total else None
+            mk, ok, kc = by_mask.get(code, 0), pairs.get((code, code), 0), by_call.get(code, 0)
             row.update({"mask_percent": mp,
                         "inside": None if mp is None or not n else bool(100.0 * lo - 1e-9 <= mp <= 100.0 * hi + 1e-9),
                         "mask_points": mk, "agree": ok,
@@ -166,6 +182,29 @@ def check(points, calls, labels: np.ndarray | None = None, *, z: float = Z95) ->
         rows.append(row)
     out["minerals"] = rows
     return out
+
+
+def pool_checks(results, z: float = Z95) -> dict:
+    """Several counts (:func:`check` results, e.g. the fields of one sample) as one: points, calls, mask pixels and
+    agreements summed, and every figure computed again from the sums. With a mask only when every result has one."""
+    results = list(results)
+    if not results:
+        raise ValueError("no point count to pool")
+    tally = {k: sum(r[k] for r in results) for k in ("points", "called", "cannot_tell", "not_called")}
+    tally["counts"] = {}
+    for r in results:
+        for m in r["minerals"]:
+            tally["counts"][m["code"]] = tally["counts"].get(m["code"], 0) + m["points"]
+    if all("confusion" in r for r in results):
+        pairs: dict[tuple[int, int], int] = {}
+        area: dict[int, int] = {}
+        for r in results:
+            for e in r["confusion"]:
+                pairs[(e["call"], e["mask"])] = pairs.get((e["call"], e["mask"]), 0) + e["points"]
+            for c, v in r["mask_area"].items():
+                area[int(c)] = area.get(int(c), 0) + v
+        tally["mask"] = {"unlabelled": sum(r["mask_unlabelled"] for r in results), "pairs": pairs, "area": area}
+    return _figures(tally, z)
 
 
 def check_table(res: dict, mask: str = "segmentation"):
