@@ -470,10 +470,11 @@ def _show(res: dict) -> None:
                 c.image(t["image"], caption=f"{n}: image")
             c.image(t["mask"], caption=f"{n}: mask ({res['sources'][n]})")
         if res.get("checks"):
-            from core.stats.pointcount import agreement_sentence, check_table
+            from core.stats.pointcount import agreement_sentence, check_table, pooled_checks
 
             st.markdown("#### Checked by point counting")
-            for n, chk in res["checks"].items():
+            pooled = pooled_checks(res["checks"], res.get("samples"))
+            for n, chk in {**res["checks"], **{f"Pooled: {k}": v for k, v in pooled.items()}}.items():
                 st.markdown(f"**{state.plain(n)}**: " + agreement_sentence(chk, what="the mask analysed"))
                 st.dataframe(check_table(chk, mask="mask"), hide_index=True, width="stretch",
                              column_config={c: st.column_config.NumberColumn(format="%.2f") for c in

@@ -240,3 +240,21 @@ def test_pooled_counts_equal_one_count_over_the_fields_side_by_side():
     assert "agreement" not in alone and alone == check(np.vstack([pa, pb + [0, 40]]), np.concatenate([ca, cb]))
     with pytest.raises(ValueError, match="no point count"):
         pool_checks([])
+
+
+def test_pooled_checks_per_sample_and_over_all():
+    from core.stats.pointcount import pool_checks, pooled_checks
+
+    labels = np.zeros((20, 20), np.uint8)
+    labels[:, 10:] = 1
+    pts = grid_points(labels.shape, 16)
+    truth = labels[pts[:, 0], pts[:, 1]]
+    checks = {n: check(pts, np.where(np.arange(16) < k, 6, truth), labels) for n, k in (("a", 0), ("b", 4), ("c", 8))}
+    got = pooled_checks(checks, {"a": "S1", "b": "S1", "c": "S2"})
+    assert list(got) == ["sample S1 (2 images)", "all 3 images"]
+    assert got["sample S1 (2 images)"] == pool_checks([checks["a"], checks["b"]])
+    assert got["all 3 images"]["agreement"] == pytest.approx((16 + 12 + 8) / 48)
+    assert list(pooled_checks(checks)) == ["all 3 images"]
+    assert pooled_checks({"a": checks["a"]}) == {}
+    # one sample holding every counted image: its pool is the pool of all, given once
+    assert list(pooled_checks(checks, {"a": "S", "b": "S", "c": "S"})) == ["all 3 images"]

@@ -225,13 +225,28 @@ def test_point_counts_go_into_the_report():
     calls = gt[points[:, 0], points[:, 1]].astype(np.int16)
     calls[:3] = 1  # three points called chalcopyrite whatever the mask says
     at.session_state["pointcounts"]["demo-05"] = {"points": points, "calls": calls, "pos": 0}
+    others = {}
+    for n in ("demo-a14", "demo-a55"):  # the demo's base-metal ore: two counted fields of one sample
+        g = at.session_state["images"][n]["gt"]
+        p = grid_points(g.shape, 20)
+        others[n] = {"points": p, "calls": g[p[:, 0], p[:, 1]].astype(np.int16), "pos": 0}
+        at.session_state["pointcounts"][n] = others[n]
     at.selectbox(key="stats-preset").set_value("20×").run()
     at.button(key="stats-run").click().run()
     assert not at.exception, at.exception
     res = at.session_state["statistics"]["result"]
-    assert set(res["checks"]) == {"demo-05"}
+    assert set(res["checks"]) == {"demo-05", "demo-a14", "demo-a55"}
     assert res["checks"]["demo-05"] == check(points, calls, gt)  # against the mask analysed: the expert mask
-    assert any("The report includes the point count of demo-05" in c.value for c in at.caption)
+    assert any("The report includes the point counts of 3 images" in c.value for c in at.caption)
+    from core.stats.pointcount import agreement_sentence, pool_checks
+
+    pooled = pool_checks(res["checks"][n] for n in ("demo-a14", "demo-a55"))
+    assert pooled["called"] == sum(int((o["calls"] != 255).sum()) for o in others.values())
+    shown = [m.value for m in at.markdown]
+    for title, chk in (("sample base-metal ore (2 images)", pooled),
+                       ("all 3 images", pool_checks(res["checks"].values()))):
+        line = f"**Pooled: {title}**: " + agreement_sentence(chk, what="the mask analysed")
+        assert any(v.replace("\\", "") == line for v in shown), (line, shown)
     assert any(m.value.startswith("**demo") and "The mask analysed agrees with the count at" in m.value
                for m in at.markdown)
     shown = next(d.value for d in at.dataframe if "area % (count)" in d.value.columns)
@@ -240,4 +255,5 @@ def test_point_counts_go_into_the_report():
     from core.stats.report import build_report
 
     html = build_report(res["summary"], res["tables"], options=Options.from_dict(res["options"]), checks=res["checks"])
-    assert "Checked by point counting (1 image(s))" in html and "<h3>demo-05</h3>" in html
+    assert "Checked by point counting (3 image(s))" in html and "<h3>demo-05</h3>" in html
+    assert "<h3>Pooled: sample base-metal ore (2 images)</h3>" in html and "<h3>Pooled: all 3 images</h3>" in html

@@ -30,7 +30,8 @@ from ..minerals import IGNORE, MINERALS, by_code
 
 __all__ = ["CANNOT_TELL", "NOT_CALLED", "MAX_POINTS", "Z95", "grid_points", "wilson_interval", "check",
            "check_table", "agreement_sentence", "points_csv", "read_points_csv", "point_view", "call_name",
-           "parse_call", "next_uncalled", "calls_as_scribbles", "pool_checks"]
+           "parse_call", "next_uncalled", "calls_as_scribbles", "pool_checks",
+           "pooled_checks"]
 
 CANNOT_TELL = IGNORE
 NOT_CALLED = -1
@@ -205,6 +206,24 @@ def pool_checks(results, z: float = Z95) -> dict:
                 area[int(c)] = area.get(int(c), 0) + v
         tally["mask"] = {"unlabelled": sum(r["mask_unlabelled"] for r in results), "pairs": pairs, "area": area}
     return _figures(tally, z)
+
+
+def pooled_checks(checks: dict, samples: dict | None = None) -> dict:
+    """The counts of several images as one (:func:`pool_checks`): per sample of two or more counted images
+    (``samples``: image -> sample name), and over all of them when there are two or more. Returns
+    {title: result}, e.g. ``{"sample A (2 images)": ..., "all 3 images": ...}``; empty with fewer than two counts."""
+    out = {}
+    samples = samples or {}
+    groups: dict[str, list[str]] = {}
+    for name in checks:
+        if samples.get(name):
+            groups.setdefault(samples[name], []).append(name)
+    for group, names in groups.items():
+        if len(names) > 1 and len(names) < len(checks):
+            out[f"sample {group} ({len(names)} images)"] = pool_checks(checks[n] for n in names)
+    if len(checks) > 1:
+        out[f"all {len(checks)} images"] = pool_checks(checks.values())
+    return out
 
 
 def check_table(res: dict, mask: str = "segmentation"):

@@ -177,12 +177,13 @@ def _samples_html(summary: dict, tables: Mapping) -> str:
     return "".join(parts)
 
 
-def _pointcount_html(checks: Mapping[str, dict]) -> str:
-    """Each image's point count against the mask analysed (:func:`core.stats.pointcount.check`)."""
-    from .pointcount import agreement_sentence, check_table
+def _pointcount_html(checks: Mapping[str, dict], samples: Mapping[str, str] | None = None) -> str:
+    """Each image's point count against the mask analysed (:func:`core.stats.pointcount.check`), and the counts
+    pooled per sample and over all images (:func:`core.stats.pointcount.pooled_checks`)."""
+    from .pointcount import agreement_sentence, check_table, pooled_checks
 
     parts = []
-    for name, res in checks.items():
+    for name, res in {**checks, **{f"Pooled: {k}": v for k, v in pooled_checks(dict(checks), samples).items()}}.items():
         parts += [f"<h3>{html.escape(name)}</h3>",
                   f"<p>{html.escape(agreement_sentence(res, what='the mask analysed'))} "
                   f"({res['points']} points laid, {res['cannot_tell']} cannot tell, {res['not_called']} not called.)</p>",
@@ -332,7 +333,8 @@ size series = {html.escape(options.series)}, gangue density = {options.gangue_de
     if summary.get("samples"):
         parts += [f"<h2>Samples compared ({len(summary['samples'])})</h2>", _samples_html(summary, tables)]
     if checks:
-        parts += [f"<h2>Checked by point counting ({len(checks)} image(s))</h2>", _pointcount_html(checks)]
+        groups = {n: g for g, e in (summary.get("samples") or {}).items() for n in e["images"]}
+        parts += [f"<h2>Checked by point counting ({len(checks)} image(s))</h2>", _pointcount_html(checks, groups)]
     parts += [
         "<h2>Charts</h2>", fig_html,
         "<h2>Grains</h2>", _table(summ_total, left=("label", "mineral")),
