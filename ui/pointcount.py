@@ -104,7 +104,9 @@ def section(name: str, image: np.ndarray, classes: list[int]) -> None:
     if rec is not None and ((rec["points"][:, 0] >= image.shape[0]).any() or (rec["points"][:, 1] >= image.shape[1]).any()):
         _counts().pop(name)  # made for another image of this name
         rec = None
-    with st.expander("Start a new count" if rec is not None else "Start a count", expanded=rec is None):
+    # open at first once there is a segmentation to check; before it, the Segment button comes first
+    with st.expander("Start a new count" if rec is not None else "Start a count",
+                     expanded=rec is None and _labels(name, image) is not None):
         c1, c2 = st.columns(2)
         n = c1.number_input("Points (about)", 10, MAX_POINTS, 300, 50, key="pc-n",
                             help="300–500 points give a modal analysis to about ±2–5 area % for the main minerals.")
