@@ -298,3 +298,14 @@ def test_the_point_counts_are_saved():
             change(m["images"][0]["pointcount"])
         with pytest.raises(ValueError, match="saved image first: its point count is damaged"):
             unpack(_rewrite(data, _manifest(edit)))
+
+
+def test_a_results_overview_is_made_again_not_read():
+    s = _session()
+    s["predictions"]["first"]["overview"] = {"unsure": 0.5, "minerals": [[6, 50.0]]}
+    data = pack(s)
+    assert "overview" not in unpack(data)["predictions"]["first"]
+
+    def edit(m):
+        m["images"][0]["prediction"]["overview"] = "damaged"
+    assert "overview" not in unpack(_rewrite(data, _manifest(edit)))["predictions"]["first"]

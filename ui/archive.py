@@ -114,7 +114,8 @@ def pack(session: Mapping) -> bytes:
                 b = io.BytesIO()
                 np.savez_compressed(b, **arrays)
                 z.writestr(f"predictions/{k}.npz", b.getvalue())
-                entry["prediction"] = {key: v for key, v in pred.items() if key not in ("labels", "probs")}
+                # the overview (unsure share, minerals) is made again from the labels and probabilities
+                entry["prediction"] = {key: v for key, v in pred.items() if key not in ("labels", "probs", "overview")}
             count = (session.get("pointcounts") or {}).get(name)
             if count is not None:
                 entry["pointcount"] = {"points": np.asarray(count["points"]).tolist(),
@@ -323,4 +324,4 @@ def _prediction(blob: bytes, meta, shape: tuple[int, int]) -> dict:
         classes = meta.get("classes") or []
         if probs.ndim != 3 or probs.dtype.kind != "f" or probs.shape[0] != len(classes):
             raise ValueError("its segmentation's probabilities do not fit its classes")
-    return {**meta, "labels": labels, "probs": probs}
+    return {**{k: v for k, v in meta.items() if k != "overview"}, "labels": labels, "probs": probs}
