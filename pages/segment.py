@@ -128,6 +128,10 @@ def results_overview(preds: dict, names: list[str]) -> None:
                "apart in probability; the images at the top are the ones to check first (point counting below, or "
                "Annotate). ΔE00: how far the minerals' colours are from the training images' (up to "
                f"{DRIFT_WARNING:g} is normal).")
+    import pandas as pd
+
+    st.download_button("Download this table (CSV)", pd.DataFrame(rows).to_csv(index=False).encode(),
+                       "orelens-results.csv", "text/csv", key="segment-dl-overview")
 
 
 def cio_predict(model, image, extra, progress, options: dict | None = None):

@@ -103,6 +103,7 @@ def test_segment_all_counts_what_is_left_and_names_the_images_that_failed(tiny_m
         assert set(table["image"]) == set(names[:-1])
         want = sorted(((100 * unsure_share(preds[n]["probs"]), n) for n in names[:-1]), reverse=True)
         assert list(table["unsure %"]) == pytest.approx([u for u, _ in want])
+        assert any(d.key == "segment-dl-overview" for d in at.get("download_button"))
         assert [preds[n]["overview"]["unsure"] for n in names[:-1]] == pytest.approx(
             [unsure_share(preds[n]["probs"]) for n in names[:-1]])  # kept with each result
         # every result in one download
