@@ -97,6 +97,17 @@ def _at(labels: np.ndarray, points: np.ndarray) -> np.ndarray:
     return labels[points[:, 0], points[:, 1]].astype(np.int64)
 
 
+def _class_area(labels: np.ndarray) -> np.ndarray:
+    """Pixels per code (256 bins) of a mask, counted in strips of rows: counting a panorama at once would first
+    copy it to 64-bit integers (0.8 GB for 12000×8000)."""
+    labels = np.asarray(labels)
+    area = np.zeros(256, np.int64)
+    step = max(1, (1 << 22) // max(1, labels.shape[1]))
+    for y in range(0, labels.shape[0], step):
+        area += np.bincount(labels[y:y + step].ravel(), minlength=256)[:256]
+    return area
+
+
 def check(points, calls, labels: np.ndarray | None = None, *, z: float = Z95) -> dict:
     """The modal analysis of a point count and, with ``labels`` (a mask of class codes, e.g. a segmentation), how
     the mask agrees with it.
@@ -130,7 +141,7 @@ def check(points, calls, labels: np.ndarray | None = None, *, z: float = Z95) ->
         pairs: dict[tuple[int, int], int] = {}
         for a, b in zip(calls[both].tolist(), mask_at[both].tolist()):
             pairs[(a, b)] = pairs.get((a, b), 0) + 1
-        area = np.bincount(labels.ravel(), minlength=256)
+        area = _class_area(labels)
         tally["mask"] = {"unlabelled": int((counted & (mask_at == IGNORE)).sum()), "pairs": pairs,
                          "area": {int(c): int(area[c]) for c in np.flatnonzero(area) if c != IGNORE}}
     return _figures(tally, z)
