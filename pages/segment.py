@@ -81,23 +81,6 @@ def colour_check(res: dict, calibrated: bool) -> None:
                    f"up to {DRIFT_WARNING:g} is normal).")
 
 
-def overview_of(pred: dict) -> dict:
-    """How sure the model was of a result and what it found (``unsure``: share of the image where its two likeliest
-    minerals are less than 0.5 apart; ``minerals``: [(code, area %)] of the ore minerals, largest first), computed
-    once and kept with the result."""
-    got = pred.get("overview")
-    if got is None:
-        from core.annotation.uncertainty import unsure_share
-
-        counts = np.bincount(pred["labels"].ravel(), minlength=256)
-        total = max(1, int(counts.sum() - counts[IGNORE]))
-        minerals = sorted(((int(c), 100.0 * counts[c] / total) for c in np.flatnonzero(counts) if c not in (0, IGNORE)),
-                          key=lambda x: -x[1])
-        got = pred["overview"] = {"unsure": unsure_share(pred["probs"]) if pred.get("probs") is not None else None,
-                                  "minerals": minerals}
-    return got
-
-
 def results_overview(preds: dict, names: list[str]) -> None:
     """One row per segmented image: what the model found, how sure it was and what to look at, least sure first."""
     from core.calibration import DRIFT_WARNING
@@ -105,20 +88,10 @@ def results_overview(preds: dict, names: list[str]) -> None:
     rows = []
     for n in names:
         p = preds[n]
-        ov = overview_of(p)
-        colour = p.get("colour") or {}
-        notes = []
-        if colour.get("applied") or colour.get("cast"):
-            notes.append("colours corrected automatically")
-        elif p.get("drift") is not None and np.isfinite(p["drift"]) and p["drift"] > DRIFT_WARNING:
-            notes.append("colours unlike the training images")
-        if p.get("minerals_close"):
-            notes.append("close call between the ores")
-        if state.made_from_other_pixels(p, state.pixels(n)):
-            notes.append("made before the last colour correction")
+        ov = state.result_overview(p)
         rows.append({"image": n, "unsure %": None if ov["unsure"] is None else 100.0 * ov["unsure"],
                      "ore minerals (area %)": ", ".join(f"{by_code(c).label} {v:.1f}" for c, v in ov["minerals"][:4]),
-                     "ΔE00": p.get("drift"), "model": p.get("model"), "to look at": "; ".join(notes)})
+                     "ΔE00": p.get("drift"), "model": p.get("model"), "to look at": "; ".join(state.result_notes(n, p))})
     rows.sort(key=lambda r: -(r["unsure %"] or 0.0))
     st.dataframe(rows, hide_index=True, width="stretch",
                  column_config={"unsure %": st.column_config.ProgressColumn(

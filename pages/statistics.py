@@ -240,6 +240,13 @@ def _compute(inputs: dict, pixel_sizes: dict[str, float], options: Options, samp
         sources[name] = rec["source"]
     bar.progress(n / (n + 1), text="Summarising…")
     summary = summarize(results, options=options, samples=samples)
+    quality = {}  # the segmentations analysed: which model, how sure it was, what to look at
+    for name, rec in inputs.items():
+        pred = state.bucket("predictions").get(name)
+        if pred is not None and rec.get("image") is not None and str(rec.get("source", "")).startswith("segmentation"):
+            ov = state.result_overview(pred)
+            quality[name] = {"model": pred.get("model"), "unsure": ov["unsure"], "drift": pred.get("drift"),
+                             "notes": state.result_notes(name, pred)}
     checks = {}
     for name, rec in inputs.items():  # a session image's point count (Segment page) against the mask analysed
         count = state.bucket("pointcounts").get(name)
@@ -251,7 +258,7 @@ def _compute(inputs: dict, pixel_sizes: dict[str, float], options: Options, samp
     out = {
         "token": uuid.uuid4().hex, "summary": summary, "tables": tables(results, options=options, samples=samples),
         "thumbs": thumbs, "sources": sources, "pixel_sizes": dict(pixel_sizes), "options": options.as_dict(),
-        "samples": dict(samples) if samples else None, "checks": checks,
+        "samples": dict(samples) if samples else None, "checks": checks, "quality": quality,
         "json": json.dumps(summary, indent=1).encode(), "files": {},
     }
     bar.progress(1.0, text="Done")
@@ -268,7 +275,7 @@ def build_download(res: dict, kind: str, *, title: str = DEFAULT_TITLE, notes: s
         if kind == "report":
             html = build_report(res["summary"], res["tables"], options=Options.from_dict(res["options"]),
                                 thumbnails=res["thumbs"], sources=res["sources"], title=title, notes=notes,
-                                checks=res.get("checks"))
+                                checks=res.get("checks"), quality=res.get("quality"))
             files[key] = html.encode("utf-8")
         elif kind == "csv":
             files[key] = csv_zip(res["tables"])
@@ -469,6 +476,16 @@ def _show(res: dict) -> None:
             if t.get("image") is not None:
                 c.image(t["image"], caption=f"{n}: image")
             c.image(t["mask"], caption=f"{n}: mask ({res['sources'][n]})")
+        if res.get("quality"):
+            from core.stats.report import quality_rows
+
+            st.markdown("#### The segmentations analysed")
+            st.dataframe(quality_rows(res["quality"]), hide_index=True, width="stretch",
+                         column_config={"unsure %": st.column_config.NumberColumn(format="%.1f"),
+                                        "ΔE00": st.column_config.NumberColumn(format="%.1f")})
+            st.caption("Unsure %: the share of the photograph where the model's two likeliest minerals are less than "
+                       "0.5 apart; the higher it is, the more the image is worth checking (point counting, Annotate). "
+                       "The report has this table too.")
         if res.get("checks"):
             from core.stats.pointcount import agreement_sentence, check_table, pooled_checks
 

@@ -257,3 +257,31 @@ def test_point_counts_go_into_the_report():
     html = build_report(res["summary"], res["tables"], options=Options.from_dict(res["options"]), checks=res["checks"])
     assert "Checked by point counting (3 image(s))" in html and "<h3>demo-05</h3>" in html
     assert "<h3>Pooled: sample base-metal ore (2 images)</h3>" in html and "<h3>Pooled: all 3 images</h3>" in html
+
+
+def test_the_segmentations_analysed_are_listed_with_how_sure_the_model_was():
+    from core.annotation.uncertainty import unsure_share
+    from core.stats import Options
+    from core.stats.report import build_report
+    from ui.state import digest
+
+    at = _page()
+    rec = at.session_state["images"]["demo-a14"]
+    probs = np.random.default_rng(0).dirichlet(np.ones(4), size=(60, 80)).transpose(2, 0, 1).astype(np.float16)
+    at.session_state["predictions"]["demo-a14"] = {
+        "labels": rec["gt"].copy(), "probs": probs, "classes": [0, 1, 6, 8], "scale": 0.05, "model": "default",
+        "drift": 7.5, "colour": {"drift": 7.5, "applied": False}, "minerals": "", "minerals_close": True,
+        "options": {}, "input": digest(rec["image"])}
+    at.selectbox(key="stats-preset").set_value("20×").run()
+    at.button(key="stats-run").click().run()
+    assert not at.exception, at.exception
+    res = at.session_state["statistics"]["result"]
+    assert set(res["quality"]) == {"demo-a14"}  # the other two are analysed from their expert masks
+    q = res["quality"]["demo-a14"]
+    assert q["model"] == "default" and q["unsure"] == pytest.approx(unsure_share(probs)) and q["drift"] == 7.5
+    assert q["notes"] == ["colours unlike the training images", "close call between the ores"]
+    shown = next(d.value for d in at.dataframe if "unsure %" in d.value.columns)
+    assert list(shown["image"]) == ["demo-a14"] and shown["unsure %"][0] == pytest.approx(100 * q["unsure"])
+    html = build_report(res["summary"], res["tables"], options=Options.from_dict(res["options"]),
+                        quality=res["quality"])
+    assert "<h2>The segmentations analysed</h2>" in html and "close call between the ores" in html

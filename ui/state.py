@@ -257,6 +257,41 @@ def ground_truth(name: str | None) -> np.ndarray | None:
     return bucket("images").get(name, {}).get("gt")
 
 
+def result_overview(pred: dict) -> dict:
+    """How sure the model was of a result and what it found (``unsure``: share of the image where its two likeliest
+    minerals are less than 0.5 apart; ``minerals``: [(code, area %)] of the ore minerals, largest first), computed
+    once and kept with the result."""
+    got = pred.get("overview")
+    if got is None:
+        from core.annotation.uncertainty import unsure_share
+
+        counts = np.bincount(pred["labels"].ravel(), minlength=256)
+        total = max(1, int(counts.sum() - counts[IGNORE]))
+        minerals = sorted(((int(c), 100.0 * counts[c] / total) for c in np.flatnonzero(counts) if c not in (0, IGNORE)),
+                          key=lambda x: -x[1])
+        got = pred["overview"] = {"unsure": unsure_share(pred["probs"]) if pred.get("probs") is not None else None,
+                                  "minerals": minerals}
+    return got
+
+
+def result_notes(name: str, pred: dict) -> list[str]:
+    """What to look at in the segmentation ``pred`` of the image ``name``: colours corrected automatically or unlike
+    the training images, a close call between the ores, a result made before the last colour correction."""
+    from core.calibration import DRIFT_WARNING
+
+    colour = pred.get("colour") or {}
+    notes = []
+    if colour.get("applied") or colour.get("cast"):
+        notes.append("colours corrected automatically")
+    elif pred.get("drift") is not None and np.isfinite(pred["drift"]) and pred["drift"] > DRIFT_WARNING:
+        notes.append("colours unlike the training images")
+    if pred.get("minerals_close"):
+        notes.append("close call between the ores")
+    if name in bucket("images") and made_from_other_pixels(pred, pixels(name)):
+        notes.append("made before the last colour correction")
+    return notes
+
+
 def best_mask(name: str) -> tuple[np.ndarray | None, str]:
     """The mask to analyse: the user's annotation, else the model's prediction."""
     if name in bucket("annotations"):

@@ -177,6 +177,16 @@ def _samples_html(summary: dict, tables: Mapping) -> str:
     return "".join(parts)
 
 
+def quality_rows(quality: Mapping[str, dict]):
+    """The segmentations analysed as a table (pandas.DataFrame): image, model, unsure %, ΔE00, what to look at."""
+    import pandas as pd
+
+    return pd.DataFrame([{"image": n, "model": q.get("model"),
+                          "unsure %": None if q.get("unsure") is None else 100.0 * q["unsure"],
+                          "ΔE00": q.get("drift"), "to look at": "; ".join(q.get("notes") or [])}
+                         for n, q in quality.items()])
+
+
 def _pointcount_html(checks: Mapping[str, dict], samples: Mapping[str, str] | None = None) -> str:
     """Each image's point count against the mask analysed (:func:`core.stats.pointcount.check`), and the counts
     pooled per sample and over all images (:func:`core.stats.pointcount.pooled_checks`)."""
@@ -199,7 +209,8 @@ def _pointcount_html(checks: Mapping[str, dict], samples: Mapping[str, str] | No
 
 def build_report(summary: dict, tables: Mapping, *, options: Options, thumbnails: Mapping[str, dict] | None = None,
                  title: str = DEFAULT_TITLE, sources: Mapping[str, str] | None = None,
-                 notes: str | None = None, checks: Mapping[str, dict] | None = None) -> str:
+                 notes: str | None = None, checks: Mapping[str, dict] | None = None,
+                 quality: Mapping[str, dict] | None = None) -> str:
     """The whole report as one HTML string.
 
     Parameters
@@ -219,6 +230,8 @@ def build_report(summary: dict, tables: Mapping, *, options: Options, thumbnails
         Free text shown under the title (project, sample, operator, instrument); line breaks are kept.
     checks : mapping of str to dict, optional
         Image stem -> :func:`core.stats.pointcount.check` of its point count against the mask analysed.
+    quality : mapping of str to dict, optional
+        Image stem -> ``{"model", "unsure", "drift", "notes"}`` of the segmentation analysed (:func:`quality_rows`).
 
     Returns
     -------
@@ -332,6 +345,13 @@ size series = {html.escape(options.series)}, gangue density = {options.gangue_de
     parts += ["<h2>Calculated assay</h2>", _assay_html(tables)]
     if summary.get("samples"):
         parts += [f"<h2>Samples compared ({len(summary['samples'])})</h2>", _samples_html(summary, tables)]
+    if quality:
+        parts += ["<h2>The segmentations analysed</h2>",
+                  _table(quality_rows(quality), left=("image", "model", "to look at"), digits=3),
+                  "<p class='muted'>Unsure %: the share of the photograph where the model's two likeliest minerals are "
+                  "less than 0.5 apart in probability; the higher it is, the more the image is worth checking. "
+                  "ΔE00: how far the minerals' colours are from the model's training images (area-weighted "
+                  "CIEDE2000).</p>"]
     if checks:
         groups = {n: g for g, e in (summary.get("samples") or {}).items() for n in e["images"]}
         parts += [f"<h2>Checked by point counting ({len(checks)} image(s))</h2>", _pointcount_html(checks, groups)]
