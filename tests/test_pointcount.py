@@ -166,8 +166,20 @@ def test_cli_grid_then_check(tmp_path, capsys):
     assert "50 points, 49 counted, 1 cannot tell, 0 not called" in out
     assert "agreement: 100.0 %" in out
     r = json.loads((tmp_path / "r.json").read_text())
+    assert r["pooled"] is None and list(r["counts"]) == [str(tmp_path / "c.csv")]
+    r = r["counts"][str(tmp_path / "c.csv")]
     assert r["agreement"] == 1.0 and r["kappa"] == pytest.approx(1.0)
     assert {m["code"]: m["points"] for m in r["minerals"]} == {0: 24, 1: 25}
+    # two fields of one sample: each, and pooled
+    assert cli(["pointcount", "check", str(tmp_path / "c.csv"), str(tmp_path / "p.csv"), "--mask",
+                str(tmp_path / "m.png"), str(tmp_path / "m.png"), "--json", str(tmp_path / "two.json")]) == 0
+    out = capsys.readouterr().out
+    assert "pooled (2 counts): 100 points, 49 counted, 1 cannot tell, 50 not called" in out
+    two = json.loads((tmp_path / "two.json").read_text())
+    assert two["pooled"]["agreement"] == 1.0 and len(two["counts"]) == 2
+    assert cli(["pointcount", "check", str(tmp_path / "c.csv"), str(tmp_path / "p.csv"), "--mask",
+                str(tmp_path / "m.png")]) == 2
+    assert "2 point lists but 1 masks" in capsys.readouterr().err
     assert cli(["pointcount", "check", str(tmp_path / "c.csv"), "--mask", str(tmp_path / "nope.png")]) == 2
     assert "no such file" in capsys.readouterr().err.lower()
 
