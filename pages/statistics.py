@@ -13,7 +13,7 @@ from core.minerals import by_code
 from core.stats import (BORDER_POLICIES, PERIMETER_METHODS, SIZE_SERIES, Options, group_samples, measure,
                         sample_comparison, summarize, tables)
 from core.stats.chemistry import DEFAULT_GANGUE_DENSITY
-from core.stats.export import csv_zip, xlsx_bytes
+from core.stats.export import csv_zip, export_tables, xlsx_bytes
 from core.stats.figures import (association_figure, liberation_figure, modal_figure, occurrence_figure,
                                 sample_figure, sample_size_figure, scope_entry, size_figure)
 from core.stats.summary import (DEFAULT_ENCLOSED, LIBERATED_PCT, MAX_SAMPLE_NAME, check_sample_name,
@@ -277,10 +277,10 @@ def build_download(res: dict, kind: str, *, title: str = DEFAULT_TITLE, notes: s
                                 thumbnails=res["thumbs"], sources=res["sources"], title=title, notes=notes,
                                 checks=res.get("checks"), quality=res.get("quality"))
             files[key] = html.encode("utf-8")
-        elif kind == "csv":
-            files[key] = csv_zip(res["tables"])
         else:
-            files[key] = xlsx_bytes(res["tables"])
+            tabs = export_tables(res["tables"], checks=res.get("checks"), samples=res.get("samples"),
+                                 quality=res.get("quality"))
+            files[key] = csv_zip(tabs) if kind == "csv" else xlsx_bytes(tabs)
     return files[key]
 
 

@@ -257,6 +257,20 @@ def test_point_counts_go_into_the_report():
     html = build_report(res["summary"], res["tables"], options=Options.from_dict(res["options"]), checks=res["checks"])
     assert "Checked by point counting (3 image(s))" in html and "<h3>demo-05</h3>" in html
     assert "<h3>Pooled: sample base-metal ore (2 images)</h3>" in html and "<h3>Pooled: all 3 images</h3>" in html
+    # and the exports: one row per mineral of every count and pool
+    from core.stats.export import csv_zip, export_tables
+    from core.stats.pointcount import checks_table
+
+    tabs = export_tables(res["tables"], checks=res["checks"], samples=res["samples"], quality=res["quality"])
+    assert set(tabs) - set(res["tables"]) == {"pointcount"}  # no segmentation analysed here: expert masks only
+    pc = tabs["pointcount"]
+    assert list(pc["image"].unique()) == ["demo-05", "demo-a14", "demo-a55", "pooled: sample base-metal ore (2 images)",
+                                         "pooled: all 3 images"]
+    assert list(pc[pc["image"] == "demo-05"]["points"]) == [m["points"] for m in res["checks"]["demo-05"]["minerals"]]
+    assert pc[pc["image"] == "pooled: all 3 images"]["agreement"].iloc[0] == pytest.approx(
+        pool_checks(res["checks"].values())["agreement"])
+    assert checks_table(res["checks"]).equals(pc[~pc["image"].str.startswith("pooled: sample")].reset_index(drop=True))
+    assert "pointcount.csv" in zipfile.ZipFile(io.BytesIO(csv_zip(tabs))).namelist()
 
 
 def test_the_segmentations_analysed_are_listed_with_how_sure_the_model_was():
@@ -285,3 +299,9 @@ def test_the_segmentations_analysed_are_listed_with_how_sure_the_model_was():
     html = build_report(res["summary"], res["tables"], options=Options.from_dict(res["options"]),
                         quality=res["quality"])
     assert "<h2>The segmentations analysed</h2>" in html and "close call between the ores" in html
+    from core.stats.export import export_tables
+
+    seg = export_tables(res["tables"], quality=res["quality"])["segmentations"]
+    assert seg.to_dict("records") == [{"image": "demo-a14", "model": "default", "unsure %": 100 * q["unsure"],
+                                       "ΔE00": 7.5, "to look at": "colours unlike the training images; close call "
+                                                                  "between the ores"}]

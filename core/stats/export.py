@@ -5,7 +5,7 @@ import io
 import zipfile
 from pathlib import Path
 
-__all__ = ["write_csv", "csv_zip", "xlsx_bytes"]
+__all__ = ["write_csv", "csv_zip", "xlsx_bytes", "export_tables"]
 
 
 def write_csv(tables: dict, folder) -> list[Path]:
@@ -28,6 +28,23 @@ def write_csv(tables: dict, folder) -> list[Path]:
         df.to_csv(p, index=False)
         paths.append(p)
     return paths
+
+
+def export_tables(tables: dict, *, checks: dict | None = None, samples: dict | None = None,
+                  quality: dict | None = None) -> dict:
+    """The tables to export: :func:`core.stats.tables`' and, where there are some, ``pointcount`` (the point counts
+    against the masks analysed, and their pools: :func:`core.stats.pointcount.checks_table`) and ``segmentations``
+    (the segmentations analysed: :func:`core.stats.report.quality_rows`)."""
+    out = dict(tables)
+    if checks:
+        from .pointcount import checks_table
+
+        out["pointcount"] = checks_table(checks, samples)
+    if quality:
+        from .report import quality_rows
+
+        out["segmentations"] = quality_rows(quality)
+    return out
 
 
 def csv_zip(tables: dict) -> bytes:

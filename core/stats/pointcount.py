@@ -31,7 +31,7 @@ from ..minerals import IGNORE, MINERALS, by_code
 __all__ = ["CANNOT_TELL", "NOT_CALLED", "MAX_POINTS", "Z95", "grid_points", "wilson_interval", "check",
            "check_table", "agreement_sentence", "points_csv", "read_points_csv", "point_view", "call_name",
            "parse_call", "next_uncalled", "calls_as_scribbles", "pool_checks",
-           "pooled_checks"]
+           "pooled_checks", "checks_table"]
 
 CANNOT_TELL = IGNORE
 NOT_CALLED = -1
@@ -235,6 +235,22 @@ def pooled_checks(checks: dict, samples: dict | None = None) -> dict:
     if len(checks) > 1:
         out[f"all {len(checks)} images"] = pool_checks(checks.values())
     return out
+
+
+def checks_table(checks: dict, samples: dict | None = None):
+    """Every count of ``checks`` ({image: :func:`check` result}) and their pools (:func:`pooled_checks`) in one
+    table (pandas.DataFrame) for the exports: ``image`` (or the pool's title), the agreement with its interval and
+    kappa, and per mineral the rows of :func:`check_table` against the mask analysed."""
+    import pandas as pd
+
+    frames = []
+    for name, res in {**checks, **{f"pooled: {k}": v for k, v in pooled_checks(checks, samples).items()}}.items():
+        t = check_table(res, mask="mask")
+        t.insert(0, "image", name)
+        for key in ("agreement", "agreement_low", "agreement_high", "kappa"):
+            t[key] = res.get(key)
+        frames.append(t)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def check_table(res: dict, mask: str = "segmentation"):
