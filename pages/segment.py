@@ -89,9 +89,21 @@ def results_overview(preds: dict, names: list[str]) -> None:
     for n in names:
         p = preds[n]
         ov = state.result_overview(p)
+        count = state.bucket("pointcounts").get(n)
+        agree = None
+        if count is not None and (count["calls"] >= 0).any():
+            from core.stats.pointcount import check
+
+            try:
+                chk = check(count["points"], count["calls"], p["labels"])
+            except ValueError:  # a count laid on another image of this name
+                chk = {}
+            if chk.get("agreement") is not None:
+                agree = f"{100 * chk['agreement']:.1f} % of {chk['called'] - chk['mask_unlabelled']} points"
         rows.append({"image": n, "unsure %": None if ov["unsure"] is None else 100.0 * ov["unsure"],
                      "ore minerals (area %)": ", ".join(f"{by_code(c).label} {v:.1f}" for c, v in ov["minerals"][:4]),
-                     "ΔE00": p.get("drift"), "model": p.get("model"), "to look at": "; ".join(state.result_notes(n, p))})
+                     "ΔE00": p.get("drift"), "point count agrees at": agree, "model": p.get("model"),
+                     "to look at": "; ".join(state.result_notes(n, p))})
     rows.sort(key=lambda r: -(r["unsure %"] or 0.0))
     st.dataframe(rows, hide_index=True, width="stretch",
                  column_config={"unsure %": st.column_config.ProgressColumn(
@@ -100,7 +112,8 @@ def results_overview(preds: dict, names: list[str]) -> None:
     st.caption("Unsure %: the share of the photograph where the model's two likeliest minerals are less than 0.5 "
                "apart in probability; the images at the top are the ones to check first (point counting below, or "
                "Annotate). ΔE00: how far the minerals' colours are from the training images' (up to "
-               f"{DRIFT_WARNING:g} is normal).")
+               f"{DRIFT_WARNING:g} is normal). Point count: where you have counted the image, the share of your "
+               "calls the segmentation agrees with.")
     import pandas as pd
 
     st.download_button("Download this table (CSV)", pd.DataFrame(rows).to_csv(index=False).encode(),

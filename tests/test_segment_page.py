@@ -104,6 +104,17 @@ def test_segment_all_counts_what_is_left_and_names_the_images_that_failed(tiny_m
         want = sorted(((100 * unsure_share(preds[n]["probs"]), n) for n in names[:-1]), reverse=True)
         assert list(table["unsure %"]) == pytest.approx([u for u, _ in want])
         assert any(d.key == "segment-dl-overview" for d in at.get("download_button"))
+        assert table["point count agrees at"].isna().all()  # nothing counted yet
+        from core.stats.pointcount import grid_points
+
+        first = names[0]
+        pts = grid_points(preds[first]["labels"].shape, 10)
+        calls = preds[first]["labels"][pts[:, 0], pts[:, 1]].astype(np.int16)
+        calls[:2] = -1  # two points not called
+        at.session_state["pointcounts"][first] = {"points": pts, "calls": calls, "pos": 0}
+        at.run()
+        table = next(d.value for d in at.dataframe if "unsure %" in d.value.columns)
+        assert table.set_index("image")["point count agrees at"][first] == f"100.0 % of {len(pts) - 2} points"
         assert [preds[n]["overview"]["unsure"] for n in names[:-1]] == pytest.approx(
             [unsure_share(preds[n]["probs"]) for n in names[:-1]])  # kept with each result
         # every result in one download
