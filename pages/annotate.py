@@ -42,6 +42,35 @@ def _canvas_module():
     return st_canvas
 
 
+def stroke_layer(w: dict, size: tuple[int, int]) -> np.ndarray:
+    """The work area's uploaded strokes (``w["upload"]``, full size) reduced to the canvas ``size`` (width, height),
+    255 where there is none. A stroke too small to keep a pixel of its own at that size (a point count's call)
+    still marks the pixels around the one it falls in. Kept while the strokes and the size stay the same."""
+    import cv2
+
+    key = (id(w["upload"]), size)
+    if w.get("_stroke_layer_key") != key:
+        up = w["upload"]
+        out = np.full((size[1], size[0]), IGNORE, np.uint8)
+        for code in np.unique(up):
+            if code == IGNORE:
+                continue
+            cover = cv2.resize((up == code).astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0
+            out[cv2.dilate(cover.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0] = code  # a dot stays visible
+        w["_stroke_layer"], w["_stroke_layer_key"] = out, key
+    return w["_stroke_layer"]
+
+
+def with_strokes(rgb: np.ndarray, layer: np.ndarray) -> np.ndarray:
+    """``rgb`` with the strokes of ``layer`` (codes, 255 none) painted in their minerals' colours."""
+    from core.minerals import palette
+
+    out = rgb.copy()
+    m = layer != IGNORE
+    out[m] = palette()[layer[m]]
+    return out
+
+
 def hex_of(code: int) -> str:
     return "#%02x%02x%02x" % by_code(code).color
 
@@ -377,6 +406,8 @@ def main() -> None:
 
         small = cv2.resize(regions.mask.astype(np.uint8), (bg.shape[1], bg.shape[0]), interpolation=cv2.INTER_NEAREST)
         bg = outline(bg, small > 0)
+    if w["upload"] is not None:  # strokes not drawn here (an uploaded mask, the point count's calls) are shown too
+        bg = with_strokes(bg, stroke_layer(w, (cw, ch)))
     st_canvas = _canvas_module()
     with st.container(key="annotate-canvas-box"):
         if st_canvas is not None:
