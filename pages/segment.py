@@ -89,17 +89,10 @@ def results_overview(preds: dict, names: list[str]) -> None:
     for n in names:
         p = preds[n]
         ov = state.result_overview(p)
-        count = state.bucket("pointcounts").get(n)
+        chk = state.count_check(n, p["labels"]) or {}
         agree = None
-        if count is not None and (count["calls"] >= 0).any():
-            from core.stats.pointcount import check
-
-            try:
-                chk = check(count["points"], count["calls"], p["labels"])
-            except ValueError:  # a count laid on another image of this name
-                chk = {}
-            if chk.get("agreement") is not None:
-                agree = f"{100 * chk['agreement']:.1f} % of {chk['called'] - chk['mask_unlabelled']} points"
+        if chk.get("agreement") is not None:
+            agree = f"{100 * chk['agreement']:.1f} % of {chk['called'] - chk['mask_unlabelled']} points"
         rows.append({"image": n, "unsure %": None if ov["unsure"] is None else 100.0 * ov["unsure"],
                      "ore minerals (area %)": ", ".join(f"{by_code(c).label} {v:.1f}" for c, v in ov["minerals"][:4]),
                      "ΔE00": p.get("drift"), "point count agrees at": agree, "model": p.get("model"),

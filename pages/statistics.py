@@ -18,7 +18,6 @@ from core.stats.figures import (association_figure, liberation_figure, modal_fig
                                 sample_figure, sample_size_figure, scope_entry, size_figure)
 from core.stats.summary import (DEFAULT_ENCLOSED, LIBERATED_PCT, MAX_SAMPLE_NAME, check_sample_name,
                                 liberation_rows, sample_from_name)
-from core.stats.pointcount import check
 from core.stats.report import DEFAULT_TITLE, build_report, thumbnail
 from ui import state, widgets
 
@@ -249,12 +248,9 @@ def _compute(inputs: dict, pixel_sizes: dict[str, float], options: Options, samp
                              "notes": state.result_notes(name, pred)}
     checks = {}
     for name, rec in inputs.items():  # a session image's point count (Segment page) against the mask analysed
-        count = state.bucket("pointcounts").get(name)
-        if count is not None and rec.get("image") is not None and (count["calls"] >= 0).any():
-            try:
-                checks[name] = check(count["points"], count["calls"], rec["mask"])
-            except ValueError:  # a count laid on another image of this name
-                pass
+        chk = state.count_check(name, rec["mask"]) if rec.get("image") is not None else None
+        if chk is not None:
+            checks[name] = chk
     out = {
         "token": uuid.uuid4().hex, "summary": summary, "tables": tables(results, options=options, samples=samples),
         "thumbs": thumbs, "sources": sources, "pixel_sizes": dict(pixel_sizes), "options": options.as_dict(),

@@ -265,13 +265,29 @@ def result_overview(pred: dict) -> dict:
     if got is None:
         from core.annotation.uncertainty import unsure_share
 
-        counts = np.bincount(pred["labels"].ravel(), minlength=256)
+        from core.stats.pointcount import class_area
+
+        counts = class_area(pred["labels"])
         total = max(1, int(counts.sum() - counts[IGNORE]))
         minerals = sorted(((int(c), 100.0 * counts[c] / total) for c in np.flatnonzero(counts) if c not in (0, IGNORE)),
                           key=lambda x: -x[1])
         got = pred["overview"] = {"unsure": unsure_share(pred["probs"]) if pred.get("probs") is not None else None,
                                   "minerals": minerals}
     return got
+
+
+def count_check(name: str, mask: np.ndarray) -> dict | None:
+    """The image ``name``'s point count (Segment page) checked against ``mask``
+    (:func:`core.stats.pointcount.check`); None when it has no call yet, or was laid on another image of this name."""
+    count = bucket("pointcounts").get(name)
+    if count is None or not (count["calls"] >= 0).any():
+        return None
+    from core.stats.pointcount import check
+
+    try:
+        return check(count["points"], count["calls"], mask)
+    except ValueError:  # points outside the mask
+        return None
 
 
 def result_notes(name: str, pred: dict) -> list[str]:

@@ -64,6 +64,7 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from .. import io as cio
+    from ..annotation.uncertainty import unsure_share
     from .infer import predict
     from .model import load_model
     from .refine import resolve_refine
@@ -117,8 +118,6 @@ def run(args) -> int:
                 ov = draw_scale_bar(ov, pixel_um)
             cio.write_image(out / f"{stem}_overlay.jpg", ov)
         counts = np.bincount(pred.labels.ravel(), minlength=256)
-        from ..annotation.uncertainty import unsure_share
-
         unsure = unsure_share(pred.probs)
         report["images"][stem] = {
             "unsure": unsure,

@@ -31,7 +31,7 @@ from ..minerals import IGNORE, MINERALS, by_code
 __all__ = ["CANNOT_TELL", "NOT_CALLED", "MAX_POINTS", "Z95", "grid_points", "wilson_interval", "check",
            "check_table", "agreement_sentence", "points_csv", "read_points_csv", "point_view", "call_name",
            "parse_call", "next_uncalled", "calls_as_scribbles", "pool_checks",
-           "pooled_checks", "checks_table"]
+           "pooled_checks", "checks_table", "class_area"]
 
 CANNOT_TELL = IGNORE
 NOT_CALLED = -1
@@ -97,7 +97,7 @@ def _at(labels: np.ndarray, points: np.ndarray) -> np.ndarray:
     return labels[points[:, 0], points[:, 1]].astype(np.int64)
 
 
-def _class_area(labels: np.ndarray) -> np.ndarray:
+def class_area(labels: np.ndarray) -> np.ndarray:
     """Pixels per code (256 bins) of a mask, counted in strips of rows: counting a panorama at once would first
     copy it to 64-bit integers (0.8 GB for 12000×8000)."""
     labels = np.asarray(labels)
@@ -141,7 +141,7 @@ def check(points, calls, labels: np.ndarray | None = None, *, z: float = Z95) ->
         pairs: dict[tuple[int, int], int] = {}
         for a, b in zip(calls[both].tolist(), mask_at[both].tolist()):
             pairs[(a, b)] = pairs.get((a, b), 0) + 1
-        area = _class_area(labels)
+        area = class_area(labels)
         tally["mask"] = {"unlabelled": int((counted & (mask_at == IGNORE)).sum()), "pairs": pairs,
                          "area": {int(c): int(area[c]) for c in np.flatnonzero(area) if c != IGNORE}}
     return _figures(tally, z)
