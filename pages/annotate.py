@@ -201,7 +201,7 @@ def start_finetune(name: str, model, image: np.ndarray, mask: np.ndarray, iterat
     import threading
 
     job = {"name": name, "progress": 0.0, "message": "starting…", "done": False, "result": None, "error": None,
-           "stop": threading.Event(), "iterations": iterations, "options": options}
+           "stop": threading.Event(), "iterations": iterations, "options": options, "mask": mask}
     # the user has just marked the minerals in ``mask``: a list of the sample's minerals must hold them
     settings = state.predict_options(options, mask)
 
@@ -253,7 +253,11 @@ def collect_finetune(w: dict) -> None:
                                           "scale": pred.scale, "model": tuned.name, "options": job["options"],
                                           "minerals": pred.assemblage.describe() if pred.assemblage else "",
                                           "minerals_close": bool(pred.assemblage and pred.assemblage.close)}
-    w["finetune"] = {"model": tuned, "old": old, "new": pred.labels}
+    # the annotation the model was trained on stays as it was: its strokes keep building on the prediction they
+    # were drawn on (not the new one), until the user asks for the new one
+    w["finetune"] = {"model": tuned, "old": old, "new": pred.labels, "mask": job["mask"]}
+    if old is not None:
+        w["base"] = old
     w["ft_message"] = None
 
 
@@ -269,6 +273,23 @@ def finetune_progress(job: dict) -> None:
             job["stop"].set()
 
     _show()
+
+
+def finetune_summary(ft: dict) -> str:
+    """How the fine-tuned model's prediction agrees with the annotation it was trained on, against the prediction
+    before (the annotation shown now may have changed since; it is not the yardstick)."""
+    new, trained = ft["new"], ft["mask"]
+    lab = trained != IGNORE
+    acc = float((new[lab] == trained[lab]).mean()) if lab.any() else float("nan")
+    text = f"Model **{ft['model'].name}**: agreement with the annotation it was trained on {acc:.3f}"
+    if ft["old"] is not None and ft["old"].shape == new.shape:
+        acc0 = float((ft["old"][lab] == trained[lab]).mean()) if lab.any() else float("nan")
+        changed = float((ft["old"] != new).mean())
+        text += f" (the prediction before: {acc0:.3f}); {changed * 100:.1f}% of the pixels changed class."
+        if acc < acc0:
+            text += (" :orange[It agrees *less* than the prediction before: try fewer iterations or a lower "
+                     "learning rate, or keep the model you had.]")
+    return text
 
 
 def finetune_section(name: str, image: np.ndarray, mask: np.ndarray, w: dict) -> None:
@@ -298,14 +319,7 @@ def finetune_section(name: str, image: np.ndarray, mask: np.ndarray, w: dict) ->
     ft = w.get("finetune")
     if ft and ft["new"].shape == image.shape[:2]:
         new = ft["new"]
-        lab = mask != IGNORE
-        acc = float((new[lab] == mask[lab]).mean()) if lab.any() else float("nan")
-        text = f"Model **{ft['model'].name}**: agreement with your annotation {acc:.3f}"
-        if ft["old"] is not None and ft["old"].shape == new.shape:
-            acc0 = float((ft["old"][lab] == mask[lab]).mean()) if lab.any() else float("nan")
-            changed = float((ft["old"] != new).mean())
-            text += f" (before {acc0:.3f}); {changed * 100:.1f}% of the pixels changed class."
-        st.markdown(text)
+        st.markdown(finetune_summary(ft))
         cols = st.columns(2)
         if ft["old"] is not None and ft["old"].shape == new.shape:
             cols[0].image(small_overlay(w["small"], ft["old"], 0.55), caption="before fine-tuning")
@@ -360,6 +374,17 @@ def main() -> None:
     if start == "model prediction" and not has_pred:
         st.info("No prediction for this image yet: segment it on the Segment page to start from it.")
     prior = pred["labels"] if (start == "model prediction" and has_pred) else None
+    base = w.get("base")
+    if prior is not None and base is not None and base.shape == (H, W) and base is not pred["labels"]:
+        # after fine-tuning, the annotation keeps building on the prediction it was drawn on
+        p1, p2 = st.columns([4, 1])
+        p1.info("Your strokes still build on the prediction made **before** fine-tuning, so the annotation stays "
+                "the one the model was trained on.")
+        if p2.button("Build on the new prediction", key="annotate-new-base"):
+            w["base"] = None
+            st.rerun()
+        else:
+            prior = base
 
     from core.annotation import DEFAULT_SCORE, SCORES
 
@@ -376,13 +401,9 @@ def main() -> None:
         u4.caption(f"Magenta outlines: the {regions.fraction * 100:.0f}% of the image where the model is least "
                    f"sure ({len(regions.boxes)} regions): label those first.")
 
-    b1, b2, b3 = st.columns(3)
-    if b1.button("Undo last stroke", key="annotate-undo", disabled=not w["objects"]):
-        w["objects"] = w["objects"][:-1]
-        w["initial"] = list(w["objects"])
-        w["version"] += 1
+    b1, b2, b3 = st.columns(3)  # Undo is drawn after the canvas, which reports the strokes drawn so far
     if b2.button("Clear strokes", key="annotate-clear"):
-        w["objects"], w["upload"], w["initial"] = [], None, []
+        w["objects"], w["upload"], w["initial"], w["base"] = [], None, [], None
         w["version"] += 1
     gt = state.ground_truth(name)
     if gt is not None and gt.shape == (H, W) and b3.button("Example strokes from the expert mask",
@@ -421,12 +442,22 @@ def main() -> None:
                 w["objects"] = list(res.json_data.get("objects", []))
         else:
             st.image(bg, caption="Drawing needs a browser; upload a scribble mask below instead.")
+    if b1.button("Undo last stroke", key="annotate-undo", disabled=not w["objects"]):
+        w["objects"] = w["objects"][:-1]
+        w["initial"] = list(w["objects"])
+        w["version"] += 1
+        st.rerun()  # the canvas above still shows the stroke
     up = st.file_uploader("…or upload a scribble mask (8-bit PNG of codes, 255 = no stroke)", type=["png"],
                           key="annotate-scribble-upload")
-    if up is not None:
+    # a file is applied once, when it is chosen: Clear strokes and the example strokes then replace it
+    if up is None:
+        w["upload_id"] = None
+    elif up.file_id != w.get("upload_id"):
         m = state.read_upload(up, kind="mask", shape=(H, W))
-        if m is not None:
+        if m is not None:  # a bad file keeps its message for as long as it is chosen
+            w["upload_id"] = up.file_id
             w["upload"] = m
+            st.rerun()  # the canvas above is drawn with the uploaded strokes
 
     from core.annotation import strokes_to_mask
 

@@ -201,3 +201,39 @@ def test_annotate_page_finetunes_a_model_with_xpl_channels(tmp_path):
     at.run()
     assert not at.exception, at.exception
     assert at.session_state["predictions"][name]["model"] == "xplm-finetuned"
+
+
+def test_annotate_page_finetune_keeps_the_annotation_it_was_trained_on(tmp_path):
+    _tiny_model(tmp_path / "tiny")
+    at = _open_page()
+    at.session_state["model_dir"] = str(tmp_path / "tiny")
+    at.switch_page("pages/segment.py").run()
+    at.button(key="segment-run").click().run()
+    assert not at.exception, at.exception
+    at.switch_page("pages/annotate.py").run()
+    assert at.radio(key="annotate-start").value == "model prediction"
+    at.button(key="annotate-example").click().run()
+    at.slider(key="annotate-ft-iterations").set_value(2).run()
+    name = at.session_state["current"]
+    trained = at.session_state["annotations"][name].copy()
+    old = at.session_state["predictions"][name]["labels"]
+    at.button(key="annotate-finetune").click().run()
+    job = at.session_state["annotate_work"][name]["ft_job"]
+    job["thread"].join(timeout=240)
+    assert job["done"] and job["error"] is None, job["error"]
+    at.run()
+    assert not at.exception, at.exception
+    new = at.session_state["predictions"][name]["labels"]
+    assert new is not old
+    # the strokes still build on the prediction they were drawn on: the annotation is the one trained on
+    assert np.array_equal(at.session_state["annotations"][name], trained)
+    assert any("before** fine-tuning" in i.value for i in at.info)
+    # the agreement is measured against that annotation, for the new prediction and the old one
+    lab = trained != 255
+    text = next(m.value for m in at.markdown if "agreement with the annotation it was trained on" in m.value)
+    assert f"trained on {(new[lab] == trained[lab]).mean():.3f}" in text
+    assert f"the prediction before: {(old[lab] == trained[lab]).mean():.3f}" in text
+    at.button(key="annotate-new-base").click().run()
+    assert not at.exception, at.exception
+    assert at.session_state["annotate_work"][name].get("base") is None
+    assert not any("before** fine-tuning" in i.value for i in at.info)
