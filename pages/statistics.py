@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import uuid
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
 from core import io as cio
-from core.minerals import by_code
+from core.minerals import IGNORE, by_code
 from core.stats import (BORDER_POLICIES, PERIMETER_METHODS, SIZE_SERIES, Options, group_samples, measure,
                         sample_comparison, summarize, tables)
 from core.stats.chemistry import DEFAULT_GANGUE_DENSITY
@@ -228,7 +229,23 @@ def _uploaded_masks() -> dict | None:
     return out if ok else None
 
 
+def _fingerprints(inputs: dict) -> dict[str, str]:
+    """name -> a digest of its mask's content, so that a mask changed since (segmented again, annotated,
+    fine-tuned) is noticed even under the same name."""
+    import hashlib
+
+    out = {}
+    for name, rec in inputs.items():
+        m = np.ascontiguousarray(rec["mask"])
+        out[name] = hashlib.blake2b(m.data, digest_size=16, person=str(m.shape).encode()[:16]).hexdigest()
+    return out
+
+
 def _compute(inputs: dict, pixel_sizes: dict[str, float], options: Options, samples: dict | None = None) -> dict:
+    empty = [name for name, rec in inputs.items() if not np.any(rec["mask"] != IGNORE)]
+    if empty:
+        raise ValueError(f"{', '.join(empty)}: the mask holds no labelled pixel (every pixel is 255, unlabelled); "
+                         "leave it out, or segment or annotate the image first")
     bar = st.progress(0.0, text="Measuring…")
     results, thumbs, sources = {}, {}, {}
     n = len(inputs)
@@ -255,6 +272,7 @@ def _compute(inputs: dict, pixel_sizes: dict[str, float], options: Options, samp
         "token": uuid.uuid4().hex, "summary": summary, "tables": tables(results, options=options, samples=samples),
         "thumbs": thumbs, "sources": sources, "pixel_sizes": dict(pixel_sizes), "options": options.as_dict(),
         "samples": dict(samples) if samples else None, "checks": checks, "quality": quality,
+        "fingerprints": _fingerprints(inputs),
         "json": json.dumps(summary, indent=1).encode(), "files": {},
     }
     bar.progress(1.0, text="Done")
@@ -560,7 +578,13 @@ def main() -> None:
         if inputs:
             st.caption(f"{len(inputs)} mask(s) ready: press **Compute statistics**.")
         return
-    if set(res["summary"]["images"]) != set(inputs) or res.get("pixel_sizes") != pixel_sizes or \
+    before = res.get("fingerprints", {})
+    redone = [n for n, f in _fingerprints(inputs).items() if n in before and before[n] != f]
+    if redone:
+        st.warning(f"The mask of {', '.join(redone)} changed since these results were computed (segmented again, "
+                   "annotated or fine-tuned): the figures and downloads below are of the mask before. Press "
+                   "**Compute statistics** to update them.")
+    elif set(res["summary"]["images"]) != set(inputs) or res.get("pixel_sizes") != pixel_sizes or \
             res["options"] != options.as_dict() or res.get("samples") != samples:
         st.warning("The settings or masks changed since these results were computed; press **Compute statistics** "
                    "to update them.")

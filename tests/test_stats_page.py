@@ -305,3 +305,37 @@ def test_the_segmentations_analysed_are_listed_with_how_sure_the_model_was():
     assert seg.to_dict("records") == [{"image": "demo-a14", "model": "default", "unsure %": 100 * q["unsure"],
                                        "ΔE00": 7.5, "to look at": "colours unlike the training images; close call "
                                                                   "between the ores"}]
+
+
+def test_a_mask_changed_under_the_same_name_marks_the_results_stale():
+    at = _page()
+    at.button(key="stats-run").click().run()
+    assert not at.exception, at.exception
+    assert not any("changed" in w.value for w in at.warning)
+    # the same image's mask, made again (here: annotated) after the figures were computed
+    gt = at.session_state["images"]["demo-a14"]["gt"]
+    redone = gt.copy()
+    redone[:200, :200] = 6
+    at.session_state["annotations"]["demo-a14"] = redone
+    at.run()
+    warn = [w.value for w in at.warning if "changed since" in w.value]
+    assert len(warn) == 1 and "The mask of demo-a14 changed" in warn[0], warn
+    at.button(key="stats-run").click().run()
+    assert not any("changed since" in w.value for w in at.warning)
+    # an unchanged copy of a mask is not a change
+    at.session_state["annotations"]["demo-a14"] = redone.copy()
+    at.run()
+    assert not any("changed since" in w.value for w in at.warning)
+
+
+def test_a_mask_without_any_labelled_pixel_is_refused():
+    from core.io import encode_png
+
+    at = _page()
+    at.checkbox(key="stats-standalone").check().run()
+    blank = np.full((60, 80), 255, np.uint8)
+    at.file_uploader(key="stats-uploads").set_value([("blank.png", encode_png(blank), "image/png")]).run()
+    at.button(key="stats-run").click().run()
+    assert not at.exception, at.exception
+    assert any("no labelled pixel" in e.value for e in at.error), [e.value for e in at.error]
+    assert at.session_state["statistics"].get("result") is None
