@@ -157,6 +157,22 @@ def test_auto_balance_says_why_it_cannot_balance():
     assert not rep.applied and "not balanced" in rep.note and out is probs
 
 
+def test_auto_balance_keeps_the_image_as_it_came_when_the_balance_makes_the_colours_worse():
+    img, probs, codes = _scene([1.0, 1.0, 1.0])
+    wrong = probs[[1, 2, 3, 0]]                               # the balanced pass calls every block another mineral
+    seen = []
+
+    def run(a):
+        seen.append(a)
+        return wrong if len(seen) == 1 else probs
+
+    # a threshold below any drift forces the balance; its pass then sits further from the reference colours
+    out, arr, rep = auto_balance(img, codes, REF, run, first=probs, threshold=-1.0)
+    assert len(seen) == 2 and seen[1] is img                 # the image as it came, segmented again
+    assert not rep.applied and out is probs and arr is img
+    assert rep.drift_after > rep.drift and "further from the training colours" in rep.note
+
+
 def test_auto_balance_checks_a_first_look_and_completes_only_the_pass_it_keeps():
     img, probs, codes = _scene([1.0, 1.0, 1.0])
     look = probs.copy()
@@ -199,18 +215,31 @@ def test_the_colour_check_runs_no_tile_twice_when_the_colours_pass():
     from core.segmentation.infer import _Blend, predict_balanced
 
     rng = np.random.default_rng(6)
-    img = rng.integers(0, 256, (150, 230, 3), dtype=np.uint8)
-    ref = {"0": [45.0, 45, 42], "6": [179.0, 165, 145]}
-    for threshold, balanced in ((1e9, False), (0.0, True)):
+    noise = rng.integers(0, 256, (150, 230, 3), dtype=np.uint8)
+    # a dark and a bright mineral under a yellow filter: a network that tells them apart by brightness finds both
+    # again after the balance, so the balanced pass is kept
+    cast = np.zeros((150, 230, 3), np.uint8)
+    cast[:, :115] = _cast(REF[0], [1.0, 0.85, 0.55])
+    cast[:, 115:] = _cast(REF[6], [1.0, 0.85, 0.55])
+    ref = {"0": REF[0].tolist(), "6": REF[6].tolist()}
+    # (image, threshold): colours pass; balanced and kept; balanced, worse, and the image kept as it came
+    for img, threshold, outcome in ((noise, 1e9, "pass"), (cast, 0.0, "balanced"), (noise, 0.0, "kept")):
         net = _Counting(2).eval()
+        if img is cast:
+            with torch.no_grad():
+                net.conv.weight[:] = torch.tensor([[-1.0] * 3, [1.0] * 3]).reshape(2, 3, 1, 1)
+                net.conv.bias.zero_()
         m = SegmentationModel(net=net, config=_config([0, 6], tile=[64, 96], reference_colors=ref,
                                                           auto_white_balance={"threshold": threshold}),
                               device=torch.device("cpu"))
         blend = _Blend(m, img)
         total, first = len(blend.jobs), len(blend.check_jobs())
         probs, used, rep, _ = predict_balanced(m, img, refine=False)
-        assert rep.applied is balanced
-        assert net.tiles == (total + first if balanced else total)
+        assert rep.applied is (outcome == "balanced"), rep
+        assert net.tiles == {"pass": total, "balanced": total + first, "kept": total + 2 * first}[outcome]
+        assert (used is img) is (outcome != "balanced")
+        if outcome == "kept":
+            assert rep.drift_after >= rep.drift and "kept as it came" in rep.note
         assert np.allclose(probs, predict_scaled(m, used, refine=False), atol=1e-6)
 
 

@@ -222,10 +222,19 @@ def auto_balance(arr: np.ndarray, classes: list[int], reference: dict[int, np.nd
     gains = np.diag(corr.matrix[:3]).copy()
     balanced = apply_gains(arr, gains)
     probs2 = run(balanced)
+    report.gains = gains
+    # measured as the first pass was (on the first look, when run is one), before the pass is completed
+    report.drift_after = float(colour_drift(balanced[..., :3], _labels(probs2, classes), reference)[0])
+    if not report.drift_after < drift:
+        # the balance took the colours further from the training colours (e.g. the minerals the balance was
+        # fitted to were not there): the image as it came is segmented again and kept
+        del probs2, balanced
+        report.note = (f"not balanced: a white balance took the minerals' colours further from the training "
+                       f"colours (ΔE00 {report.drift_after:.1f} against {drift:.1f}), so the image was kept as it came")
+        probs = run(arr)  # a first look again, when run is one: complete finishes the pass run last began
+        return (complete(arr) if complete is not None else probs), arr, report
     if complete is not None:
         del probs2
         probs2 = complete(balanced)
     report.applied = True
-    report.gains = gains
-    report.drift_after = float(colour_drift(balanced[..., :3], _labels(probs2, classes), reference)[0])
     return probs2, balanced, report
