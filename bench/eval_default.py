@@ -8,6 +8,7 @@ Variants (``--variants``, comma-separated):
 - ``plain``: the network's blended probabilities only (no refinement, no colour balance);
 - ``refine``: plus the guided-filter edge refinement;
 - ``no-assemblage``: refinement and automatic white balance, without the mineral assemblage step;
+- ``no-pixel-expert``: what ``segment`` does, without the pixel expert's second opinion;
 - ``shipped``: what ``python -m core segment`` does with this model's config (refinement, automatic
   white balance and the mineral assemblage step where the config has them);
 - ``shipped-tta``: the same with mirror test-time augmentation.
@@ -37,9 +38,10 @@ from core.segmentation import ConfusionMatrix, load_model  # noqa: E402
 from core.segmentation.infer import predict_balanced, prepare_input, upsample_argmax  # noqa: E402
 
 VARIANTS = {
-    "plain": dict(refine=False, balance=False, tta=False, assemblage=False),
-    "refine": dict(refine=True, balance=False, tta=False, assemblage=False),
+    "plain": dict(refine=False, balance=False, tta=False, assemblage=False, pixel_expert=False),
+    "refine": dict(refine=True, balance=False, tta=False, assemblage=False, pixel_expert=False),
     "no-assemblage": dict(refine=None, balance=None, tta=None, assemblage=False),
+    "no-pixel-expert": dict(refine=None, balance=None, tta=None, pixel_expert=False),
     "shipped": dict(refine=None, balance=None, tta=None),
     "shipped-tta": dict(refine=None, balance=None, tta=True),
 }

@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "segment": ("core.segmentation.cli_segment", "segment images into LumenStone class masks"),
     "evaluate": ("core.segmentation.cli_evaluate", "score a model against ground-truth masks (mIoU, pixel accuracy)"),
     "train": ("core.segmentation.cli_train", "train a segmentation model on a LumenStone-layout dataset"),
+    "train-pixel": ("core.segmentation.cli_pixel", "train a model's pixel expert (a second opinion per pixel)"),
     "calibrate": ("core.calibration.cli", "colour-correct images from partial annotation (and flat-field)"),
     "stitch": ("core.stitching.cli", "stitch overlapping tiles into one panorama"),
     "register": ("core.registration.cli", "align crossed-polar (XPL) shots to the plane-polarised image"),

@@ -334,6 +334,7 @@ def predict(
     minerals: Iterable[int] | None = None,
     assemblage: bool | None = None,
     refine: bool | str | None = None,
+    pixel_expert: bool | None = None,
 ) -> Prediction:
     """Segment one image.
 
@@ -358,6 +359,8 @@ def predict(
         ``"assemblage"`` entry).
     refine : bool or str, optional
         Edge refinement: None = the config's, False = none, or a method name (``"crf"``, ``"guided"``).
+    pixel_expert : bool, optional
+        Fuse the pixel expert's probabilities (:mod:`.pixel`): None = when the model has one, False = never.
 
     Returns
     -------
@@ -367,7 +370,8 @@ def predict(
     try:
         probs, _, colour, kept = predict_balanced(model, arr, tile=tile, overlap=overlap, batch_size=batch_size,
                                                   progress=progress, tta=tta, balance=balance, minerals=minerals,
-                                                  assemblage=assemblage, refine=refine)
+                                                  assemblage=assemblage, refine=refine,
+                                                  pixel_expert=pixel_expert)
     except RuntimeError as e:  # torch reports a failed allocation (CPU or GPU) as a RuntimeError
         if not is_out_of_memory(e):
             raise
@@ -380,11 +384,13 @@ def predict(
 
 def predict_balanced(model: SegmentationModel, arr: np.ndarray, *, balance: bool | None = None,
                      minerals: Iterable[int] | None = None, assemblage: bool | None = None,
-                     progress: ProgressFn = None, **kw
+                     progress: ProgressFn = None, pixel_expert: bool | None = None, **kw
                      ) -> tuple[np.ndarray, np.ndarray, ColourBalance | None, Assemblage | None]:
     """:func:`predict_scaled` with the colour checks of :func:`.balance.auto_balance` (a strong cast is corrected
     before the pass, and when the predicted minerals' colours are off the image is balanced and run again) and
-    the mineral assemblage of :mod:`.assemblage` applied to every pass.
+    the mineral assemblage of :mod:`.assemblage` applied to every pass. The kept pass then gets the pixel
+    expert's opinion (:mod:`.pixel`; ``pixel_expert``: None = when the model has one, False = never, True = the
+    model must have one) and the edge refinement.
 
     ``minerals`` (class codes) restricts the prediction to the minerals a user names; otherwise, with
     ``assemblage`` (default: whether the config has an ``"assemblage"`` entry), minerals never seen together in
@@ -411,7 +417,16 @@ def predict_balanced(model: SegmentationModel, arr: np.ndarray, *, balance: bool
             return p
         return restrict(p, model.classes, chosen[0].kept, inplace=True)
 
+    expert = model.pixel_expert if pixel_expert is not False else None
+    if pixel_expert and expert is None:
+        raise ValueError(f"model {model.name} has no pixel expert; train one with python -m core train-pixel")
+
     def refined(p: np.ndarray, x: np.ndarray) -> np.ndarray:
+        if expert is not None:  # the second opinion per pixel, on the minerals kept, before the outlines are refined
+            if progress:
+                progress(1.0, "second opinion per pixel")
+            p = expert.fuse_into(np.ascontiguousarray(p, dtype=np.float32),
+                                 np.ascontiguousarray(x[: p.shape[1], : p.shape[2], :3]))
         if not refining:
             return p
         if progress:

@@ -143,6 +143,17 @@ class SegmentationModel:
         return f"SegmentationModel({self.name!r}, {describe_network(self.config)}, {self.device})"
 
     @property
+    def pixel_expert(self):
+        """The config's pixel expert (:mod:`.pixel`), built on first use; None when it has none."""
+        entry = self.config.get("pixel_expert")
+        cached = getattr(self, "_pixel_expert", None)
+        if cached is None or cached[0] is not entry:
+            from .pixel import expert_of
+
+            cached = self._pixel_expert = (entry, expert_of(self.config))
+        return cached[1]
+
+    @property
     def net(self) -> torch.nn.Module:
         """The trainable network (built on first use when the model was loaded with its inference graph)."""
         if self._net is None:
@@ -457,6 +468,13 @@ def load_model(path: str | Path | None = None, *, device: str = "auto", trust_gr
     config.setdefault("name", path.name)
     graph = _load_graph(path, config) if dev.type == "cpu" and trust_graph else None
     if graph is not None:
-        return SegmentationModel(config=config, device=dev, fused=graph, build=lambda: _build_net(path, config, dev))
-    net = _build_net(path, config, dev)
-    return SegmentationModel(net=net, config=config, device=dev, fused=fuse_batchnorm(net, int(config["in_channels"])))
+        model = SegmentationModel(config=config, device=dev, fused=graph, build=lambda: _build_net(path, config, dev))
+    else:
+        net = _build_net(path, config, dev)
+        model = SegmentationModel(net=net, config=config, device=dev,
+                                  fused=fuse_batchnorm(net, int(config["in_channels"])))
+    try:
+        model.pixel_expert  # a damaged or mismatched expert is named now, not at the first image
+    except ValueError as e:
+        raise ValueError(f"{cfg_path}: {e}") from None
+    return model

@@ -1,0 +1,73 @@
+"""Train the pixel expert of a model (:mod:`.pixel`) on a LumenStone-layout dataset, into the model's config."""
+from __future__ import annotations
+
+import argparse
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, metavar="DIR", help="LumenStone-layout folder (imgs/<split>/, masks/<split>/)")
+    p.add_argument("--model", required=True, metavar="MODEL_DIR",
+                   help="model folder whose config.json gains the expert (its weights are not touched); the "
+                        "photographs it was validated on (training.val_images) are left out")
+    p.add_argument("--per-class", type=int, default=4000, metavar="N",
+                   help="pixels drawn per class and photograph (default 4000)")
+    p.add_argument("--epochs", type=int, default=6, help="passes over the drawn pixels (default 6)")
+    p.add_argument("--hidden", type=int, default=96, help="units per hidden layer (default 96)")
+    p.add_argument("--weight", type=float, default=1.0,
+                   help="weight of the expert's log-probabilities against the network's (default 1: independent "
+                        "experts; 0 keeps it but switches it off)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def run(args) -> int:
+    import json
+    from pathlib import Path
+
+    import cv2
+    import numpy as np
+    from tqdm import tqdm
+
+    from ..io import list_dataset, read_image, read_mask
+    from .pixel import fit
+
+    folder = Path(args.model)
+    cfg_path = folder / "config.json"
+    if not cfg_path.is_file():
+        raise ValueError(f"{folder}: not a model folder (no config.json)")
+    config = json.loads(cfg_path.read_text())
+    if args.per_class < 10 or args.epochs < 1 or args.hidden < 4 or not np.isfinite(args.weight) or args.weight < 0:
+        raise ValueError("--per-class must be at least 10, --epochs and --hidden positive, --weight 0 or more")
+    held_out = set(config.get("training", {}).get("val_images", []))
+    items = [it for it in list_dataset(args.data) if it.stem not in held_out]
+    if not items:
+        raise ValueError(f"{args.data}: no photograph with a mask outside the model's validation images")
+    scale = float(config["scale"])
+    images, masks = [], []
+    for it in tqdm(items, desc="reading", unit="photo"):
+        img = read_image(it.image)
+        m = read_mask(it.mask, shape=img.shape[:2])
+        if scale != 1.0:  # the working scale, made as inference makes it (prepare_input)
+            size = (max(1, round(img.shape[1] * scale)), max(1, round(img.shape[0] * scale)))
+            img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+            m = cv2.resize(m, size, interpolation=cv2.INTER_NEAREST)
+        images.append(img)
+        masks.append(m)
+    bar = tqdm(total=100, desc="pixel expert", unit="%")
+
+    def progress(frac, msg):
+        bar.n = round(100 * frac)
+        bar.set_postfix_str(msg)
+        bar.refresh()
+
+    expert = fit(images, masks, [int(c) for c in config["classes"]], per_class=args.per_class, hidden=args.hidden,
+                 epochs=args.epochs, seed=args.seed, progress=progress)
+    bar.close()
+    expert.weight = float(args.weight)
+    expert.info["held_out"] = sorted(held_out)
+    config["pixel_expert"] = expert.to_config()
+    tmp = cfg_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(config, indent=2))
+    tmp.replace(cfg_path)
+    print(f"pixel expert of {folder.name}: {len(images)} photographs, {expert.info['pixels']} pixels, "
+          f"final loss {expert.info['final_loss']}, weight {expert.weight:g}; written to {cfg_path}")
+    return 0
