@@ -257,6 +257,8 @@ def main() -> None:
     # images without a result of this model: after a change of model (one fine-tuned on Annotate, say), the whole
     # series can be segmented again with it
     others = [n for n in state.bucket("images") if n not in preds or preds[n].get("model") != model.name]
+    if minerals and len(state.bucket("images")) > 1 and others:
+        b2.caption("Segment all applies the minerals chosen above to every image.")
     if len(state.bucket("images")) > 1 and b2.button(f"Segment all images without a result of {model.name} "
                                                       f"({len(others)})", key="segment-all", disabled=not others):
         errors, done = [], 0
@@ -268,8 +270,11 @@ def main() -> None:
                 preds[n] = res
                 done += 1
         # run again so that the button counts what is left
-        state.rerun_then_show("segment-all", [("success" if done == len(others) else "warning",
-                                               f"Segmented {done} of {len(others)} image(s).")]
+        which = ("" if not minerals else " Only these minerals were allowed in every one of them: "
+                 + ", ".join(by_code(c).name for c in minerals if c != 0)
+                 + " (Minerals in this sample); the results table marks them.")
+        state.rerun_then_show("segment-all", [("success" if done == len(others) and not minerals else "warning",
+                                               f"Segmented {done} of {len(others)} image(s).{which}")]
                               + [("error", e) for e in errors])
     state.show_carried("segment-all")
     done = {n: p["labels"] for n, p in preds.items()

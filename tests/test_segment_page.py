@@ -343,6 +343,14 @@ def test_segment_page_segments_with_the_users_minerals(assemblage_model):
         assert pred["options"]["refine"] == "crf"
         assert set(np.unique(pred["labels"])) <= {0, 6}
         assert pred["probs"].shape[0] == 4 and float(pred["probs"][[1, 2]].max()) == 0
+        # the same restriction goes to every image of Segment all: the page says so, and so does each result
+        assert any("applies the minerals chosen above" in c.value for c in at.caption)
+        at.button(key="segment-all").click().run()
+        assert not at.exception, at.exception
+        warn = [w.value for w in at.warning if "Segmented 2 of 2" in w.value]
+        assert warn and "Only these minerals were allowed" in warn[0] and "pyrite" in warn[0], warn
+        table = next(d.value for d in at.dataframe if "to look at" in d.value.columns)
+        assert len(table) == 3 and all("minerals restricted by hand to py" in t for t in table["to look at"])
     finally:
         os.environ["ORELENS_AUTOLOAD_DEMO"] = "0"
 

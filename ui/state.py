@@ -303,6 +303,11 @@ def result_notes(name: str, pred: dict) -> list[str]:
         notes.append("colours unlike the training images")
     if pred.get("minerals_close"):
         notes.append("close call between the ores")
+    chosen = [int(c) for c in ((pred.get("options") or {}).get("minerals") or []) if int(c) != 0]
+    if chosen:  # nothing else could be found: worth a look when the list was meant for another image
+        from core.minerals import by_code
+
+        notes.append("minerals restricted by hand to " + ", ".join(by_code(c).label for c in chosen))
     if name in bucket("images") and made_from_other_pixels(pred, pixels(name)):
         notes.append("made before the last colour correction")
     return notes
