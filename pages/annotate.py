@@ -246,6 +246,7 @@ def collect_finetune(w: dict) -> None:
         w["ft_message"] = f"Fine-tuning failed: {job['error']}"
         return
     tuned, pred = job["result"]
+    tuned.config["name"] = state.unique_model_name(tuned.name)  # a second fine-tune is not taken for the first
     name = job["name"]
     before = state.bucket("predictions").get(name)
     old = before["labels"] if before is not None else None

@@ -237,3 +237,11 @@ def test_annotate_page_finetune_keeps_the_annotation_it_was_trained_on(tmp_path)
     assert not at.exception, at.exception
     assert at.session_state["annotate_work"][name].get("base") is None
     assert not any("before** fine-tuning" in i.value for i in at.info)
+    assert at.session_state["predictions"][name]["model"] == "tiny-finetuned"
+    # a second fine-tune of the same model gets a name of its own: results are matched to models by name
+    at.button(key="annotate-finetune").click().run()
+    job = at.session_state["annotate_work"][name]["ft_job"]
+    job["thread"].join(timeout=240)
+    at.run()
+    assert not at.exception, at.exception
+    assert at.session_state["predictions"][name]["model"] == "tiny-finetuned-2"

@@ -437,6 +437,18 @@ def session_models() -> dict:
     return st.session_state.setdefault("session_models", {})
 
 
+def unique_model_name(name: str) -> str:
+    """``name``, or ``name-2``, ``name-3`` … when a model of this session or a result already goes by it (results
+    are matched to their model by name, so two models must not share one)."""
+    _init()
+    taken = {r["model"].name for r in session_models().values()}
+    taken |= {p.get("model") for p in bucket("predictions").values()}
+    out, k = name, 2
+    while out in taken:
+        out, k = f"{name}-{k}", k + 1
+    return out
+
+
 def add_session_model(model, note: str) -> str:
     """Keep ``model`` for this session and choose it in the sidebar; returns its key. Beyond
     :data:`MAX_SESSION_MODELS` the oldest one goes (each holds some tens of MB of weights)."""
