@@ -187,6 +187,29 @@ def compare_with_expert(name: str, gt: np.ndarray, labels: np.ndarray):
     return hit[3:]
 
 
+def expert_mask_upload(name: str, shape: tuple[int, int]) -> None:
+    """An expert mask for the current image (a lab's own reference), for the error map and the IoU table."""
+    has = state.ground_truth(name) is not None
+    with st.expander("Replace the expert mask of this image" if has else
+                     "Compare with an expert mask of this image (error map, IoU per mineral)"):
+        f = st.file_uploader("Expert mask: 8-bit PNG or TIFF of LumenStone class codes (255 = unlabelled), the "
+                             "image's size", type=["png", "tif", "tiff"], key=f"segment-gt-upload-{name}")
+        if f is None:
+            return
+        if st.session_state.get("_segment_gt_file") == (name, f.file_id):
+            st.caption(f"{f.name} is this image's expert mask.")
+            return
+        mask = state.read_upload(f, kind="mask", shape=shape)
+        if mask is None:
+            return
+        if not (mask != IGNORE).any():
+            st.error(f"{f.name}: the mask holds no labelled pixel (every pixel is 255, unlabelled).")
+            return
+        state.bucket("images")[name]["gt"] = mask
+        st.session_state["_segment_gt_file"] = (name, f.file_id)
+        st.rerun()
+
+
 def own_model_section() -> None:
     """Open a model archive (config.json + weights.pt) as a model of this session."""
     with st.expander("Use a model of your own"):
@@ -324,6 +347,7 @@ def main() -> None:
                          hide_index=True, width="stretch")
             st.caption("Intersection over union of each class present in the expert mask; the mean is over those "
                        "classes, as `python -m core evaluate` computes it.")
+    expert_mask_upload(name, labels.shape)
     d1, d2, d3 = st.columns(3)
     # encoded when asked for, not on every change of the opacity slider
     d1.download_button("Download mask (PNG of class codes)", lambda: cio.encode_png(labels, pixel_um=pixel_um),

@@ -517,3 +517,32 @@ def test_point_count_before_segmenting(tiny_model):
         assert any(f"at **{ref['agreement'] * 100:.1f} %** of the 3 counted points" in m.value for m in at.markdown)
     finally:
         os.environ["ORELENS_AUTOLOAD_DEMO"] = "0"
+
+
+def test_an_expert_mask_uploaded_for_an_own_photograph_gives_the_error_map(tiny_model):
+    from core.io import encode_png
+
+    os.environ["ORELENS_AUTOLOAD_DEMO"] = "1"
+    try:
+        at = _segment_page(tiny_model)
+        name = at.session_state["current"]
+        gt = at.session_state["images"][name]["gt"]
+        at.session_state["images"][name]["gt"] = None      # a photograph of the lab's own, without a mask
+        at.button(key="segment-run").click().run()
+        assert not any("Error map" in s.value for s in at.subheader)
+        key = f"segment-gt-upload-{name}"
+        at.file_uploader(key=key).set_value([("ref.png", encode_png(gt[:50, :50]), "image/png")]).run()
+        assert not at.exception and any("match" in e.value for e in at.error), [e.value for e in at.error]
+        assert at.session_state["images"][name]["gt"] is None
+        at.file_uploader(key=key).set_value([("ref.png", encode_png(np.full_like(gt, 255)), "image/png")]).run()
+        assert any("no labelled pixel" in e.value for e in at.error)
+        at.file_uploader(key=key).set_value([("ref.png", encode_png(gt), "image/png")]).run()
+        assert not at.exception, at.exception
+        assert np.array_equal(at.session_state["images"][name]["gt"], gt)
+        assert any("Error map" in s.value for s in at.subheader)
+        labels = at.session_state["predictions"][name]["labels"]
+        lab = gt != 255
+        acc = float((labels[lab] == gt[lab]).mean())
+        assert any(f"Pixel accuracy {acc:.3f}" in c.value for c in at.caption)
+    finally:
+        os.environ["ORELENS_AUTOLOAD_DEMO"] = "0"

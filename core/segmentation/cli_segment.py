@@ -36,6 +36,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refine", default=None, metavar="METHOD",
                    help="edge refinement: crf (sharper outlines), guided (faster), none; default: the model's "
                         "config")
+    p.add_argument("--no-pixel-expert", action="store_true",
+                   help="leave out the second opinion per pixel (the model's pixel expert, where it has one)")
     p.add_argument("--no-assemblage", action="store_true",
                    help="allow any minerals together (by default minerals never seen in one training photograph, "
                         "e.g. pyrite with pyrrhotite for the default model, are not predicted together)")
@@ -99,7 +101,8 @@ def run(args) -> int:
                 extra, _ = xpl_extra(model.config, image, stack)
             pred = predict(model, image, extra=extra, batch_size=args.batch_size,
                            balance=False if args.no_auto_balance else None, minerals=minerals,
-                           assemblage=False if args.no_assemblage else None, refine=args.refine)
+                           assemblage=False if args.no_assemblage else None, refine=args.refine,
+                           pixel_expert=False if args.no_pixel_expert else None)
         except (ValueError, MemoryError) as e:
             if len(paths) == 1:
                 raise
