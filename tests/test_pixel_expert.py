@@ -112,6 +112,21 @@ def test_predict_fuses_the_expert_of_the_model():
     want = fuse(off.probs.astype(np.float32), with_expert.pixel_expert.predict(img), 1.0)
     assert np.allclose(on.probs.astype(np.float32), want, atol=2e-3)    # the result's probabilities are fp16
     assert not np.allclose(on.probs.astype(np.float32), off.probs.astype(np.float32), atol=1e-2)
+    # the expert judges by colour: where the minerals' colours are far from the training colours, it stays silent
+    bright = _Pointwise(2).eval()                                   # dark -> 0, bright -> 6: the scene's truth
+    with torch.no_grad():
+        bright.conv.weight[:] = torch.tensor([[-0.05] * 3, [0.05] * 3]).reshape(2, 3, 1, 1)
+        bright.conv.bias.zero_()
+    base = {**cfg, "pixel_expert": e.to_config()}
+    off2 = predict(SegmentationModel(net=bright, config=base, device=torch.device("cpu")), img, pixel_expert=False, **kw)
+    on2 = predict(SegmentationModel(net=bright, config=base, device=torch.device("cpu")), img, **kw)
+    far = {**base, "reference_colors": {"0": [200.0, 40.0, 40.0], "6": [40.0, 40.0, 200.0]}}
+    near = {**base, "reference_colors": {"0": [50.0, 50.0, 50.0], "6": [190.0, 190.0, 190.0]}}
+    assert np.array_equal(predict(SegmentationModel(net=bright, config=far, device=torch.device("cpu")), img,
+                                  **kw).probs, off2.probs)
+    assert np.array_equal(predict(SegmentationModel(net=bright, config=near, device=torch.device("cpu")), img,
+                                  **kw).probs, on2.probs)
+    assert not np.array_equal(on2.probs, off2.probs)
 
 
 def test_train_pixel_command_writes_the_expert_into_the_model(tmp_path):

@@ -170,7 +170,7 @@ def test_auto_balance_keeps_the_image_as_it_came_when_the_balance_makes_the_colo
     out, arr, rep = auto_balance(img, codes, REF, run, first=probs, threshold=-1.0)
     assert len(seen) == 2 and seen[1] is img                 # the image as it came, segmented again
     assert not rep.applied and out is probs and arr is img
-    assert rep.drift_after > rep.drift and "further from the training colours" in rep.note
+    assert rep.drift_after > 1.25 * rep.drift and "clearly further from the training colours" in rep.note
 
 
 def test_auto_balance_checks_a_first_look_and_completes_only_the_pass_it_keeps():
@@ -222,8 +222,9 @@ def test_the_colour_check_runs_no_tile_twice_when_the_colours_pass():
     cast[:, :115] = _cast(REF[0], [1.0, 0.85, 0.55])
     cast[:, 115:] = _cast(REF[6], [1.0, 0.85, 0.55])
     ref = {"0": REF[0].tolist(), "6": REF[6].tolist()}
-    # (image, threshold): colours pass; balanced and kept; balanced, worse, and the image kept as it came
-    for img, threshold, outcome in ((noise, 1e9, "pass"), (cast, 0.0, "balanced"), (noise, 0.0, "kept")):
+    # (image, threshold): colours pass; balanced and kept (a balance that is not kept runs the first look a third
+    # time: test_auto_balance_keeps_the_image_as_it_came_when_the_balance_makes_the_colours_worse)
+    for img, threshold, outcome in ((noise, 1e9, "pass"), (cast, 0.0, "balanced")):
         net = _Counting(2).eval()
         if img is cast:
             with torch.no_grad():
@@ -236,10 +237,8 @@ def test_the_colour_check_runs_no_tile_twice_when_the_colours_pass():
         total, first = len(blend.jobs), len(blend.check_jobs())
         probs, used, rep, _ = predict_balanced(m, img, refine=False)
         assert rep.applied is (outcome == "balanced"), rep
-        assert net.tiles == {"pass": total, "balanced": total + first, "kept": total + 2 * first}[outcome]
+        assert net.tiles == {"pass": total, "balanced": total + first}[outcome]
         assert (used is img) is (outcome != "balanced")
-        if outcome == "kept":
-            assert rep.drift_after >= rep.drift and "kept as it came" in rep.note
         assert np.allclose(probs, predict_scaled(m, used, refine=False), atol=1e-6)
 
 

@@ -154,6 +154,9 @@ def _labels(probs: np.ndarray, classes: list[int]) -> np.ndarray:
     return _top(probs, classes)[0]
 
 
+WORSE = 1.25  # a balance whose colour check reads this many times the first pass's is not kept
+
+
 def auto_balance(arr: np.ndarray, classes: list[int], reference: dict[int, np.ndarray],
                  run: Callable[[np.ndarray], np.ndarray], *, first: np.ndarray | None = None,
                  complete: Callable[[np.ndarray], np.ndarray] | None = None, threshold: float = DRIFT_WARNING,
@@ -225,11 +228,13 @@ def auto_balance(arr: np.ndarray, classes: list[int], reference: dict[int, np.nd
     report.gains = gains
     # measured as the first pass was (on the first look, when run is one), before the pass is completed
     report.drift_after = float(colour_drift(balanced[..., :3], _labels(probs2, classes), reference)[0])
-    if not report.drift_after < drift:
-        # the balance took the colours further from the training colours (e.g. the minerals the balance was
-        # fitted to were not there): the image as it came is segmented again and kept
+    if not report.drift_after <= WORSE * drift:
+        # the balance took the colours clearly further from the training colours (e.g. the minerals it was fitted
+        # to were not there): the image as it came is segmented again and kept. Only clearly: the measure moves
+        # by itself with what the pass finds (held-out a06 reads 8.3 before and 8.9 after a balance that raises
+        # its pixel accuracy from 0.78 to 0.91)
         del probs2, balanced
-        report.note = (f"not balanced: a white balance took the minerals' colours further from the training "
+        report.note = (f"not balanced: a white balance took the minerals' colours clearly further from the training "
                        f"colours (ΔE00 {report.drift_after:.1f} against {drift:.1f}), so the image was kept as it came")
         probs = run(arr)  # a first look again, when run is one: complete finishes the pass run last began
         return (complete(arr) if complete is not None else probs), arr, report

@@ -382,6 +382,24 @@ def predict(
                       colour=colour, assemblage=kept)
 
 
+def _colours_normal(model: SegmentationModel, p: np.ndarray, x: np.ndarray, colour: ColourBalance | None) -> bool:
+    """Whether the kept pass's mineral colours are within the colour check's normal range (ΔE00 up to its
+    threshold): from the colour report when there is one, else measured now; True for a model without
+    reference colours."""
+    from ..calibration.methods import DRIFT_WARNING, colour_drift
+
+    if colour is not None:
+        d = colour.drift_after if colour.applied else colour.drift
+        return bool(np.isfinite(d) and d <= colour.threshold)
+    refs = model.reference_colors()
+    if not refs:
+        return True
+    lut = np.asarray(model.classes, np.uint8)
+    labels = lut[np.argmax(p, axis=0)]
+    d = colour_drift(np.ascontiguousarray(x[: p.shape[1], : p.shape[2], :3]), labels, refs)[0]
+    return bool(np.isfinite(d) and d <= DRIFT_WARNING)
+
+
 def predict_balanced(model: SegmentationModel, arr: np.ndarray, *, balance: bool | None = None,
                      minerals: Iterable[int] | None = None, assemblage: bool | None = None,
                      progress: ProgressFn = None, pixel_expert: bool | None = None, **kw
@@ -421,8 +439,10 @@ def predict_balanced(model: SegmentationModel, arr: np.ndarray, *, balance: bool
     if pixel_expert and expert is None:
         raise ValueError(f"model {model.name} has no pixel expert; train one with python -m core train-pixel")
 
-    def refined(p: np.ndarray, x: np.ndarray) -> np.ndarray:
-        if expert is not None:  # the second opinion per pixel, on the minerals kept, before the outlines are refined
+    def refined(p: np.ndarray, x: np.ndarray, colour: ColourBalance | None = None) -> np.ndarray:
+        # the second opinion per pixel, on the minerals kept, before the outlines are refined; it judges by colour,
+        # so it speaks only where the colours are like the training photographs' (the colour check passes)
+        if expert is not None and _colours_normal(model, p, x, colour):
             if progress:
                 progress(1.0, "second opinion per pixel")
             p = expert.fuse_into(np.ascontiguousarray(p, dtype=np.float32),
@@ -461,4 +481,4 @@ def predict_balanced(model: SegmentationModel, arr: np.ndarray, *, balance: bool
 
     probs, used, colour = auto_balance(arr, model.classes, model.reference_colors(), run, complete=complete,
                                        **settings)
-    return refined(probs, used), used, colour, chosen[0]
+    return refined(probs, used, colour), used, colour, chosen[0]
