@@ -187,6 +187,19 @@ def compare_with_expert(name: str, gt: np.ndarray, labels: np.ndarray):
     return hit[3:]
 
 
+def settings_text(options: dict, model) -> str:
+    """The Segment page's settings of a result, in words."""
+    r = model.config.get("refine")
+    own = r.get("method", "guided") if r else "none"
+    parts = ["edge refinement: " + (options.get("refine") or own),
+             "automatic colour correction " + ("on" if options.get("balance") else "off")]
+    if options.get("minerals"):
+        parts.append("minerals: " + ", ".join(by_code(int(c)).label for c in options["minerals"] if int(c) != 0))
+    elif not options.get("assemblage", True):
+        parts.append("any minerals together")
+    return "; ".join(parts)
+
+
 def expert_mask_upload(name: str, shape: tuple[int, int]) -> None:
     """An expert mask for the current image (a lab's own reference), for the error map and the IoU table."""
     has = state.ground_truth(name) is not None
@@ -324,6 +337,12 @@ def main() -> None:
     if state.made_from_other_pixels(res, image):
         st.warning("This result was made before the image's colours were last corrected (Upload & calibrate); "
                    "press **Segment this image** to segment the corrected image.")
+    now = {"balance": bool(balance and not calibrated), "minerals": list(minerals) if minerals else None,
+           "assemblage": bool(apart), "refine": refine}
+    made = res.get("options")
+    if made is not None and res.get("model") == model.name and made != now:
+        st.info("This result was made with other settings than the ones above ("
+                + settings_text(made, model) + "); press **Segment this image** to apply the new ones.")
     alpha = st.slider("Overlay opacity", 0.0, 1.0, 0.55, 0.05, key="segment-alpha")
     ov = cio.overlay(image, labels, alpha)
     widgets.show_image(ov, f"{name}: segmentation ({res['model']})", key="segment-overlay", pixel_um=pixel_um)

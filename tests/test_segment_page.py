@@ -546,3 +546,18 @@ def test_an_expert_mask_uploaded_for_an_own_photograph_gives_the_error_map(tiny_
         assert any(f"Pixel accuracy {acc:.3f}" in c.value for c in at.caption)
     finally:
         os.environ["ORELENS_AUTOLOAD_DEMO"] = "0"
+
+
+def test_a_result_says_when_the_settings_changed_since(tiny_model):
+    os.environ["ORELENS_AUTOLOAD_DEMO"] = "1"
+    try:
+        at = _segment_page(tiny_model)
+        at.button(key="segment-run").click().run()
+        assert not any("other settings" in i.value for i in at.info)
+        at.selectbox(key="segment-refine").set_value("crf").run()
+        shown = [i.value for i in at.info if "other settings" in i.value]
+        assert len(shown) == 1 and "edge refinement: none" in shown[0], shown
+        at.button(key="segment-run").click().run()
+        assert not any("other settings" in i.value for i in at.info)
+    finally:
+        os.environ["ORELENS_AUTOLOAD_DEMO"] = "0"
