@@ -201,7 +201,7 @@ def start_finetune(name: str, model, image: np.ndarray, mask: np.ndarray, iterat
     import threading
 
     job = {"name": name, "progress": 0.0, "message": "starting…", "done": False, "result": None, "error": None,
-           "stop": threading.Event(), "iterations": iterations, "options": options, "mask": mask}
+           "stop": threading.Event(), "iterations": iterations, "options": options, "mask": mask, "image": image}
     # the user has just marked the minerals in ``mask``: a list of the sample's minerals must hold them
     settings = state.predict_options(options, mask)
 
@@ -250,10 +250,8 @@ def collect_finetune(w: dict) -> None:
     name = job["name"]
     before = state.bucket("predictions").get(name)
     old = before["labels"] if before is not None else None
-    state.bucket("predictions")[name] = {"labels": pred.labels, "probs": pred.probs, "classes": pred.classes,
-                                          "scale": pred.scale, "model": tuned.name, "options": job["options"],
-                                          "minerals": pred.assemblage.describe() if pred.assemblage else "",
-                                          "minerals_close": bool(pred.assemblage and pred.assemblage.close)}
+    # the same record as the Segment page's (colour check, fingerprint of the pixels), so nothing is lost
+    state.bucket("predictions")[name] = state.prediction_record(tuned, pred, job["image"], job["options"])
     # the annotation the model was trained on stays as it was: its strokes keep building on the prediction they
     # were drawn on (not the new one), until the user asks for the new one
     w["finetune"] = {"model": tuned, "old": old, "new": pred.labels, "mask": job["mask"]}

@@ -29,17 +29,7 @@ def run_model(model, name: str, image: np.ndarray, balance: bool = True, mineral
         say(f"Segmentation failed: {e or 'not enough memory for this image'}")
         return None
     bar.empty()
-    colour = pred.colour.as_dict() if pred.colour is not None else None
-    if colour is None:
-        from core.calibration import colour_drift
-
-        drift, _ = colour_drift(image, pred.labels, model.reference_colors())
-        colour = {"drift": drift, "applied": False}
-    return {"labels": pred.labels, "probs": pred.probs, "classes": pred.classes, "scale": pred.scale,
-            "model": model.name, "drift": colour["drift"], "colour": colour,
-            "minerals": pred.assemblage.describe() if pred.assemblage is not None else "",
-            "minerals_close": bool(pred.assemblage is not None and pred.assemblage.close), "options": options,
-            "input": state.digest(image)}
+    return state.prediction_record(model, pred, image, options)
 
 
 def colour_check(res: dict, calibrated: bool) -> None:

@@ -216,15 +216,19 @@ def test_annotate_page_finetune_keeps_the_annotation_it_was_trained_on(tmp_path)
     at.slider(key="annotate-ft-iterations").set_value(2).run()
     name = at.session_state["current"]
     trained = at.session_state["annotations"][name].copy()
-    old = at.session_state["predictions"][name]["labels"]
+    before_rec = at.session_state["predictions"][name]
+    old = before_rec["labels"]
     at.button(key="annotate-finetune").click().run()
     job = at.session_state["annotate_work"][name]["ft_job"]
     job["thread"].join(timeout=240)
     assert job["done"] and job["error"] is None, job["error"]
     at.run()
     assert not at.exception, at.exception
-    new = at.session_state["predictions"][name]["labels"]
+    rec = at.session_state["predictions"][name]
+    new = rec["labels"]
     assert new is not old
+    # the fine-tuned result keeps the record the Segment page makes: colour check and the pixels' fingerprint
+    assert rec["drift"] is not None and "colour" in rec and rec["input"] == before_rec["input"]
     # the strokes still build on the prediction they were drawn on: the annotation is the one trained on
     assert np.array_equal(at.session_state["annotations"][name], trained)
     assert any("before** fine-tuning" in i.value for i in at.info)

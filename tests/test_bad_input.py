@@ -376,7 +376,7 @@ def _pointcount_argv(tmp, model, image=None, mask=None):
 RECIPES = {"pointcount": _pointcount_argv, "segment": _segment_argv, "evaluate": _evaluate_argv, "calibrate": _calibrate_argv,
            "stitch": _stitch_argv, "register": _register_argv, "annotate": _annotate_argv,
            "uncertainty": _uncertainty_argv, "stats": _stats_argv}
-NO_IMAGE_INPUT = {"train", "simulate-xpl"}  # work on a dataset folder; covered by the folder checks below
+NO_IMAGE_INPUT = {"train", "train-pixel", "simulate-xpl"}  # work on a dataset folder; covered by the folder checks below
 
 
 def _generic_argv(cmd: str, tmp: Path, model: Path, image=None, mask=None):

@@ -95,6 +95,23 @@ def predict_options(options: dict | None, marked: np.ndarray | None = None) -> d
             "assemblage": None if opts.get("assemblage", True) else False, "refine": opts.get("refine")}
 
 
+def prediction_record(model, pred, image: np.ndarray, options: dict | None) -> dict:
+    """What the session keeps of ``core.segmentation.predict``'s result for ``image`` (the ``predictions``
+    bucket): labels, probabilities, the model's name, the colour check (measured now when the prediction ran
+    without one), the minerals chosen, the page's settings and a fingerprint of the pixels it was made from."""
+    colour = pred.colour.as_dict() if pred.colour is not None else None
+    if colour is None:
+        from core.calibration import colour_drift
+
+        drift, _ = colour_drift(image, pred.labels, model.reference_colors())
+        colour = {"drift": drift, "applied": False}
+    return {"labels": pred.labels, "probs": pred.probs, "classes": pred.classes, "scale": pred.scale,
+            "model": model.name, "drift": colour["drift"], "colour": colour,
+            "minerals": pred.assemblage.describe() if pred.assemblage is not None else "",
+            "minerals_close": bool(pred.assemblage is not None and pred.assemblage.close), "options": options,
+            "input": digest(image)}
+
+
 def digest(image: np.ndarray) -> str:
     """A short fingerprint of an image's pixels (every 8th row and column; a few milliseconds), to tell whether a
     result was made from the image as it is now."""
