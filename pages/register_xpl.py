@@ -113,17 +113,23 @@ def _upload_flow(opts: dict) -> None:
     ready = ppl is not None and shots is not None and (use_current or ppl_file is not None)
     if not st.button("Align XPL shots", type="primary", disabled=not ready):
         return
+    notes = []
     if not use_current:
+        wanted = cio.safe_name(ppl_file.name)
+        how = state.placement(wanted, ppl, "upload", ppl_file.getvalue())[1]
         try:
-            name = state.add_image(cio.safe_name(ppl_file.name), ppl, origin="upload",
-                                   pixel_um=cio.read_pixel_size(ppl_file.getvalue()))
+            name = state.add_image(wanted, ppl, origin="upload", pixel_um=cio.read_pixel_size(ppl_file.getvalue()),
+                                   source=ppl_file.getvalue())
         except ValueError as e:
             st.error(str(e))
             return
+        if how == "renamed":
+            notes.append(("info", f"{state.plain(ppl_file.name)} is a different photograph from the {wanted} already "
+                                  f"in this session: added as {name} (the image already there keeps its results)."))
     record = _align(ppl, shots, names, opts)
     state.bucket("xpl")[name] = record
     if not use_current:  # a new current image: run again so that the sidebar shows it
-        state.rerun_then_show("xpl-align", _failures(record))
+        state.rerun_then_show("xpl-align", notes + _failures(record))
     _report_failures(record)
 
 

@@ -24,7 +24,11 @@ def _natural_key(name: str):
 
 def read_tiles(files) -> tuple[list[tuple[str, np.ndarray]], float | None] | None:
     """Decode uploaded images and zip archives into (name, RGB) tiles sorted by name, with the pixel size they
-    record (:func:`core.io.common_pixel_size`); None after an error."""
+    record (:func:`core.io.common_pixel_size`); None after an error.
+
+    A tile from a zip archive is named by its path inside the archive (``row2/01.jpg``), so that tiles of the same
+    file name in different folders stay apart and sort row by row. A name given twice, or the same picture under
+    two names, is refused: every tile listed is stitched once."""
     tiles, sizes = [], []
     for f in files:
         if f.name.lower().endswith(".zip"):
@@ -37,7 +41,7 @@ def read_tiles(files) -> tuple[list[tuple[str, np.ndarray]], float | None] | Non
                         return None
                     for m in members:
                         data = z.read(m)
-                        tiles.append((m.filename.rsplit("/", 1)[-1], cio.read_image(data)))
+                        tiles.append((m.filename, cio.read_image(data)))
                         sizes.append(cio.read_pixel_size(data))
             except zipfile.BadZipFile:
                 st.error(f"{f.name}: not a readable zip archive")
@@ -55,7 +59,31 @@ def read_tiles(files) -> tuple[list[tuple[str, np.ndarray]], float | None] | Non
             st.error(f"at most {MAX_TILES} tiles can be stitched here; use the command line for more")
             return None
     tiles.sort(key=lambda t: _natural_key(t[0]))
+    problem = repeated_tiles(tiles)
+    if problem:
+        st.error(problem)
+        return None
     return tiles, cio.common_pixel_size(sizes)
+
+
+def repeated_tiles(tiles: list[tuple[str, np.ndarray]]) -> str | None:
+    """Why the tiles cannot be stitched as given (a name twice, or one picture twice), or None."""
+    from core.stitching.pipeline import identical_tiles
+
+    names = [n for n, _ in tiles]
+    same = identical_tiles([t for _, t in tiles])
+    if same is not None:
+        a, b = names[same[0]], names[same[1]]
+        if a == b:
+            return f"{state.plain(a)} is given twice: remove the second copy, so that every tile is stitched once."
+        return (f"{state.plain(a)} and {state.plain(b)} are the same picture: remove one of them, so that every "
+                "tile is stitched once.")
+    twice = next((n for k, n in enumerate(names) if n in names[:k]), None)
+    if twice is not None:
+        return (f"Two different tiles are called {state.plain(twice)}: rename them, or put the tiles into a zip "
+                "with one folder per row (row1/01.jpg, row2/01.jpg, …), so that each has its own name and place "
+                "in the order.")
+    return None
 
 
 def demo_tiles() -> list[tuple[str, np.ndarray]]:
@@ -92,13 +120,20 @@ def options_form():
                 vignetting=vignetting, flat=flat, weights=weights or None)
 
 
+GRID_HINT = "enter the tiles' rows×columns in the **Grid** field, or leave it blank to find the overlaps"
+
+
 def run_stitch(tiles, opts) -> dict | None:
-    from core.stitching import STAGES, apply_flat_field, flat_field_gain, parse_grid, stitch
+    from core.stitching import STAGES, UnmatchedTiles, apply_flat_field, flat_field_gain, parse_grid, stitch
 
     try:
         grid = parse_grid(opts["grid"])
     except ValueError as e:
-        st.error(str(e))
+        st.error(f"{e}: {GRID_HINT}.")
+        return None
+    if grid is not None and grid[0] * grid[1] != len(tiles):
+        st.error(f"A {grid[0]}x{grid[1]} grid holds {grid[0] * grid[1]} tiles but {len(tiles)} were given: "
+                 f"{GRID_HINT}.")
         return None
     images = [t for _, t in tiles]
     if opts["flat"] is not None:
@@ -108,7 +143,7 @@ def run_stitch(tiles, opts) -> dict | None:
         try:
             g = flat_field_gain(ref)
         except ValueError as e:
-            st.error(str(e))
+            st.error(f"{state.plain(opts['flat'].name)}: {e}.")
             return None
         images = [apply_flat_field(t, g) for t in images]
     bars = {s: st.progress(0.0, text=STAGE_LABELS[s]) for s in STAGES}
@@ -121,6 +156,10 @@ def run_stitch(tiles, opts) -> dict | None:
         res = stitch(images, grid=grid, matcher=opts["matcher"], model=opts["model"], weights=opts["weights"],
                      gain=opts["gain"], vignetting=opts["vignetting"], seam=opts["seam"], blender=opts["blender"],
                      progress=progress)
+    except UnmatchedTiles as e:
+        hint = "enter their layout (rows×columns) in the **Grid** field" if grid is None else GRID_HINT
+        st.error(f"Stitching failed: {e.explain(hint)}.")
+        return None
     except ValueError as e:
         st.error(f"Stitching failed: {e}")
         return None
@@ -196,12 +235,17 @@ def show_result(result) -> None:
     d3.download_button("Transforms (JSON)", data=json.dumps(rec, indent=1), file_name="panorama.json",
                        mime="application/json", width="stretch")
     if d4.button("Send to segmentation", icon="➡️", width="stretch"):
+        how = state.placement("panorama", pano, "stitch")[1]
         try:
             name = state.add_image("panorama", pano, origin="stitch", pixel_um=pixel_um)
         except ValueError as e:
             st.error(str(e))
         else:  # run again so that the sidebar lists the panorama as the current image
-            state.rerun_then_show("stitch-send", [("success", f"“{name}” is now the current image.")])
+            said = f"“{name}” is now the current image."
+            if how == "renamed":
+                said = (f"This panorama differs from the “panorama” already in this session, which keeps its work: "
+                        f"it is added as “{name}”, now the current image.")
+            state.rerun_then_show("stitch-send", [("success", said)])
     if state.show_carried("stitch-send"):
         st.page_link("pages/segment.py", label="Go to Segment", icon="🗺️")
 
@@ -222,14 +266,14 @@ def main() -> None:
     work = state.bucket("stitch")
     files = st.file_uploader("Tiles (images, or one zip of them)", type=["jpg", "jpeg", "png", "tif", "tiff", "bmp", "zip"],
                              accept_multiple_files=True, key="stitch-files")
+    sig = tuple((f.name, f.size, getattr(f, "file_id", "")) for f in files or [])
     if st.button("Use demo tiles (3×3 cut from the sample with known offsets)", key="stitch-demo"):
-        work["tiles"], work["pixel_um"] = demo_tiles(), None
-        work["grid_hint"] = "3x3"
-        work.pop("sig", None)
+        # the demo tiles take the place of the files in the uploader until those change
+        work["tiles"], work["pixel_um"], work["sig"], work["demo"] = demo_tiles(), None, sig, True
+        st.session_state["stitch-grid"] = work["demo_grid"] = "3x3"
         work.pop("last", None)
     tiles = None
-    if files:
-        sig = tuple((f.name, f.size, getattr(f, "file_id", "")) for f in files)
+    if files and not (work.get("demo") and work.get("sig") == sig):
         if work.get("sig") == sig and "tiles" in work:
             tiles = work["tiles"]  # decoded on an earlier run of this page
         else:
@@ -237,16 +281,19 @@ def main() -> None:
             if read is None:
                 return
             tiles, work["pixel_um"] = read
-            work["tiles"], work["sig"] = tiles, sig
+            work["tiles"], work["sig"], work["demo"] = tiles, sig, False
             work.pop("last", None)
+            if st.session_state.get("stitch-grid") == work.pop("demo_grid", None):
+                st.session_state["stitch-grid"] = ""  # the demo's layout is not the uploads'
     elif "tiles" in work:
-        tiles = work["tiles"]
+        tiles = work["tiles"]  # the demo tiles, or tiles uploaded earlier
+        if files:
+            st.info(f"The demo tiles take the place of the {len(files)} uploaded file(s); to stitch your files "
+                    "instead, remove them from the uploader and add them again.")
     if not tiles:
         st.info("Upload two or more overlapping tiles, or use the demo tiles.")
         return
     st.caption(f"{len(tiles)} tiles: " + ", ".join(n for n, _ in tiles[:12]) + (" …" if len(tiles) > 12 else ""))
-    if "grid_hint" in work and not st.session_state.get("stitch-grid"):
-        st.session_state["stitch-grid"] = work.pop("grid_hint")
     opts = options_form()
     if len(tiles) < 2:
         st.error("Stitching needs at least two tiles.")

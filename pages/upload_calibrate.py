@@ -10,7 +10,7 @@ import streamlit as st
 
 from core import io as cio
 from core.calibration import DEFAULT_METHOD, METHODS, apply_correction, class_means, fit_correction, mean_delta_e
-from core.calibration.flatfield import flat_field_from_reference, flat_field_from_series
+from core.calibration.flatfield import MIN_SERIES_IMAGES, flat_field_from_reference, flat_field_from_series
 from core.calibration.marks import hex_color, strokes_to_mask
 from core.calibration.simulate import partial_annotation
 from core.minerals import IGNORE, MINERALS, name_of
@@ -60,7 +60,7 @@ def upload_section() -> None:
                                 "ore type). Statistics compares samples; it can be changed later under **Images in "
                                 "this session** or on Statistics.").strip()
     if files and c1.button("Add to this session", icon="➕", key="uc-add"):
-        added, errors, kept, dark, recorded, unknown = [], [], [], [], [], []
+        added, errors, kept, dark, recorded, unknown, renamed, reread = [], [], [], [], [], [], [], []
         for f in files:
             img = state.read_upload(f, say=errors.append, max_value=white or None)
             if img is None:
@@ -69,22 +69,30 @@ def upload_section() -> None:
             if peak <= DARK:
                 dark.append(f"{state.plain(f.name)} (brightest value {peak} of 255)")
             pixel_um = cio.read_pixel_size(f.getvalue()) if from_file else given
+            wanted = cio.safe_name(f.name)
+            place, how = state.placement(wanted, img, "upload", f.getvalue())
             if from_file:
                 (recorded if pixel_um is not None else unknown).append(
-                    f"{cio.safe_name(f.name)}" + (f" ({pixel_um:g} µm/px)" if pixel_um is not None else ""))
-            if state.already_holds(cio.safe_name(f.name), img, "upload"):
-                kept.append(cio.safe_name(f.name))  # added before: it keeps its results
+                    place + (f" ({pixel_um:g} µm/px)" if pixel_um is not None else ""))
+            if how == "kept":
+                if place not in added:  # added before, not a second copy of a file added just now: it keeps its work
+                    kept.append(place)
                 if pixel_um is not None:
-                    state.set_pixel_size(cio.safe_name(f.name), pixel_um)
+                    state.set_pixel_size(place, pixel_um)
                 if sample:
-                    state.set_sample(cio.safe_name(f.name), sample)
+                    state.set_sample(place, sample)
                 continue
             try:
-                added.append(state.add_image(cio.safe_name(f.name), img, origin="upload",
-                                             make_current=not added, pixel_um=pixel_um))
+                added.append(state.add_image(wanted, img, origin="upload", make_current=not added,
+                                             pixel_um=pixel_um, source=f.getvalue()))
             except ValueError as e:
                 errors.append(str(e))
                 break
+            if how == "renamed":
+                renamed.append(f"{state.plain(f.name)} is a different photograph from the {wanted} already in "
+                               f"this session: added as {added[-1]}")
+            elif how == "replaced":
+                reread.append(added[-1])
             if sample:
                 state.set_sample(added[-1], sample)
         messages = [("error", e) for e in errors]
@@ -94,6 +102,11 @@ def upload_section() -> None:
                              "them again; otherwise they are underexposed."))
         if kept:
             messages.append(("info", f"Already in this session, kept with their results: {', '.join(kept)}"))
+        if renamed:
+            messages.append(("info", "; ".join(renamed) + " (the image already there keeps its results)."))
+        if reread:
+            messages.append(("info", "Read again from the same file with the settings chosen now, replacing the "
+                             "earlier reading and what was done to it: " + ", ".join(reread) + "."))
         if recorded:
             messages.append(("info", "Pixel size recorded in the file: " + ", ".join(recorded) + "."))
         if unknown:
@@ -317,9 +330,21 @@ def flat_field_section(image: np.ndarray):
                 if ref.shape[:2] != image.shape[:2]:
                     st.error("The blank reference shot must have the size of the images.")
                     return None
-                flat = flat_field_from_reference(ref)
+                try:
+                    flat = flat_field_from_reference(ref)
+                except ValueError as e:
+                    st.error(f"{state.plain(f.name)}: {e}.")
+                    return None
             elif choice == "Estimate from this session's images":
                 same = [v["image"] for v in state.bucket("images").values() if v["image"].shape == image.shape]
+                if len(same) < MIN_SERIES_IMAGES:
+                    h, w = image.shape[:2]
+                    st.error(f"Estimating the flat field needs at least {MIN_SERIES_IMAGES} photographs of this "
+                             f"image's size ({w}×{h} px) taken with the same optics, but this session has "
+                             f"{len(same)}: from fewer, the estimate is the minerals of those photographs rather "
+                             "than the illumination. Add more photographs of the session, or use a blank "
+                             "reference shot.")
+                    return None
                 flat = flat_field_from_series(same)
             else:
                 return None
@@ -329,6 +354,13 @@ def flat_field_section(image: np.ndarray):
         st.caption(f"Flat field ({flat.source}): the darkest point receives {100 * flat.falloff():.0f} % "
                    "less light than the brightest.")
         return flat
+
+
+def minerals_needed(method: str) -> int:
+    """The fewest marked minerals (each with a reference colour) the calibration ``method`` fits from."""
+    from core.calibration.methods import _MIN_CLASSES
+
+    return _MIN_CLASSES[METHODS.get_key(method)]
 
 
 def calibrate(names: list[str], marks: np.ndarray, marked: str, reference: dict, method: str, flat):
@@ -436,14 +468,22 @@ def calibration_section() -> None:
     method = c1.selectbox("Method", names, index=names.index(DEFAULT_METHOD),
                           format_func=lambda m: f"{m} — {METHODS.describe(m)}", key="uc-method")
     flat = flat_field_section(image)
-    ready = reference is not None and marks is not None
+    need = minerals_needed(method)
+    n_marked = 0 if marks is None else int(np.count_nonzero(np.unique(marks) != IGNORE))
+    ready = reference is not None and marks is not None and n_marked >= need
     b1, b2 = st.columns(2)
     one = b1.button("Calibrate this image", type="primary", disabled=not ready, key="uc-run")
     series = b2.button(f"Apply to the series ({len(state.bucket('images'))} images)", disabled=not ready,
                        key="uc-series", help="Use this image's marks to correct every image of the session "
                                              "(images shot under the same conditions).")
     if not ready and reference is not None:
-        st.info("Mark at least two minerals to calibrate.")
+        hint = f"Mark at least {need} mineral{'s' if need > 1 else ''} to calibrate with {method}"
+        if n_marked:
+            hint += f" ({n_marked} marked so far)"
+        fewest = min(METHODS.names(), key=minerals_needed)
+        if minerals_needed(fewest) < need:
+            hint += f", or choose the method {fewest}, which needs {minerals_needed(fewest)}"
+        st.info(hint + ".")
     last = None
     if one or series:
         names = list(state.bucket("images")) if series else [name]

@@ -184,3 +184,102 @@ def test_files_are_added_into_a_sample_and_it_can_be_changed():
     at.run()
     at.button(key="uc-add").click().run()
     assert "sample" not in at.session_state["images"]["loose"]
+
+
+def _jpeg(arr) -> bytes:
+    from core.io import encode_jpeg
+
+    return encode_jpeg(arr, quality=95)
+
+
+def test_a_different_photograph_of_a_used_name_is_added_under_a_new_name_keeping_the_work():
+    """a05.jpg added, calibrated, then another photograph also called a05.jpg: both stay, each with its work."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    first = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    other = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.run()
+    at.switch_page("pages/upload_calibrate.py").run()
+    at.file_uploader(key="uc-files").set_value([("a05.jpg", _jpeg(first), "image/jpeg")]).run()
+    at.button(key="uc-add").click().run()
+    kept = at.session_state["images"]["a05"]["image"]
+    at.session_state["calibrated"]["a05"] = kept[::-1].copy()
+    at.session_state["annotations"]["a05"] = np.zeros(kept.shape[:2], np.uint8)
+    at.file_uploader(key="uc-files").set_value([("a05.jpg", _jpeg(other), "image/jpeg")]).run()
+    at.button(key="uc-add").click().run()
+    assert not at.exception, at.exception
+    images = at.session_state["images"]
+    assert np.array_equal(images["a05"]["image"], kept)
+    assert "a05" in at.session_state["calibrated"] and "a05" in at.session_state["annotations"]
+    assert "a05-2" in images and not np.array_equal(images["a05-2"]["image"], kept)
+    assert at.session_state["current"] == "a05-2"
+    assert [s.value for s in at.success] == ["Added 1 image(s): a05-2"]
+    assert [i.value.replace("\\", "") for i in at.info if "different photograph" in i.value] == [
+        "a05.jpg is a different photograph from the a05 already in this session: added as a05-2 (the image "
+        "already there keeps its results)."]
+    assert not [i for i in at.info if i.value.startswith("Already")]
+    # the second photograph added again is found under its new name
+    at.button(key="uc-add").click().run()
+    assert [i.value for i in at.info if i.value.startswith("Already")] == [
+        "Already in this session, kept with their results: a05-2"]
+    assert sorted(n for n in at.session_state["images"] if n.startswith("a05")) == ["a05", "a05-2"]
+
+
+def test_two_photographs_of_one_name_added_together_are_both_added():
+    import numpy as np
+
+    rng = np.random.default_rng(8)
+    one, two = (rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(2))
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.run()
+    at.switch_page("pages/upload_calibrate.py").run()
+    at.file_uploader(key="uc-files").set_value([("b07.jpg", _jpeg(one), "image/jpeg"),
+                                                ("b07.jpg", _jpeg(two), "image/jpeg")]).run()
+    at.button(key="uc-add").click().run()
+    assert not at.exception, at.exception
+    assert [s.value for s in at.success] == ["Added 2 image(s): b07, b07-2"]
+    assert not [i for i in at.info if i.value.startswith("Already")]
+    assert any("b07.jpg is a different photograph from the b07 already in this session: added as b07-2"
+               in i.value.replace("\\", "") for i in at.info)
+    # the same file twice in one go: added once, and not reported as found in the session
+    at.file_uploader(key="uc-files").set_value([("c09.jpg", _jpeg(one[::-1]), "image/jpeg"),
+                                                ("c09.jpg", _jpeg(one[::-1]), "image/jpeg")]).run()
+    at.button(key="uc-add").click().run()
+    assert [s.value for s in at.success] == ["Added 1 image(s): c09"]
+    assert not [i for i in at.info if i.value.startswith("Already")]
+    assert "c09-2" not in at.session_state["images"]
+
+
+def test_the_marking_hint_follows_the_methods_minimum():
+    import numpy as np
+
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.run()
+    at.button(key="load-demo").click().run()
+    at.switch_page("pages/upload_calibrate.py").run()
+    at.radio(key="uc-refsrc").set_value("session").run()
+    assert at.selectbox(key="uc-method").value == "white-balance"
+    hints = [i.value for i in at.info if i.value.startswith("Mark")]
+    assert hints == ["Mark at least 1 mineral to calibrate with white-balance."]
+    at.selectbox(key="uc-method").set_value("ccm-de2000").run()
+    assert [i.value for i in at.info if i.value.startswith("Mark")] == [
+        "Mark at least 2 minerals to calibrate with ccm-de2000, or choose the method white-balance, which needs 1."]
+    # one mineral marked: enough for white-balance, not for ccm-de2000
+    name = at.session_state["current"]
+    gt = at.session_state["images"][name]["gt"]
+    codes, counts = np.unique(gt[gt != 255], return_counts=True)
+    one = np.where(gt == codes[np.argmax(counts)], gt, np.uint8(255)).astype(np.uint8)
+    at.radio(key="uc-marksrc").set_value("Upload a partial mask").run()
+    at.file_uploader(key="uc-maskfile").set_value(("marks.png", _png(one), "image/png")).run()
+    assert not at.exception, at.exception
+    assert [i.value for i in at.info if i.value.startswith("Mark")] == [
+        "Mark at least 2 minerals to calibrate with ccm-de2000 (1 marked so far), or choose the method "
+        "white-balance, which needs 1."]
+    assert at.button(key="uc-run").disabled
+    at.selectbox(key="uc-method").set_value("white-balance").run()
+    assert not [i for i in at.info if i.value.startswith("Mark")] and not at.button(key="uc-run").disabled
+    at.button(key="uc-run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert name in at.session_state["calibrated"]

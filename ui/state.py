@@ -133,17 +133,49 @@ def already_holds(name: str, image: np.ndarray, origin: str) -> bool:
     return have is not None and have.get("origin") == origin and np.array_equal(have["image"], image)
 
 
-def add_image(name: str, image: np.ndarray, gt: np.ndarray | None = None, *, origin: str = "upload",
-              make_current: bool = True, pixel_um: float | None = None) -> str:
-    """Store an image for this session; returns the (unique) name used.
+def placement(name: str, image: np.ndarray, origin: str = "upload", source: bytes | None = None) -> tuple[str, str]:
+    """Where :func:`add_image` puts ``image`` offered under ``name``: ``(the name it gets, how)``.
 
-    An image the session already holds unchanged (the demo loaded again, a file added twice) is kept as it is,
-    with everything done to it (colour correction, segmentation, annotation). ``pixel_um``: its pixel size in µm,
-    when known (from the file, or given by the user).
+    ``how`` is ``"kept"`` when the session holds this very image (pixel for pixel, from the same source) under
+    ``name`` or a name made from it (``name-2``, ...): it keeps its work; ``"replaced"`` when that name holds an
+    earlier reading of the same file (``source``: the file's bytes), read again with other settings such as the
+    bit depth; ``"new"`` when ``name`` is free; ``"renamed"`` when ``name`` holds a different photograph (or one
+    from elsewhere), which stays with its work while this one gets the first free name ``name-2``, ``name-3``, ...
     """
+    import hashlib
+
     _init()
     imgs = st.session_state["images"]
-    if already_holds(name, image, origin):
+    tag = None if source is None else hashlib.blake2b(source, digest_size=8).hexdigest()
+    place, k = name, 2
+    while place in imgs:
+        if already_holds(place, image, origin):
+            return place, "kept"
+        have = imgs[place]
+        if tag is not None and have.get("origin") == origin and have.get("source") == tag:
+            return place, "replaced"
+        place = f"{name}-{k}"
+        k += 1
+    return place, "new" if place == name else "renamed"
+
+
+def add_image(name: str, image: np.ndarray, gt: np.ndarray | None = None, *, origin: str = "upload",
+              make_current: bool = True, pixel_um: float | None = None, source: bytes | None = None) -> str:
+    """Store an image for this session; returns the (unique) name used (see :func:`placement`).
+
+    An image the session already holds unchanged (the demo loaded again, a file added twice) is kept as it is,
+    with everything done to it (colour correction, segmentation, annotation). A different photograph offered
+    under a name the session uses already is added under a new name (``name-2``, ...): nothing done to the
+    other is lost. ``source``: the bytes of the file the image was read from; the same file read again (with
+    another bit depth) replaces its earlier reading. ``pixel_um``: its pixel size in µm, when known (from the
+    file, or given by the user).
+    """
+    import hashlib
+
+    _init()
+    imgs = st.session_state["images"]
+    name, how = placement(name, image, origin, source)
+    if how == "kept":
         if gt is not None:
             imgs[name]["gt"] = gt
         if pixel_um is not None:
@@ -151,14 +183,12 @@ def add_image(name: str, image: np.ndarray, gt: np.ndarray | None = None, *, ori
         if make_current:
             st.session_state["current"] = name
         return name
-    if name not in imgs and len(imgs) >= MAX_IMAGES_PER_SESSION:
+    if how != "replaced" and len(imgs) >= MAX_IMAGES_PER_SESSION:
         raise ValueError(f"this session already holds {MAX_IMAGES_PER_SESSION} images; remove some first (Upload & calibrate: Images in this session)")
-    base, k = name, 2
-    while name in imgs and imgs[name].get("origin") != origin:
-        name = f"{base}-{k}"
-        k += 1
     imgs[name] = {"image": image, "gt": gt, "origin": origin,
                   "pixel_um": None if pixel_um is None else cio.check_pixel_size(pixel_um)}
+    if source is not None:
+        imgs[name]["source"] = hashlib.blake2b(source, digest_size=8).hexdigest()
     for key in ("calibrated", "predictions", "annotations", "xpl", "pointcounts"):
         st.session_state[key].pop(name, None)
     if make_current:

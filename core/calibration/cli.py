@@ -26,6 +26,7 @@ DEFAULT_REFERENCE = Path(__file__).resolve().parents[2] / "models" / "default"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from .flatfield import MIN_SERIES_IMAGES
     from .methods import DEFAULT_METHOD, LINEARISATIONS, METHODS
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -44,7 +45,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="fit one correction on the annotated image(s) and apply it to every image")
     parser.add_argument("--flat-field", metavar="IMAGE",
                         help="blank/mirror reference shot for flat-field correction, or 'auto' to estimate the "
-                             "flat field from the given images (at least 3)")
+                             f"flat field from the given images (at least {MIN_SERIES_IMAGES} of one size)")
     parser.add_argument("--linearisation", default="srgb", choices=LINEARISATIONS,
                         help="transfer curve used to linearise colours (default: srgb)")
     parser.add_argument("--json", metavar="FILE", help="write the matrices, CIEDE2000 before/after and timings")
@@ -156,8 +157,11 @@ def run(args: argparse.Namespace) -> int:
         if args.flat_field.lower() == "auto":
             flat = flat_field_from_series(images, linearisation=args.linearisation)
         else:
-            flat = flat_field_from_reference(_read(Path(args.flat_field), args.white_level),
-                                             linearisation=args.linearisation)
+            blank = _read(Path(args.flat_field), args.white_level)
+            try:
+                flat = flat_field_from_reference(blank, linearisation=args.linearisation)
+            except ValueError as e:
+                raise ValueError(f"{args.flat_field}: {e}") from None
         print(f"flat field ({flat.source}): corners {100 * flat.falloff():.0f} % darker than the brightest point",
               file=sys.stderr)
 

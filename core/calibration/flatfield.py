@@ -23,9 +23,21 @@ import numpy as np
 
 from .methods import _check_image, _linearise_image, apply_correction
 
-__all__ = ["FlatField", "flat_field_from_reference", "flat_field_from_series", "apply_flat_field"]
+__all__ = ["FlatField", "MAX_FALLOFF", "MAX_STRUCTURE", "MIN_SERIES_IMAGES", "apply_flat_field",
+           "blank_field_structure", "check_blank_field", "flat_field_from_reference", "flat_field_from_series"]
 
 _WORK_SIDE = 256  # the field is smooth: estimate it on a small copy
+# a series needs this many photographs before the per-pixel median cancels the sample; with fewer the estimate is
+# the minerals of those photographs (see flat_field_from_series)
+MIN_SERIES_IMAGES = 10
+# a blank reference: at most this share of its area may depart by more than _STRUCTURE_STEP from a smooth
+# illumination. Smooth vignetting with camera noise, JPEG compression and a few dust specks stays under 4 %; every
+# LumenStone photograph of a polished section, even one of a single large grain with a few pits, is over 10 %.
+MAX_STRUCTURE = 0.06
+_STRUCTURE_STEP = 0.05
+# the darkest point of a usable field receives at most this much less light than the brightest; beyond it the
+# correction would multiply the dark parts by ten or more (noise, and whatever is not illumination)
+MAX_FALLOFF = 0.9
 
 
 @dataclass
@@ -63,6 +75,60 @@ class FlatField:
         return float(1 - lum.min() / lum.max())
 
 
+def blank_field_structure(image: np.ndarray) -> float:
+    """The share of an image's area (0..1) that departs by more than 5 % from a smooth illumination.
+
+    The image's brightness, reduced to a small copy and lightly smoothed against pixel noise, is compared with a
+    heavily blurred copy of itself (Gaussian, 5 % of the longer side). A blank field's illumination varies
+    smoothly, so it follows the blurred copy closely nearly everywhere; the grains, pits and cracks of a sample
+    stand out from it over a large part of the image.
+
+    Parameters
+    ----------
+    image : (M, N, 3) or (M, N) ndarray
+        Any type; the measure is relative to the image's mean brightness.
+    """
+    import cv2
+
+    a = np.asarray(image, dtype=np.float32)
+    if a.ndim == 3:
+        a = a.mean(axis=2)
+    if a.ndim != 2 or a.size == 0 or not np.all(np.isfinite(a)):
+        raise ValueError("the flat-field reference must be a 2-D grey or RGB image without NaN values")
+    h, w = a.shape
+    s = min(1.0, _WORK_SIDE / max(h, w))
+    small = cv2.resize(a, (max(8, round(w * s)), max(8, round(h * s))), interpolation=cv2.INTER_AREA)
+    mean = float(small.mean())
+    if mean <= 0:
+        return 0.0
+    fine = cv2.GaussianBlur(small, (0, 0), 1.0, borderType=cv2.BORDER_REFLECT)
+    coarse = cv2.GaussianBlur(small, (0, 0), 0.05 * max(small.shape), borderType=cv2.BORDER_REFLECT)
+    return float(np.mean(np.abs(fine - coarse) > _STRUCTURE_STEP * mean))
+
+
+def check_blank_field(image: np.ndarray) -> None:
+    """Refuse (``ValueError``) a flat-field reference that is plainly not a blank field
+    (:func:`blank_field_structure` over ``MAX_STRUCTURE``)."""
+    share = blank_field_structure(image)
+    if share > MAX_STRUCTURE:
+        raise ValueError(
+            f"this looks like a photograph of a sample, not of a blank field: {100 * share:.0f} % of it differs by "
+            f"more than {100 * _STRUCTURE_STEP:.0f} % from a smooth illumination (a blank field: under "
+            f"{100 * MAX_STRUCTURE:.0f} %), and dividing by it would print its grains onto every image. Photograph a "
+            "blank mirror or a polished blank with the same optics and lamp setting, slightly out of focus so that "
+            "dust and scratches blur away")
+
+
+def _check_falloff(flat: "FlatField", what: str, advice: str) -> "FlatField":
+    """``flat``, unless its darkest point receives more than ``MAX_FALLOFF`` less light than its brightest."""
+    loss = flat.falloff()
+    if loss > MAX_FALLOFF:
+        raise ValueError(f"{what} puts the darkest point of the field at {100 * loss:.0f} % less light than the "
+                         f"brightest: more than a flat field can even out (at most {100 * MAX_FALLOFF:.0f} %); "
+                         f"{advice}")
+    return flat
+
+
 def _small_linear(image: np.ndarray, linearisation: str) -> np.ndarray:
     import cv2
 
@@ -93,7 +159,9 @@ def flat_field_from_reference(reference: np.ndarray, *, sigma: float = 0.02,
     Raises
     ------
     ValueError
-        If the reference is black, saturated over a large part, or not RGB.
+        If the reference is black, saturated over a large part, or not RGB; if it is plainly a photograph of a
+        sample rather than of a blank field (:func:`check_blank_field`); or if its darkest point receives more
+        than ``MAX_FALLOFF`` less light than its brightest.
     """
     import cv2
 
@@ -105,6 +173,7 @@ def flat_field_from_reference(reference: np.ndarray, *, sigma: float = 0.02,
     if float(np.mean(ref >= 0.995 * full)) > 0.2:
         raise ValueError("the flat-field reference is saturated over more than 20 % of its area; "
                          "photograph it with a shorter exposure")
+    check_blank_field(ref)
     s = sigma * max(small.shape[:2])
     smooth = cv2.GaussianBlur(small, (0, 0), s) if s > 0 else small
     peak = smooth.max(axis=(0, 1))
@@ -113,7 +182,9 @@ def flat_field_from_reference(reference: np.ndarray, *, sigma: float = 0.02,
                          "photograph an evenly lit blank field")
     smooth = np.maximum(smooth, 0.05 * peak)
     field = smooth / smooth.mean(axis=(0, 1))
-    return FlatField(field=field.astype(np.float32), shape=tuple(ref.shape[:2]), source="reference")
+    flat = FlatField(field=field.astype(np.float32), shape=tuple(ref.shape[:2]), source="reference")
+    return _check_falloff(flat, "the flat-field reference", "check that the reference is a blank field lit over "
+                          "its whole area (field diaphragm open, nothing else in view)")
 
 
 def _poly_basis(h: int, w: int, degree: int) -> np.ndarray:
@@ -125,7 +196,7 @@ def _poly_basis(h: int, w: int, degree: int) -> np.ndarray:
 
 
 def flat_field_from_series(images: Sequence[np.ndarray], *, degree: int = 4, linearisation: str = "srgb",
-                           min_images: int = 3) -> FlatField:
+                           min_images: int = MIN_SERIES_IMAGES) -> FlatField:
     """Estimate the illumination from several photographs of one session.
 
     Each image is reduced to a small copy in linear light and its log is
@@ -136,11 +207,13 @@ def flat_field_from_series(images: Sequence[np.ndarray], *, degree: int = 4, lin
     ----------
     images : sequence of (M, N, 3) ndarray
         Photographs taken with the same optics and illumination (ten or more
-        give a good estimate).
+        give a good estimate; with fewer, the median keeps the minerals of
+        the photographs, which then pass for illumination).
     degree : int
         Degree of the 2-D polynomial (4 models ordinary vignetting).
     linearisation : {"srgb", "gamma2.2"}
     min_images : int
+        Fewest photographs accepted (``MIN_SERIES_IMAGES``, 10).
 
     Returns
     -------
@@ -149,12 +222,15 @@ def flat_field_from_series(images: Sequence[np.ndarray], *, degree: int = 4, lin
     Raises
     ------
     ValueError
-        Fewer than ``min_images`` images, or images of different sizes.
+        Fewer than ``min_images`` images, images of different sizes, or an estimate whose darkest point receives
+        more than ``MAX_FALLOFF`` less light than its brightest.
     """
     images = list(images)
     if len(images) < min_images:
-        raise ValueError(f"estimating the flat field from a series needs at least {min_images} images of the "
-                         f"session, got {len(images)}; give a blank reference shot instead")
+        raise ValueError(f"estimating the flat field from a series needs at least {min_images} photographs taken "
+                         f"with the same optics, but there are {len(images)}: with fewer, the estimate is the "
+                         "minerals of those photographs rather than the illumination. Add more photographs of the "
+                         "session, or use a blank reference shot instead")
     shape = np.asarray(images[0]).shape[:2]
     logs = []
     for i, im in enumerate(images):
@@ -179,7 +255,9 @@ def flat_field_from_series(images: Sequence[np.ndarray], *, degree: int = 4, lin
         field[..., k] = (basis @ coef).reshape(h, w)
     field = np.exp(field)
     field /= field.mean(axis=(0, 1))
-    return FlatField(field=field.astype(np.float32), shape=tuple(shape), source="series")
+    flat = FlatField(field=field.astype(np.float32), shape=tuple(shape), source="series")
+    return _check_falloff(flat, f"the estimate from these {len(images)} photographs", "their minerals have not "
+                          "averaged out: add more photographs of the session, or use a blank reference shot")
 
 
 def apply_flat_field(image: np.ndarray, flat: FlatField, *, linearisation: str = "srgb") -> np.ndarray:

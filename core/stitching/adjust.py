@@ -22,7 +22,7 @@ import numpy as np
 
 from ..registry import Registry
 
-__all__ = ["MODELS", "Alignment", "adjust", "connected_components", "lstsq"]
+__all__ = ["MODELS", "Alignment", "UnmatchedTiles", "adjust", "connected_components", "lstsq"]
 
 MODELS: Registry = Registry("transform model")
 
@@ -148,6 +148,30 @@ class Alignment:
     shapes: list = field(default_factory=list)
 
 
+class UnmatchedTiles(ValueError):
+    """Some tiles could not be matched to the rest.
+
+    Attributes
+    ----------
+    tiles : list of int
+        Their numbers, counted from 1 in the order given.
+    """
+
+    def __init__(self, tiles, grid_hint: str = "give the right --grid"):
+        self.tiles = [int(k) for k in tiles]
+        self.grid_hint = grid_hint
+        super().__init__(self.explain(grid_hint))
+
+    def __reduce__(self):
+        return type(self), (self.tiles, self.grid_hint)
+
+    def explain(self, grid_hint: str) -> str:
+        """The message, with ``grid_hint`` saying how the tile layout is given where the tiles come from (the
+        command line's ``--grid``, a page's field)."""
+        return (f"tiles {', '.join(map(str, self.tiles))} could not be matched to the rest; "
+                f"check that every tile overlaps a neighbour (or {grid_hint})")
+
+
 def connected_components(n: int, edges) -> list[list[int]]:
     """Connected components of an undirected graph with ``n`` nodes."""
     parent = list(range(n))
@@ -243,8 +267,8 @@ def adjust(pairs, shapes, *, model: str = "similarity", max_rejections: int = 8)
 
     Raises
     ------
-    ValueError
-        If the pairs do not connect every tile.
+    UnmatchedTiles
+        If the pairs do not connect every tile (a ``ValueError``).
     """
     mdl = MODELS.get(model)
     n = len(shapes)
@@ -252,10 +276,7 @@ def adjust(pairs, shapes, *, model: str = "similarity", max_rejections: int = 8)
     rejected = []
     comps = connected_components(n, [(p.i, p.j) for p in pairs])
     if len(comps) > 1:
-        lonely = sorted(k for c in comps[1:] for k in c)
-        raise ValueError(
-            f"tiles {', '.join(str(k + 1) for k in lonely)} could not be matched to the rest; "
-            "check that every tile overlaps a neighbour (or give the right --grid)")
+        raise UnmatchedTiles(sorted(k + 1 for c in comps[1:] for k in c))
     while True:
         theta = _solve(n, pairs, mdl, scale=float(np.mean([np.hypot(*sh) for sh in shapes])))
         mats = [mdl.matrix(t) for t in theta]

@@ -8,7 +8,8 @@ Tiles are given in row-major order when ``--grid`` is used; without it every
 pair is tried and the overlapping ones are found automatically. ``--json``
 writes ``{"tiles": {name: {"H": 3x3}}, "rmse_px", "seconds", "size": [W, H]}``,
 where ``H`` maps a tile pixel (x, y, 1), pixel centres at integers, to
-panorama pixels.
+panorama pixels; a tile is named by its file name, or by as much of its path
+as tells it from another of the same file name (``row2/01.jpg``).
 """
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from .compose import BLENDERS, SEAMS
     from .correction import apply_flat_field, flat_field_gain, read_lens, undistort
     from .matchers import MATCHERS
-    from .pipeline import parse_grid, stitch
+    from .pipeline import identical_tiles, parse_grid, stitch, tile_names
 
     t0 = time.perf_counter()
     out = Path(args.out)
@@ -78,7 +79,11 @@ def run(args: argparse.Namespace) -> int:
 
     gain = None
     if args.flat_field:
-        gain = flat_field_gain(cio.read_image(args.flat_field, dtype="float32", max_value=args.white_level) * 255.0)
+        blank = cio.read_image(args.flat_field, dtype="float32", max_value=args.white_level) * 255.0
+        try:
+            gain = flat_field_gain(blank)
+        except ValueError as e:
+            raise ValueError(f"{args.flat_field}: {e}") from None
     lens = read_lens(args.lens) if args.lens else None
     tiles = []
     if args.pixel_size is not None:
@@ -92,6 +97,11 @@ def run(args: argparse.Namespace) -> int:
         if gain is not None:
             t = apply_flat_field(t, gain)
         tiles.append(t)
+    same = identical_tiles(tiles)
+    if same is not None:
+        a, b = args.tiles[same[0]], args.tiles[same[1]]
+        raise ValueError(f"{a} is given twice; give every tile once" if a == b else
+                         f"{a} and {b} are the same picture; give every tile once")
     say(f"read {len(tiles)} tiles in {time.perf_counter() - t0:.1f} s")
 
     last = {}
@@ -125,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
         cio.write_image(args.preview, cio.display_copy(np.asarray(pano), 2000), quality=90)
     seconds = time.perf_counter() - t0
     if args.json:
-        rec = res.to_json([Path(p).name for p in args.tiles])
+        rec = res.to_json(tile_names(args.tiles))
         rec["seconds"] = round(seconds, 3)
         rec["rejected_pairs"] = [[int(i), int(j), why] for i, j, why in res.alignment.rejected]
         rec["pixel_size_um"] = pixel_um

@@ -34,15 +34,19 @@ def flat_field_gain(reference: np.ndarray, *, sigma: float = 25.0) -> np.ndarray
     Raises
     ------
     ValueError
-        If the reference is empty or nearly black.
+        If the reference is empty or nearly black, or plainly a photograph of a sample rather than of a blank
+        field (:func:`core.calibration.flatfield.check_blank_field`).
     """
     import cv2
+
+    from core.calibration.flatfield import check_blank_field
 
     ref = np.asarray(reference, dtype=np.float32)
     if ref.ndim == 2:
         ref = ref[..., None]
     if ref.size == 0 or ref.ndim != 3:
         raise ValueError("the flat-field reference must be a 2-D grey or RGB image")
+    check_blank_field(ref)
     h, w = ref.shape[:2]
     if sigma > 4:
         # blur at reduced resolution: the illumination is smooth, and a wide kernel at full size is slow

@@ -13,7 +13,8 @@ from .adjust import Alignment, adjust
 from .compose import Photometric, estimate_photometric, render
 from .matchers import PairMatch, TileStack, make_matcher
 
-__all__ = ["StitchResult", "parse_grid", "candidate_pairs", "register", "stitch", "STAGES"]
+__all__ = ["StitchResult", "parse_grid", "candidate_pairs", "identical_tiles", "register", "stitch", "tile_names",
+           "STAGES"]
 
 STAGES = ("matching", "adjustment", "exposure", "composition")
 
@@ -44,9 +45,21 @@ class StitchResult:
         return self.alignment.rmse_px
 
     def to_json(self, names) -> dict:
-        """The ``--json`` record: ``{"tiles": {name: {"H": 3×3}}, "rmse_px", "seconds", "size"}``."""
+        """The ``--json`` record: ``{"tiles": {name: {"H": 3×3}}, "rmse_px", "seconds", "size"}``.
+
+        Raises
+        ------
+        ValueError
+            If ``names`` are not one distinct name per tile (the record would hold fewer tiles than were stitched).
+        """
+        names = [str(n) for n in names]
+        if len(names) != len(self.alignment.transforms):
+            raise ValueError(f"{len(names)} tile names for {len(self.alignment.transforms)} stitched tiles")
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"two tiles are called {twice[0]}; give every tile its own name")
         return {
-            "tiles": {str(n): {"H": np.round(h, 9).tolist()} for n, h in zip(names, self.alignment.transforms)},
+            "tiles": {n: {"H": np.round(h, 9).tolist()} for n, h in zip(names, self.alignment.transforms)},
             "rmse_px": round(float(self.alignment.rmse_px), 4),
             "seconds": round(float(self.seconds), 3),
             "size": [int(self.alignment.size[0]), int(self.alignment.size[1])],
@@ -79,6 +92,38 @@ def parse_grid(text: str | None) -> tuple[int, int] | None:
     if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
         raise ValueError(f"grid {text!r} is not ROWSxCOLS (for example 3x3)")
     return int(m.group(1)), int(m.group(2))
+
+
+def tile_names(paths) -> list[str]:
+    """Names for tile files: each file's name, or, where two files share a name (``row1/01.jpg``, ``row2/01.jpg``),
+    as much of their paths as tells them apart."""
+    from pathlib import PurePath
+
+    parts = [PurePath(str(p)).parts for p in paths]
+    names = []
+    for i, pa in enumerate(parts):
+        k = 1
+        while k < len(pa) and any(j != i and parts[j][-k:] == pa[-k:] for j in range(len(parts))):
+            k += 1
+        names.append("/".join(pa[-k:]))
+    return names
+
+
+def identical_tiles(tiles) -> tuple[int, int] | None:
+    """The first two tiles (indices) that hold the very same picture, pixel for pixel, or None."""
+    import hashlib
+
+    seen: dict[str, list[int]] = {}
+    for k, t in enumerate(tiles):
+        t = np.asarray(t)
+        # a fingerprint of every 4th row and column finds the candidates; a full comparison confirms them
+        key = hashlib.blake2b(np.ascontiguousarray(t[::4, ::4]).tobytes() + str(t.shape).encode(),
+                              digest_size=16).hexdigest()
+        for j in seen.get(key, []):
+            if np.array_equal(tiles[j], t):
+                return j, k
+        seen.setdefault(key, []).append(k)
+    return None
 
 
 def candidate_pairs(n: int, grid: tuple[int, int] | None) -> list[tuple[int, int, str | None]]:
@@ -129,9 +174,18 @@ def register(tiles, *, grid: tuple[int, int] | None = None, matcher: str = "phas
     Returns
     -------
     Alignment
+
+    Raises
+    ------
+    ValueError
+        Fewer than two tiles, the same picture given twice, a grid that does not hold the tiles, or tiles that
+        cannot be matched to the rest (:class:`UnmatchedTiles`).
     """
     if len(tiles) < 2:
         raise ValueError("stitching needs at least two tiles")
+    same = identical_tiles(tiles)
+    if same is not None:
+        raise ValueError(f"tiles {same[0] + 1} and {same[1] + 1} are the same picture; give every tile once")
     stack = stack or TileStack(tiles)
     m = make_matcher(matcher, refine=refine, weights=weights)
     m.prepare(stack)
