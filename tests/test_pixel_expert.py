@@ -47,6 +47,26 @@ def test_features_and_probabilities_in_strips_equal_the_whole_image():
         features(img.astype(np.float32))
 
 
+def test_an_expert_at_half_the_working_scale_fuses_strip_by_strip_as_a_whole():
+    from core.segmentation.pixel import reduce, reduce_mask
+
+    img = np.random.default_rng(4).integers(0, 256, (231, 171, 3), dtype=np.uint8)   # odd sides
+    e = _expert()
+    e.subsample = 2
+    whole = e.predict(img)
+    assert whole.shape == (2, 231, 171) and np.allclose(whole.sum(0), 1, atol=1e-5)
+    p = np.random.default_rng(5).random((2, 231, 171)).astype(np.float32)
+    p /= p.sum(0)
+    assert np.allclose(e.fuse_into(p.copy(), img, strip=40), fuse(p.copy(), whole), atol=1e-6)
+    # the reduction: block means (the last row and column repeated), and a mask's blocks of one class only
+    small = reduce(np.array([[[0], [4], [9]], [[2], [6], [9]]], np.uint8), 2)
+    assert small[:, :, 0].tolist() == [[3, 9]]
+    m = reduce_mask(np.array([[1, 1, 5], [1, 1, 6]], np.uint8), 2)
+    assert m.tolist() == [[1, 255]]
+    back = PixelExpert.from_config(json.loads(json.dumps(e.to_config())), [0, 6])
+    assert back.subsample == 2 and np.array_equal(back.predict(img), whole)
+
+
 def test_fusion_by_hand():
     p = np.array([0.5, 0.5, 0.0], np.float32).reshape(3, 1, 1)
     q = np.array([0.8, 0.1, 0.1], np.float32).reshape(3, 1, 1)
@@ -155,6 +175,7 @@ def test_train_pixel_command_writes_the_expert_into_the_model(tmp_path):
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
     entry = cfg["pixel_expert"]
     assert entry["trained_on"] == 2 and entry["held_out"] == ["s2"] and entry["classes"] == [0, 6]
+    assert entry["subsample"] == 2 and entry["hidden"] == 8
     assert (tmp_path / "m" / "weights.pt").read_bytes() == weights      # the network is not touched
     m = load_model(tmp_path / "m", device="cpu")
     assert m.pixel_expert is not None and m.pixel_expert.weight == 1.0

@@ -27,7 +27,8 @@ N_FEATURES = 33
 SMOOTHING = (1.0, 2.0, 4.0, 8.0)   # Gaussian σ (working-scale pixels) of the smoothed colours
 TEXTURE = (1.0, 2.0, 4.0)          # σ of the gradient, Laplacian, Hessian and local contrast of the luminance
 MARGIN = 48                        # rows a strip needs above and below for its features to equal the whole image's
-DEFAULT_HIDDEN = 96
+DEFAULT_HIDDEN = 64
+DEFAULT_SUBSAMPLE = 2             # the expert works at half the working scale: a quarter of the pixels
 
 
 def features(rgb: np.ndarray) -> np.ndarray:
@@ -84,12 +85,15 @@ class PixelExpert:
     """The trained classifier: features -> probabilities over ``classes`` (class codes, the network's order)."""
 
     def __init__(self, net, mean: np.ndarray, std: np.ndarray, classes: list[int], *, weight: float = 1.0,
-                 info: Mapping | None = None):
+                 subsample: int = 1, info: Mapping | None = None):
         self.net = net.eval()
         self.mean = np.array(mean, np.float32)
         self.std = np.array(std, np.float32)
         self.classes = [int(c) for c in classes]
         self.weight = float(weight)
+        self.subsample = int(subsample)  # the expert works at 1/subsample of the working scale
+        if self.subsample not in (1, 2, 3, 4):
+            raise ValueError(f"the pixel expert's subsample must be 1 to 4, got {subsample}")
         self.info = dict(info or {})
 
     # -- storage in the model config -------------------------------------------------------------------------
@@ -100,7 +104,7 @@ class PixelExpert:
                                          for p in self.net.state_dict().values()]
         blob = np.concatenate(parts).astype("<f4").tobytes()
         return {"features": FEATURES_VERSION, "hidden": int(self.net[0].out_features), "classes": self.classes,
-                "weight": self.weight, "params": base64.b64encode(blob).decode("ascii"),
+                "weight": self.weight, "subsample": self.subsample, "params": base64.b64encode(blob).decode("ascii"),
                 "torch": torch.__version__.split("+")[0], **self.info}
 
     @classmethod
@@ -127,15 +131,19 @@ class PixelExpert:
                  for (k, v), c in zip(net.state_dict().items(), chunks[2:])}
         net.load_state_dict(state)
         info = {k: v for k, v in entry.items() if k not in ("features", "hidden", "classes", "weight", "params",
-                                                              "torch")}
-        return cls(net, chunks[0], chunks[1], classes, weight=float(entry.get("weight", 1.0)), info=info)
+                                                              "torch", "subsample")}
+        return cls(net, chunks[0], chunks[1], classes, weight=float(entry.get("weight", 1.0)),
+                   subsample=int(entry.get("subsample", 1)), info=info)
 
     # -- inference ----------------------------------------------------------------------------------------------
-    def predict(self, rgb: np.ndarray, *, strip: int = 512) -> np.ndarray:
-        """(h, w, 3) uint8 -> (K, h, w) float32 probabilities, in strips of rows (exactly the whole image's)."""
+    def _native(self, rgb: np.ndarray, *, strip: int | None = None) -> np.ndarray:
+        """(h, w, 3) uint8 -> (K, h, w) float32 probabilities at the image's own resolution, in strips of rows
+        (exactly the whole image's; by default about half a million pixels per strip, so that the features and
+        the perceptron's layers of a panorama stay within a few hundred MB)."""
         import torch
 
         h, w = rgb.shape[:2]
+        strip = strip or max(8, (1 << 19) // max(1, w))
         out = np.empty((len(self.classes), h, w), np.float32)
         mean, std = torch.from_numpy(self.mean), torch.from_numpy(self.std)
         for y0 in range(0, h, strip):
@@ -147,6 +155,13 @@ class PixelExpert:
             out[:, y0:y1] = p.numpy().T.reshape(len(self.classes), y1 - y0, w)
         return out
 
+    def predict(self, rgb: np.ndarray, *, strip: int | None = None) -> np.ndarray:
+        """(h, w, 3) uint8 working-scale image -> (K, h, w) float32 probabilities (computed at 1/``subsample``
+        of it and enlarged bilinearly)."""
+        h, w = rgb.shape[:2]
+        if self.subsample == 1:
+            return self._native(rgb, strip=strip)
+        return _enlarge(self._native(reduce(rgb, self.subsample), strip=strip), self.subsample, 0, h, w)
 
     def fuse_into(self, probs: np.ndarray, rgb: np.ndarray, *, strip: int = 512) -> np.ndarray:
         """:func:`fuse` this expert's opinion of ``rgb`` into ``probs`` (K, h, w) in place, strip by strip, so
@@ -154,11 +169,44 @@ class PixelExpert:
         K, h, w = probs.shape
         if rgb.shape[:2] != (h, w) or K != len(self.classes):
             raise ValueError(f"the pixel expert got probabilities {probs.shape} for an image {rgb.shape[:2]}")
+        f = self.subsample
+        small = self._native(reduce(rgb, f)) if f > 1 else None
+        strip -= strip % (2 * f)
         for y0 in range(0, h, strip):
             y1 = min(h, y0 + strip)
-            a, b = max(0, y0 - MARGIN), min(h, y1 + MARGIN)
-            fuse(probs[:, y0:y1], self.predict(rgb[a:b], strip=b - a)[:, y0 - a: y1 - a], self.weight)
+            if small is None:
+                a, b = max(0, y0 - MARGIN), min(h, y1 + MARGIN)
+                q = self._native(rgb[a:b])[:, y0 - a: y1 - a]
+            else:  # enlarge only this strip's rows (two rows of margin: as the whole map enlarged)
+                s0 = max(0, y0 // f - 2)
+                s1 = min(small.shape[1], -(-y1 // f) + 2)
+                q = _enlarge(small[:, s0:s1], f, y0 - f * s0, y1 - y0, w)
+            fuse(probs[:, y0:y1], q, self.weight)
         return probs
+
+
+def reduce(rgb: np.ndarray, factor: int) -> np.ndarray:
+    """``rgb`` reduced by an integer ``factor``: the mean of each ``factor`` × ``factor`` block (the last rows and
+    columns repeated to fill the blocks), so that a reduced pixel covers exactly its block."""
+    if factor == 1:
+        return rgb
+    h, w = rgb.shape[:2]
+    H, W = -(-h // factor) * factor, -(-w // factor) * factor
+    a = np.pad(rgb, ((0, H - h), (0, W - w), (0, 0)), mode="edge").astype(np.uint32)
+    a = a.reshape(H // factor, factor, W // factor, factor, -1).sum((1, 3))
+    return ((a + factor * factor // 2) // (factor * factor)).astype(np.uint8)
+
+
+def _enlarge(small: np.ndarray, factor: int, row: int, rows: int, cols: int) -> np.ndarray:
+    """Rows ``row`` … ``row + rows`` and the first ``cols`` columns of ``small`` (K, hs, ws) enlarged ``factor``
+    times bilinearly (pixel centres aligned, as the reduction by blocks defines them)."""
+    import torch
+    import torch.nn.functional as F
+
+    with torch.inference_mode():
+        up = F.interpolate(torch.from_numpy(np.ascontiguousarray(small))[None], scale_factor=factor,
+                           mode="bilinear", align_corners=False, recompute_scale_factor=False)[0]
+    return up[:, row: row + rows, :cols].numpy()
 
 
 def fuse(probs: np.ndarray, expert: np.ndarray, weight: float = 1.0, *, floor: float = 1e-6) -> np.ndarray:
@@ -238,6 +286,18 @@ def fit(images: list[np.ndarray], masks: list[np.ndarray], classes: list[int], *
             progress(0.3 + 0.7 * (ep + 1) / epochs, f"epoch {ep + 1} of {epochs}, loss {loss_sum / per_epoch:.3f}")
     info = {"trained_on": len(images), "pixels": int(len(X)), "epochs": epochs, "final_loss": round(loss_sum / per_epoch, 4)}
     return PixelExpert(net, mean.numpy(), std.numpy(), classes, info=info)
+
+
+def reduce_mask(mask: np.ndarray, factor: int) -> np.ndarray:
+    """A mask reduced as :func:`reduce` reduces its photograph: a block's class where the whole block has it, else
+    255 (a block across a boundary teaches nothing certain)."""
+    if factor == 1:
+        return mask
+    h, w = mask.shape
+    H, W = -(-h // factor) * factor, -(-w // factor) * factor
+    m = np.pad(mask, ((0, H - h), (0, W - w)), constant_values=255).reshape(H // factor, factor, W // factor, factor)
+    lo, hi = m.min((1, 3)), m.max((1, 3))
+    return np.where(lo == hi, lo, 255).astype(np.uint8)
 
 
 def expert_of(config: Mapping) -> PixelExpert | None:
