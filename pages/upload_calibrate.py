@@ -358,9 +358,9 @@ def flat_field_section(image: np.ndarray):
 
 def minerals_needed(method: str) -> int:
     """The fewest marked minerals (each with a reference colour) the calibration ``method`` fits from."""
-    from core.calibration.methods import _MIN_CLASSES
+    from core.calibration.methods import min_classes
 
-    return _MIN_CLASSES[METHODS.get_key(method)]
+    return min_classes(method)
 
 
 def calibrate(names: list[str], marks: np.ndarray, marked: str, reference: dict, method: str, flat):

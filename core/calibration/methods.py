@@ -307,7 +307,8 @@ def class_means(image: np.ndarray, annotation: np.ndarray, *, min_pixels: int = 
                          f"{image.shape[1]}x{image.shape[0]} px; the annotation must match its image")
     ann = ann.astype(np.uint8, copy=False).ravel()
     if not (ann != IGNORE).any():
-        raise ValueError("the annotation marks no pixels; mark at least two minerals")
+        raise ValueError("the annotation marks no pixels; mark at least one mineral (two to four for the "
+                         "other methods)")
     if image.dtype == np.uint8:
         sat_level = 254
     elif image.dtype == np.uint16:
@@ -405,6 +406,11 @@ DEFAULT_METHOD = "white-balance"
 # name -> (fit function(src_lin (K,3), ref_lin (K,3), weights (K,)) -> (4,3), minimum classes)
 METHODS: Registry = Registry("calibration method")
 _MIN_CLASSES: dict[str, int] = {}
+
+
+def min_classes(method: str) -> int:
+    """The fewest marked minerals (each with a reference colour) the calibration ``method`` fits from."""
+    return _MIN_CLASSES[METHODS.get_key(method)]
 
 
 def _register(name: str, min_classes: int, doc: str):
