@@ -81,7 +81,7 @@ def sidebar() -> None:
                                     "segmentations, annotations, aligned XPL series, point counts and its own models (fine-tuned "
                                     "or opened; about 23 MB each). A reload of the page or a "
                                     "restart of the server starts a new session: open the file on Upload & "
-                                    "calibrate (Open saved work) to carry on.")
+                                    "calibrate (Open saved work) to carry on.", on_click="ignore")
         else:
             st.caption("No image loaded yet.")
         st.divider()

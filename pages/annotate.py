@@ -339,7 +339,7 @@ def finetune_section(name: str, image: np.ndarray, mask: np.ndarray, w: dict) ->
                            cached_bytes(w, ("model", id(ft["model"])), lambda: model_zip(ft["model"])),
                            f"{ft['model'].name}.zip", "application/zip", key="annotate-dl-model",
                            help="config.json + weights.pt: open it on the Segment page (Use a model of your own) "
-                                "in another session, or unpack it into the server's models/ folder for everyone.")
+                                "in another session, or unpack it into the server's models/ folder for everyone.", on_click="ignore")
         if state.show_carried("annotate-use"):
             st.page_link("pages/segment.py", label="Go to Segment", icon="🗺️")
 
@@ -495,10 +495,10 @@ def main() -> None:
     s2.download_button("Download image + mask (LumenStone dataset zip)",
                        cached_bytes(w, ("zip", rk, split, pixel_um),
                                     lambda: dataset_zip(name, image, mask, split, pixel_um)),
-                       f"{cio.safe_name(name)}_dataset.zip", "application/zip", key="annotate-dl-zip")
+                       f"{cio.safe_name(name)}_dataset.zip", "application/zip", key="annotate-dl-zip", on_click="ignore")
     s3.download_button("Download mask (PNG of class codes)",
                        cached_bytes(w, ("png", rk, pixel_um), lambda: cio.encode_png(mask, pixel_um=pixel_um)),
-                       f"{cio.safe_name(name)}_mask.png", "image/png", key="annotate-dl-mask")
+                       f"{cio.safe_name(name)}_mask.png", "image/png", key="annotate-dl-mask", on_click="ignore")
     finetune_section(name, image, mask, w)
 
 

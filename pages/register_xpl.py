@@ -238,13 +238,13 @@ def _downloads(name: str, record: dict) -> None:
                                           "angle_deg": None if not np.isfinite(r["stage angle (°)"]) else r["stage angle (°)"],
                                           "message": r["problem"]} for r in record["rows"]}}
     c1.download_button("Transforms (JSON)", json.dumps(report, indent=2), file_name=f"{stem}-xpl-transforms.json",
-                       mime="application/json")
+                       mime="application/json", on_click="ignore")
     c2.download_button("Aligned XPL stack (ZIP of PNG)", _zip_aligned(record["token"], record),
                        file_name=f"{stem}-xpl-aligned{'-SIMULATED' if record.get('simulated') else ''}.zip",
-                       mime="application/zip")
+                       mime="application/zip", on_click="ignore")
     if record.get("maps"):
         c3.download_button("Anisotropy maps (ZIP of PNG)", _zip_maps(record), file_name=f"{stem}-anisotropy.zip",
-                           mime="application/zip")
+                           mime="application/zip", on_click="ignore")
 
 
 @st.cache_data(max_entries=4, show_spinner="Packing the aligned images…")

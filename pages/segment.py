@@ -100,7 +100,7 @@ def results_overview(preds: dict, names: list[str]) -> None:
     import pandas as pd
 
     st.download_button("Download this table (CSV)", pd.DataFrame(rows).to_csv(index=False).encode(),
-                       "orelens-results.csv", "text/csv", key="segment-dl-overview")
+                       "orelens-results.csv", "text/csv", key="segment-dl-overview", on_click="ignore")
 
 
 def cio_predict(model, image, extra, progress, options: dict | None = None):
@@ -311,7 +311,7 @@ def main() -> None:
         sizes = {n: state.pixel_size(n) for n in done}  # taken now: the download is built after this run
         st.download_button(f"Download all {len(done)} masks (ZIP: masks/*.png of class codes + one area table)",
                            lambda: widgets.masks_zip(done, sizes), "orelens-masks.zip", "application/zip",
-                           key="segment-dl-all")
+                           key="segment-dl-all", on_click="ignore")
     from ui import pointcount
 
     if name not in preds:
@@ -363,13 +363,13 @@ def main() -> None:
                        f"{name}_mask.png", "image/png", key="segment-dl-mask",
                        help="8-bit PNG of LumenStone class codes" + (f"; it records the pixel size ({pixel_um:g} µm), "
                                                                      "which `python -m core stats` reads"
-                                                                     if pixel_um else ""))
+                                                                     if pixel_um else ""), on_click="ignore")
     d2.download_button("Download overlay (JPEG)", lambda: cio.encode_jpeg(widgets.with_scale_bar(ov, pixel_um)),
                        f"{name}_overlay.jpg", "image/jpeg", key="segment-dl-overlay",
                        help="The photograph with the mineral colours at the chosen opacity"
-                            + (", and a scale bar" if pixel_um else ""))
+                            + (", and a scale bar" if pixel_um else ""), on_click="ignore")
     d3.download_button("Download area table (CSV)", table.to_csv(index=False).encode(), f"{name}_areas.csv",
-                       "text/csv", key="segment-dl-csv")
+                       "text/csv", key="segment-dl-csv", on_click="ignore")
     pointcount.section(name, image, res.get("classes") or model.classes)
 
 

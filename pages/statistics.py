@@ -378,14 +378,14 @@ def _show(res: dict) -> None:
     # the report and the workbooks are built when first asked for (large samples have 10⁵ grains)
     c[0].download_button("Report (HTML)", lambda: build_download(res, "report", title=title or DEFAULT_TITLE,
                                                                  notes=notes), "orelens-statistics.html",
-                         "text/html", key=f"dl-report-{res['token']}", type="primary", icon="📄")
+                         "text/html", key=f"dl-report-{res['token']}", type="primary", icon="📄", on_click="ignore")
     c[1].download_button("Tables (CSV, zip)", lambda: build_download(res, "csv"), "orelens-statistics-csv.zip",
-                         "application/zip", key=f"dl-csv-{res['token']}")
+                         "application/zip", key=f"dl-csv-{res['token']}", on_click="ignore")
     c[2].download_button("Tables (XLSX)", lambda: build_download(res, "xlsx"), "orelens-statistics.xlsx",
                          "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-                         key=f"dl-xlsx-{res['token']}")
+                         key=f"dl-xlsx-{res['token']}", on_click="ignore")
     c[3].download_button("Statistics (JSON)", res["json"], "orelens-statistics.json", "application/json",
-                         key=f"dl-json-{res['token']}")
+                         key=f"dl-json-{res['token']}", on_click="ignore")
     if res.get("checks"):
         st.caption("The report includes the point count" + (f"s of {len(res['checks'])} images" if len(res["checks"]) > 1
                                                              else f" of {next(iter(res['checks']))}")

@@ -229,11 +229,11 @@ def show_result(result) -> None:
     widgets.show_image(pano, "Panorama", key="stitch-pano", pixel_um=pixel_um)
     d1, d2, d3, d4 = st.columns(4)
     d1.download_button("Panorama (JPEG)", data=lambda: cio.encode_jpeg(pano, quality=95), file_name="panorama.jpg",
-                       mime="image/jpeg", width="stretch")
+                       mime="image/jpeg", width="stretch", on_click="ignore")
     d2.download_button("Panorama (TIFF)", data=lambda: _tiff_bytes(pano, pixel_um), file_name="panorama.tif",
-                       mime="image/tiff", width="stretch")
+                       mime="image/tiff", width="stretch", on_click="ignore")
     d3.download_button("Transforms (JSON)", data=json.dumps(rec, indent=1), file_name="panorama.json",
-                       mime="application/json", width="stretch")
+                       mime="application/json", width="stretch", on_click="ignore")
     if d4.button("Send to segmentation", icon="➡️", width="stretch"):
         how = state.placement("panorama", pano, "stitch")[1]
         try:

@@ -423,12 +423,12 @@ def results_section(name: str, marks: np.ndarray | None, reference: dict | None,
     d1, d2 = st.columns(2)
     pixel_um = state.pixel_size(name)
     d1.download_button("Download this corrected image (PNG)", data=lambda: cio.encode_png(after, pixel_um=pixel_um),
-                       file_name=f"{cio.safe_name(name)}_calibrated.png", mime="image/png", key="uc-dl-one")
+                       file_name=f"{cio.safe_name(name)}_calibrated.png", mime="image/png", key="uc-dl-one", on_click="ignore")
     names = list(cal)
     sizes = {n: state.pixel_size(n) for n in names}
     # the bucket is taken now: the download is built later, outside this session's script run
     d2.download_button(f"Download all {len(names)} corrected images (ZIP)", data=lambda: _zip(names, cal, sizes),
-                       file_name="calibrated.zip", mime="application/zip", key="uc-dl-all")
+                       file_name="calibrated.zip", mime="application/zip", key="uc-dl-all", on_click="ignore")
 
 
 def _zip(names: list[str], cal: dict, sizes: dict) -> bytes:

@@ -225,7 +225,7 @@ def counter(name: str, classes: list[int]) -> None:
     d1.download_button("Download the count (CSV of points and calls)", points_csv(points, calls, labels).encode(),
                        f"{name}_pointcount.csv", "text/csv", key="pc-dl-points",
                        help="x, y, your call and the segmentation's at every point; open it again above to go on "
-                            "counting, or check another mask against it with `python -m core pointcount check`")
+                            "counting, or check another mask against it with `python -m core pointcount check`", on_click="ignore")
     if res["minerals"]:
         d2.download_button("Download the figures (CSV)", check_table(res).to_csv(index=False).encode(),
-                           f"{name}_pointcount_figures.csv", "text/csv", key="pc-dl-figures")
+                           f"{name}_pointcount_figures.csv", "text/csv", key="pc-dl-figures", on_click="ignore")
