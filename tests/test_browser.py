@@ -501,14 +501,14 @@ def test_workflow_5_statistics_and_report(workflow, tmp_path):
     # two downloads clicked one right after the other both arrive: a download does not rerun the page, which
     # would withdraw the other button's file before its click is served
     got = []
-    page.on("download", got.append)
-    for label in ("Tables (CSV, zip)", "Statistics (JSON)"):
+    page.on("download", lambda d: got.append(d))
+    for label in ("Statistics (JSON)", "Tables (CSV, zip)", "Tables (XLSX)"):
         page.locator('[data-testid="stDownloadButton"]').filter(has_text=label).first.locator("button").first.click()
     for _ in range(120):
-        if len(got) == 2:
+        if len(got) == 3:
             break
         page.wait_for_timeout(500)
-    assert sorted(Path(d.suggested_filename).suffix for d in got) == [".json", ".zip"], \
+    assert sorted(Path(d.suggested_filename).suffix for d in got) == [".json", ".xlsx", ".zip"], \
         [d.suggested_filename for d in got]
     assert all(Path(d.path()).stat().st_size > 20 for d in got)
     assert_no_exception(page, "download report")
