@@ -8,12 +8,17 @@ from streamlit.testing.v1 import AppTest
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
 
-def test_stitch_page_demo_tiles():
+def _stitch_page():
     at = AppTest.from_file(APP, default_timeout=180)
     at.run()
     at.switch_page("pages/stitch.py")
     at.run()
     assert not at.exception
+    return at
+
+
+def test_stitch_page_demo_tiles():
+    at = _stitch_page()
     next(b for b in at.button if b.key == "stitch-demo").click()
     at.run()
     assert not at.exception
@@ -52,15 +57,6 @@ def test_stitch_page_bad_grid():
     at.run()
     assert not at.exception
     assert at.error and "grid" in at.error[0].value
-
-
-def _stitch_page():
-    at = AppTest.from_file(APP, default_timeout=180)
-    at.run()
-    at.switch_page("pages/stitch.py")
-    at.run()
-    assert not at.exception
-    return at
 
 
 def _grid_tiles(rows=2, cols=2, seed=5):
