@@ -309,3 +309,15 @@ def test_a_results_overview_is_made_again_not_read():
     def edit(m):
         m["images"][0]["prediction"]["overview"] = "damaged"
     assert "overview" not in unpack(_rewrite(data, _manifest(edit)))["predictions"]["first"]
+
+
+def test_the_file_fingerprint_of_an_image_is_saved():
+    s = _session()
+    s["images"]["first"]["source"] = "0123456789abcdef"
+    back = unpack(pack(s))
+    assert back["images"]["first"]["source"] == "0123456789abcdef" and "source" not in back["images"]["second one"]
+
+    def edit(m):
+        m["images"][0]["source"] = "not a digest"
+    with pytest.raises(ValueError, match="its file fingerprint is damaged"):
+        unpack(_rewrite(pack(s), _manifest(edit)))

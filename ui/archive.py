@@ -94,6 +94,8 @@ def pack(session: Mapping) -> bytes:
                 entry["pixel_um"] = float(rec["pixel_um"])
             if rec.get("sample"):
                 entry["sample"] = str(rec["sample"])
+            if rec.get("source"):  # the fingerprint of the file it was read from (state.placement)
+                entry["source"] = str(rec["source"])
             z.writestr(f"images/{k}.png", cio.encode_png(rec["image"]))
             if rec.get("gt") is not None:
                 z.writestr(f"gt/{k}.png", cio.encode_png(rec["gt"]))
@@ -245,6 +247,11 @@ def unpack(data: bytes, *, max_images: int | None = None, device: str = "cpu") -
                 raise ValueError(f"{where}: its pixel size is damaged") from None
             out["images"][name] = {"image": image, "gt": gt, "origin": str(e.get("origin", "upload")),
                                    "pixel_um": pixel_um}
+            source = e.get("source")
+            if source is not None:
+                if not (isinstance(source, str) and len(source) == 16 and all(c in "0123456789abcdef" for c in source)):
+                    raise ValueError(f"{where}: its file fingerprint is damaged")
+                out["images"][name]["source"] = source
             if e.get("sample") is not None:
                 try:
                     out["images"][name]["sample"] = check_sample_name(e["sample"])
