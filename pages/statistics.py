@@ -231,13 +231,26 @@ def _uploaded_masks() -> dict | None:
 
 def _fingerprints(inputs: dict) -> dict[str, str]:
     """name -> a digest of its mask's content, so that a mask changed since (segmented again, annotated,
-    fine-tuned) is noticed even under the same name."""
+    fine-tuned) is noticed even under the same name.
+
+    The page checks this on every rerun (each change of a view), so a mask the session still holds as the same
+    array is not hashed again: a new result is always a new array, never one changed in place.
+    """
     import hashlib
 
-    out = {}
+    memo = st.session_state.get("_stats_mask_digests", {})
+    out, keep = {}, {}
     for name, rec in inputs.items():
-        m = np.ascontiguousarray(rec["mask"])
-        out[name] = hashlib.blake2b(m.data, digest_size=16, person=str(m.shape).encode()[:16]).hexdigest()
+        m = rec["mask"]
+        hit = memo.get(id(m))
+        if hit is not None and hit[0] is m:
+            d = hit[1]
+        else:
+            a = np.ascontiguousarray(m)
+            d = hashlib.blake2b(a.data, digest_size=16, person=str(a.shape).encode()[:16]).hexdigest()
+        keep[id(m)] = (m, d)  # the array is held, so its id cannot pass to another while it is remembered
+        out[name] = d
+    st.session_state["_stats_mask_digests"] = keep
     return out
 
 

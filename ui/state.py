@@ -133,6 +133,13 @@ def already_holds(name: str, image: np.ndarray, origin: str) -> bool:
     return have is not None and have.get("origin") == origin and np.array_equal(have["image"], image)
 
 
+def _file_tag(source: bytes | None) -> str | None:
+    """The short fingerprint of a file's bytes that an image record keeps as ``"source"``."""
+    import hashlib
+
+    return None if source is None else hashlib.blake2b(source, digest_size=8).hexdigest()
+
+
 def placement(name: str, image: np.ndarray, origin: str = "upload", source: bytes | None = None) -> tuple[str, str]:
     """Where :func:`add_image` puts ``image`` offered under ``name``: ``(the name it gets, how)``.
 
@@ -142,11 +149,9 @@ def placement(name: str, image: np.ndarray, origin: str = "upload", source: byte
     bit depth; ``"new"`` when ``name`` is free; ``"renamed"`` when ``name`` holds a different photograph (or one
     from elsewhere), which stays with its work while this one gets the first free name ``name-2``, ``name-3``, ...
     """
-    import hashlib
-
     _init()
     imgs = st.session_state["images"]
-    tag = None if source is None else hashlib.blake2b(source, digest_size=8).hexdigest()
+    tag = _file_tag(source)
     place, k = name, 2
     while place in imgs:
         if already_holds(place, image, origin):
@@ -170,8 +175,6 @@ def add_image(name: str, image: np.ndarray, gt: np.ndarray | None = None, *, ori
     another bit depth) replaces its earlier reading. ``pixel_um``: its pixel size in µm, when known (from the
     file, or given by the user).
     """
-    import hashlib
-
     _init()
     imgs = st.session_state["images"]
     name, how = placement(name, image, origin, source)
@@ -188,7 +191,7 @@ def add_image(name: str, image: np.ndarray, gt: np.ndarray | None = None, *, ori
     imgs[name] = {"image": image, "gt": gt, "origin": origin,
                   "pixel_um": None if pixel_um is None else cio.check_pixel_size(pixel_um)}
     if source is not None:
-        imgs[name]["source"] = hashlib.blake2b(source, digest_size=8).hexdigest()
+        imgs[name]["source"] = _file_tag(source)
     for key in ("calibrated", "predictions", "annotations", "xpl", "pointcounts"):
         st.session_state[key].pop(name, None)
     if make_current:

@@ -26,11 +26,10 @@ def run(args) -> int:
     import json
     from pathlib import Path
 
-    import cv2
     import numpy as np
     from tqdm import tqdm
 
-    from ..io import list_dataset, read_image, read_mask
+    from ..io import list_dataset, read_image, read_mask, rescale_pair
     from .pixel import fit, reduce, reduce_mask
 
     folder = Path(args.model)
@@ -48,11 +47,8 @@ def run(args) -> int:
     images, masks = [], []
     for it in tqdm(items, desc="reading", unit="photo"):
         img = read_image(it.image)
-        m = read_mask(it.mask, shape=img.shape[:2])
-        if scale != 1.0:  # the working scale, made as inference makes it (prepare_input)
-            size = (max(1, round(img.shape[1] * scale)), max(1, round(img.shape[0] * scale)))
-            img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
-            m = cv2.resize(m, size, interpolation=cv2.INTER_NEAREST)
+        # the working scale, made as training and inference make it
+        img, m = rescale_pair(img, read_mask(it.mask, shape=img.shape[:2]), scale)
         images.append(reduce(img, args.subsample))
         masks.append(reduce_mask(m, args.subsample))
     bar = tqdm(total=100, desc="pixel expert", unit="%")

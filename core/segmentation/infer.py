@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .assemblage import Assemblage, assemblage_settings, choose_minerals, restrict, user_minerals
-from .balance import ColourBalance, auto_balance, balance_settings
+from .balance import ColourBalance, _labels, auto_balance, balance_settings
 from .halfprec import assign, to_float16
 from .model import SegmentationModel
 from .refine import refine as refine_probs, resolve_refine
@@ -394,9 +394,7 @@ def _colours_normal(model: SegmentationModel, p: np.ndarray, x: np.ndarray, colo
     refs = model.reference_colors()
     if not refs:
         return True
-    lut = np.asarray(model.classes, np.uint8)
-    labels = lut[np.argmax(p, axis=0)]
-    d = colour_drift(np.ascontiguousarray(x[: p.shape[1], : p.shape[2], :3]), labels, refs)[0]
+    d = colour_drift(np.ascontiguousarray(x[: p.shape[1], : p.shape[2], :3]), _labels(p, model.classes), refs)[0]
     return bool(np.isfinite(d) and d <= DRIFT_WARNING)
 
 
