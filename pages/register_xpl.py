@@ -237,13 +237,15 @@ def _downloads(name: str, record: dict) -> None:
                                           "rmse_px": None if not np.isfinite(r["residual RMSE (px)"]) else r["residual RMSE (px)"],
                                           "angle_deg": None if not np.isfinite(r["stage angle (°)"]) else r["stage angle (°)"],
                                           "message": r["problem"]} for r in record["rows"]}}
-    c1.download_button("Transforms (JSON)", json.dumps(report, indent=2), file_name=f"{stem}-xpl-transforms.json",
+    c1.download_button("Transforms (JSON)", json.dumps(report, indent=2),
+                       file_name=f"{stem}-xpl-transforms{'-SIMULATED' if record.get('simulated') else ''}.json",
                        mime="application/json", on_click="ignore")
     c2.download_button("Aligned XPL stack (ZIP of PNG)", _zip_aligned(record["token"], record),
                        file_name=f"{stem}-xpl-aligned{'-SIMULATED' if record.get('simulated') else ''}.zip",
                        mime="application/zip", on_click="ignore")
     if record.get("maps"):
-        c3.download_button("Anisotropy maps (ZIP of PNG)", _zip_maps(record), file_name=f"{stem}-anisotropy.zip",
+        c3.download_button("Anisotropy maps (ZIP of PNG)", _zip_maps(record),
+                           file_name=f"{stem}-anisotropy{'-SIMULATED' if record.get('simulated') else ''}.zip",
                            mime="application/zip", on_click="ignore")
 
 

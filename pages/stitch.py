@@ -32,22 +32,42 @@ def read_tiles(files) -> tuple[list[tuple[str, np.ndarray]], float | None] | Non
     tiles, sizes = [], []
     for f in files:
         if f.name.lower().endswith(".zip"):
+            member = None
             try:
                 with zipfile.ZipFile(io.BytesIO(f.getvalue())) as z:
                     members = [m for m in z.infolist() if not m.is_dir() and not m.filename.startswith("__MACOSX")
                                and m.filename.lower().endswith(cio.IMAGE_SUFFIXES)]
+                    if not members:
+                        st.error(f"{state.plain(f.name)}: the archive holds no images "
+                                 f"({', '.join(cio.IMAGE_SUFFIXES)})")
+                        return None
+                    if len(tiles) + len(members) > MAX_TILES:  # counted before anything is decoded
+                        st.error(f"at most {MAX_TILES} tiles can be stitched here, but {state.plain(f.name)} holds "
+                                 f"{len(members)}; use the command line for more")
+                        return None
                     if sum(m.file_size for m in members) > MAX_ZIP_BYTES:
                         st.error(f"{f.name}: the archive unpacks to more than {MAX_ZIP_BYTES // 2 ** 30} GB")
                         return None
-                    for m in members:
-                        data = z.read(m)
-                        tiles.append((m.filename, cio.read_image(data)))
+                    for member in members:
+                        data = z.read(member)
+                        tiles.append((member.filename, cio.read_image(data)))
                         sizes.append(cio.read_pixel_size(data))
             except zipfile.BadZipFile:
-                st.error(f"{f.name}: not a readable zip archive")
+                st.error(f"{state.plain(f.name)}: not a readable zip archive")
+                return None
+            except (RuntimeError, NotImplementedError):  # a password, or a compression zipfile cannot unpack
+                what = state.plain(member.filename) if member is not None else "a file in it"
+                st.error(f"{state.plain(f.name)}: {what} cannot be unpacked (the archive is "
+                         "encrypted or uses an unusual compression); pack the tiles into a plain zip without a "
+                         "password")
                 return None
             except ValueError as e:
-                st.error(f"{f.name}: {e}")
+                where = f"{state.plain(f.name)}: " + (f"{state.plain(member.filename)}: " if member is not None else "")
+                st.error(where + state.plain(str(e).replace("uploaded file: ", "")))
+                return None
+            except MemoryError:
+                st.error(f"{state.plain(f.name)}: not enough memory to unpack these tiles; stitch them with the "
+                         "command line instead")
                 return None
         else:
             img = state.read_upload(f)
@@ -158,7 +178,7 @@ def run_stitch(tiles, opts) -> dict | None:
                      progress=progress)
     except UnmatchedTiles as e:
         hint = "enter their layout (rows×columns) in the **Grid** field" if grid is None else GRID_HINT
-        st.error(f"Stitching failed: {e.explain(hint)}.")
+        st.error(f"Stitching failed: {e.explain(hint, [state.plain(n) for n, _ in tiles])}.")
         return None
     except ValueError as e:
         st.error(f"Stitching failed: {e}")
@@ -232,7 +252,8 @@ def show_result(result) -> None:
                        mime="image/jpeg", width="stretch", on_click="ignore")
     d2.download_button("Panorama (TIFF)", data=lambda: _tiff_bytes(pano, pixel_um), file_name="panorama.tif",
                        mime="image/tiff", width="stretch", on_click="ignore")
-    d3.download_button("Transforms (JSON)", data=json.dumps(rec, indent=1), file_name="panorama.json",
+    d3.download_button("Transforms (JSON)", data=json.dumps({**rec, "pixel_size_um": pixel_um}, indent=1),
+                       file_name="panorama.json",
                        mime="application/json", width="stretch", on_click="ignore")
     if d4.button("Send to segmentation", icon="➡️", width="stretch"):
         how = state.placement("panorama", pano, "stitch")[1]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 
 import numpy as np
@@ -388,6 +389,30 @@ def calibrate(names: list[str], marks: np.ndarray, marked: str, reference: dict,
     return corr, done
 
 
+CORRECTIONS = "uc-corrections"  # image name -> the correction that made its corrected version (this page's own)
+
+
+def remember_correction(correction: dict, fitted_on: str, applied_to: list[str], reference: str, flat) -> None:
+    """Keep the fitted correction with every image it was applied to, so that it stays shown (and can be
+    downloaded) after the page runs again."""
+    cal = state.bucket("calibrated")
+    kept = st.session_state.setdefault(CORRECTIONS, {})
+    for n in applied_to:
+        kept[n] = {"correction": correction, "fitted_on": fitted_on, "applied_to": list(applied_to),
+                   "reference": reference, "flat_field": None if flat is None else flat.source,
+                   "pixels": state.digest(cal[n])}
+
+
+def correction_of(name: str) -> dict | None:
+    """The correction that made the image's corrected version, None when it is not known (the version was made
+    otherwise, e.g. opened from a saved session, or the image was replaced since)."""
+    rec = st.session_state.get(CORRECTIONS, {}).get(name)
+    cal = state.bucket("calibrated").get(name)
+    if rec is None or cal is None or rec["pixels"] != state.digest(cal):
+        return None
+    return rec
+
+
 def results_section(name: str, marks: np.ndarray | None, reference: dict | None, last: dict | None) -> None:
     """Before and after side by side, the ΔE table and downloads."""
     cal = state.bucket("calibrated")
@@ -420,7 +445,7 @@ def results_section(name: str, marks: np.ndarray | None, reference: dict | None,
     if corr:
         st.markdown("**Colour-correction matrix** (linear RGB: `[r, g, b, 1] @ M`)")
         st.dataframe(pd.DataFrame(corr["matrix"], columns=["R", "G", "B"], index=["r", "g", "b", "1"]))
-    d1, d2 = st.columns(2)
+    d1, d2, d3 = st.columns(3)
     pixel_um = state.pixel_size(name)
     d1.download_button("Download this corrected image (PNG)", data=lambda: cio.encode_png(after, pixel_um=pixel_um),
                        file_name=f"{cio.safe_name(name)}_calibrated.png", mime="image/png", key="uc-dl-one", on_click="ignore")
@@ -429,6 +454,13 @@ def results_section(name: str, marks: np.ndarray | None, reference: dict | None,
     # the bucket is taken now: the download is built later, outside this session's script run
     d2.download_button(f"Download all {len(names)} corrected images (ZIP)", data=lambda: _zip(names, cal, sizes),
                        file_name="calibrated.zip", mime="application/zip", key="uc-dl-all", on_click="ignore")
+    if corr:
+        record = {"image": name, "fitted_on": last["fitted_on"], "applied_to": last["applied_to"],
+                  "reference_colours": last["reference"], "flat_field": last["flat_field"], **corr,
+                  "convention": "linear RGB: [r, g, b, 1] @ matrix"}
+        d3.download_button("Download the correction (JSON)", data=json.dumps(record, indent=2),
+                           file_name=f"{cio.safe_name(name)}_correction.json", mime="application/json",
+                           key="uc-dl-corr", on_click="ignore")
 
 
 def _zip(names: list[str], cal: dict, sizes: dict) -> bytes:
@@ -484,17 +516,16 @@ def calibration_section() -> None:
         if minerals_needed(fewest) < need:
             hint += f", or choose the method {fewest}, which needs {minerals_needed(fewest)}"
         st.info(hint + ".")
-    last = None
     if one or series:
         names = list(state.bucket("images")) if series else [name]
         try:
             corr, done = calibrate(names, marks, name, reference, method, flat)
-            last = {"correction": corr.as_dict(), "fitted_on": name, "applied_to": done}
+            remember_correction(corr.as_dict(), name, done, ref_label, flat)
             st.success(f"Corrected {len(names)} image(s) with reference colours from {ref_label}; the next pages "
                        "use the corrected versions.")
         except ValueError as e:
             st.error(str(e))
-    results_section(name, marks, reference, last)
+    results_section(name, marks, reference, correction_of(name))
     if name not in state.bucket("calibrated"):
         widgets.show_image(image, name, key="uc-current", pixel_um=state.pixel_size(name))
 

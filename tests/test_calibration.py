@@ -342,3 +342,19 @@ def test_colour_drift_is_area_weighted_and_flags_a_colour_cast(small):
     assert set(per) == {0, 1}
     assert d == pytest.approx(0.75 * per[0] + 0.25 * per[1])
     assert np.isnan(colour_drift(img, np.full((10, 40), 255, np.uint8), reference)[0])
+
+
+def test_too_few_minerals_suggests_a_method_only_when_it_would_fit(small):
+    ref = _reference(small)
+    im, m = small[0]
+    one = np.where(m == m.flat[np.argmax(m != 255)], m, np.uint8(255)).astype(np.uint8)
+    with pytest.raises(ValueError) as e:
+        fit_correction(class_means(im, one), ref, method="ccm-de2000")
+    assert str(e.value).endswith("; mark more minerals or choose 'white-balance'")
+    tiny = np.full(m.shape, 255, np.uint8)
+    tiny[:3, :3] = 1
+    # nothing usable: white-balance (the method chosen, or any other) would not fit either
+    for method in ("white-balance", "ccm-de2000"):
+        with pytest.raises(ValueError) as e:
+            fit_correction(class_means(im, tiny), ref, method=method)
+        assert str(e.value).endswith("; mark more minerals") and "choose" not in str(e.value), str(e.value)

@@ -190,6 +190,12 @@ def test_cli_writes_aligned_images_and_json(tmp_path, series):
     write_image(tmp_path / "junk.png", rng.integers(0, 256, series.ppl.shape, dtype=np.uint8))
     rc = main(["register", str(tmp_path / "ppl.png"), str(tmp_path / "junk.png"), "--out", str(out), "--quiet"])
     assert rc == 1 and not (out / "junk.png").exists()
+    # an unreadable shot after a good one: refused before anything is aligned or written
+    (tmp_path / "notes.png").write_text("not a picture")
+    fresh, fresh_js = tmp_path / "fresh", tmp_path / "fresh.json"
+    rc = main(["register", str(tmp_path / "ppl.png"), paths[0], str(tmp_path / "notes.png"), "--out", str(fresh),
+               "--json", str(fresh_js), "--quiet"])
+    assert rc == 2 and not fresh.exists() and not fresh_js.exists()
     # refusing to overwrite the inputs
     assert main(["register", str(tmp_path / "ppl.png"), paths[0], "--out", str(tmp_path), "--quiet"]) == 2
     assert main(["register", str(tmp_path / "ppl.png"), str(tmp_path / "missing.png"), "--out", str(out)]) == 2

@@ -70,3 +70,14 @@ def test_cli_user_errors(tmp_path, tile_files, capsys):
     assert main(["stitch", *paths, "--matcher", "nope", "--out", str(tmp_path / "p.jpg")]) == 2
     assert "valid names" in capsys.readouterr().err
     assert main(["stitch", paths[0], str(tmp_path / "missing.jpg"), "--out", str(tmp_path / "p.jpg")]) == 2
+
+
+def test_cli_names_the_tiles_that_match_nothing(tmp_path, demo_image, capsys):
+    a, b = demo_image[:300, :300], demo_image[-300:, -300:][::-1]
+    write_image(tmp_path / "left.png", a)
+    write_image(tmp_path / "right.png", b)
+    out = tmp_path / "pano.tif"
+    rc = main(["stitch", str(tmp_path / "left.png"), str(tmp_path / "right.png"), "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and not out.exists()
+    assert err[-1].startswith("python -m core stitch: error: tile 2 (right.png) could not be matched to the rest;"), err

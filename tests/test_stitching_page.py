@@ -204,3 +204,98 @@ def test_failure_messages_name_the_grid_field_not_the_command_line_flag():
     err = [e.value for e in at.error]
     assert err == ["A 2x2 grid holds 4 tiles but 2 were given: enter the tiles' rows×columns in the **Grid** field, "
                    "or leave it blank to find the overlaps."]
+
+
+def _download(at, label: str):
+    """The bytes and file name a download button of the last run offers."""
+    import gc
+
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+
+    url = next(d.proto.url for d in at.get("download_button") if d.proto.label == label)
+    file_id = url.rsplit("/", 1)[-1].split(".")[0]
+    for store in (o for o in gc.get_objects() if isinstance(o, MemoryMediaFileStorage)):
+        if file_id in store._files_by_id:
+            f = store._files_by_id[file_id]
+            return f.content, f.filename
+    raise AssertionError(f"no file behind {label}")
+
+
+def _encrypted(zip_bytes: bytes) -> bytes:
+    """The archive with every member flagged as encrypted (as a password-protected zip is)."""
+    d = bytearray(zip_bytes)
+    for sig, at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        i = d.find(sig)
+        while i >= 0:
+            d[i + at] |= 1
+            i = d.find(sig, i + 4)
+    return bytes(d)
+
+
+def test_unusable_zip_archives_are_refused_with_a_reason_and_no_traceback():
+    import io
+    import zipfile
+
+    import numpy as np
+
+    from core.io import encode_png
+
+    tiles = _grid_tiles(1, 2)
+    at = _stitch_page()
+
+    def errors(name, data):
+        at.file_uploader(key="stitch-files").set_value([(name, data, "application/zip")]).run()
+        assert not at.exception, at.exception
+        assert "stitch-run" not in [b.key for b in at.button]
+        return [e.value.replace("\\", "") for e in at.error]
+
+    # a password-protected archive
+    assert errors("locked.zip", _encrypted(_zip({"01.png": tiles[0], "02.png": tiles[1]}))) == [
+        "locked.zip: 01.png cannot be unpacked (the archive is encrypted or uses an unusual compression); pack the "
+        "tiles into a plain zip without a password"]
+    # an archive without a single image
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("readme.txt", "tiles of section 12")
+    err = errors("notes.zip", buf.getvalue())
+    assert len(err) == 1 and err[0].startswith("notes.zip: the archive holds no images (.jpg"), err
+    # a member that is not a picture is named, without the decoder's own placeholder name
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("row1/01.png", encode_png(tiles[0]))
+        z.writestr("row1/02.jpg", "not a picture")
+    assert errors("junk.zip", buf.getvalue()) == [
+        "junk.zip: row1/02.jpg: not a readable image; use JPEG, PNG or TIFF"]
+    # more tiles than the page stitches: refused from the archive's listing
+    small = np.full((16, 16, 3), 90, np.uint8)
+    many = _zip({f"{k:03d}.png": small + k for k in range(101)})
+    assert errors("many.zip", many) == [
+        "at most 100 tiles can be stitched here, but many.zip holds 101; use the command line for more"]
+
+
+def test_unmatched_tiles_are_named_and_the_transforms_record_the_pixel_size():
+    import json
+
+    from core.io import encode_png, list_dataset, read_image
+
+    items = list_dataset(Path(APP).parent / "samples", "demo")
+    a = read_image(items[0].image)[:400, :400]
+    b = read_image(items[1].image)[-400:, -400:][::-1]
+    at = _stitch_page()
+    at.file_uploader(key="stitch-files").set_value([("left.png", encode_png(a), "image/png"),
+                                                    ("right.png", encode_png(b), "image/png")]).run()
+    next(x for x in at.button if x.key == "stitch-run").click()
+    at.run()
+    err = [e.value.replace("\\", "") for e in at.error]
+    assert len(err) == 1 and err[0].startswith("Stitching failed: tile 2 (right.png) could not be matched to the "
+                                               "rest;"), err
+    # a panorama of tiles that record their pixel size: the transforms say it too
+    next(x for x in at.button if x.key == "stitch-demo").click()
+    at.run()
+    at.session_state["stitch"]["pixel_um"] = 0.25
+    next(x for x in at.button if x.key == "stitch-run").click()
+    at.run()
+    assert not at.exception and not at.error
+    data, name = _download(at, "Transforms (JSON)")
+    rec = json.loads(data)
+    assert name == "panorama.json" and rec["pixel_size_um"] == 0.25 and len(rec["tiles"]) == 9

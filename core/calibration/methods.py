@@ -609,9 +609,10 @@ def fit_correction(measured: ClassMeans, reference: Mapping[int, np.ndarray], *,
     if len(keep) < need:
         have = ", ".join(name_of(int(measured.codes[i])) for i in keep) or "none"
         extra = f" ({'; '.join(notes)})" if notes else ""
+        fewest = min(_MIN_CLASSES, key=_MIN_CLASSES.get)
+        other = f" or choose {fewest!r}" if _MIN_CLASSES[fewest] < need and len(keep) >= _MIN_CLASSES[fewest] else ""
         raise ValueError(f"method {key!r} needs at least {need} marked mineral(s) with a reference colour but the "
-                         f"annotation gives {len(keep)} ({have}){extra}; mark more minerals or choose "
-                         "'white-balance'")
+                         f"annotation gives {len(keep)} ({have}){extra}; mark more minerals{other}")
     codes = measured.codes[keep]
     src = measured.means[keep]
     w = np.ones(len(keep))

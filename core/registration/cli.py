@@ -52,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
     if any((out / n).resolve() in inputs for n in names):
         raise ValueError(f"--out {out} would overwrite the input images; choose another folder")
     ppl = cio.read_image(ppl_path)
+    for path in xpl_paths:  # every shot readable before anything is aligned or written (decoded again below)
+        cio.read_image(path)
     out.mkdir(parents=True, exist_ok=True)
     report: dict = {"ppl": ppl_path.name, "convention": "A maps XPL pixel (x, y, 1), pixel centres at integers, "
                     "to PPL pixel coordinates", "features": args.features, "model": args.model, "images": {}}

@@ -165,10 +165,13 @@ class UnmatchedTiles(ValueError):
     def __reduce__(self):
         return type(self), (self.tiles, self.grid_hint)
 
-    def explain(self, grid_hint: str) -> str:
+    def explain(self, grid_hint: str, names=None) -> str:
         """The message, with ``grid_hint`` saying how the tile layout is given where the tiles come from (the
-        command line's ``--grid``, a page's field)."""
-        return (f"tiles {', '.join(map(str, self.tiles))} could not be matched to the rest; "
+        command line's ``--grid``, a page's field); with ``names`` (every tile's, in the order given) each tile
+        is named after its number."""
+        which = [f"{k} ({names[k - 1]})" if names is not None and 0 < k <= len(names) else str(k)
+                 for k in self.tiles]
+        return (f"tile{'s' if len(which) > 1 else ''} {', '.join(which)} could not be matched to the rest; "
                 f"check that every tile overlaps a neighbour (or {grid_hint})")
 
 

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .. import io as cio
-    from .adjust import MODELS
+    from .adjust import MODELS, UnmatchedTiles
     from .compose import BLENDERS, SEAMS
     from .correction import apply_flat_field, flat_field_gain, read_lens, undistort
     from .matchers import MATCHERS
@@ -123,9 +123,12 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"a {w}x{h} panorama is too large for JPEG; write .tif instead")
         return None
 
-    res = stitch(tiles, grid=grid, matcher=args.matcher, model=args.model, refine=not args.no_refine,
-                 weights=args.weights, gain=not args.no_gain, vignetting=not args.no_vignetting,
-                 seam=args.seam, blender=args.blender, out=allocate, progress=progress)
+    try:
+        res = stitch(tiles, grid=grid, matcher=args.matcher, model=args.model, refine=not args.no_refine,
+                     weights=args.weights, gain=not args.no_gain, vignetting=not args.no_vignetting,
+                     seam=args.seam, blender=args.blender, out=allocate, progress=progress)
+    except UnmatchedTiles as e:  # named by file, as the user gave them
+        raise ValueError(e.explain("give the right --grid", tile_names(args.tiles))) from None
     pano = res.panorama
     if isinstance(pano, np.memmap):
         pano.flush()
