@@ -119,6 +119,22 @@ def test_csv_round_trip_and_readable_calls():
     assert parse_call(" 11 ") == 11 and parse_call("pn") == 7
 
 
+def test_a_count_saved_by_a_spreadsheet_with_semicolons_or_tabs_reads_the_same():
+    """Spreadsheets in locales with a decimal comma save CSV with semicolons: the count filled in there is the
+    same count."""
+    labels = np.zeros((30, 40), np.uint8)
+    labels[:, 20:] = 2
+    points = grid_points(labels.shape, 12)
+    calls = np.array([1, 0, 2, CANNOT_TELL, NOT_CALLED, 2, 0, 0, 1, 2, 2, 0][:len(points)])
+    text = points_csv(points, calls, labels)
+    for sep in (";", "\t"):
+        other = "\ufeff" + text.replace(",", sep).replace("\n", "\r\n")  # as a spreadsheet writes it
+        p, c = read_points_csv(other.encode("utf-8"), labels.shape)
+        assert np.array_equal(p, points) and np.array_equal(c, calls)
+    p, c = read_points_csv("x;y;call\n2;1;ccp\n4;3;Galena\n6;5;\n")
+    assert p.tolist() == [[1, 2], [3, 4], [5, 6]] and c.tolist() == [1, 2, NOT_CALLED]
+
+
 @pytest.mark.parametrize("text, match", [
     ("a,b\n1,2\n", "columns x and y"), ("x,y,call\n", "no points"), ("x,y,call\n1,two,ccp\n", "line 2: x and y"),
     ("x,y,call\n1,1,ccp\n50,1,py\n", "line 3: the point \\(50, 1\\) lies outside"),

@@ -321,3 +321,39 @@ def test_the_file_fingerprint_of_an_image_is_saved():
         m["images"][0]["source"] = "not a digest"
     with pytest.raises(ValueError, match="its file fingerprint is damaged"):
         unpack(_rewrite(pack(s), _manifest(edit)))
+
+
+def _flip_in_member(data: bytes, member: str, at: int = 200) -> bytes:
+    """``data`` with one byte of ``member``'s stored bytes changed (as a bad disk or a cut download does)."""
+    info = zipfile.ZipFile(io.BytesIO(data)).getinfo(member)
+    b = bytearray(data)
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    b[start + min(at, info.compress_size - 1)] ^= 0xFF
+    return bytes(b)
+
+
+def test_an_archive_damaged_on_disk_is_refused_with_a_reason():
+    good = pack(_session())
+    # a changed byte fails the member's checksum: refused as damaged, never an internal error
+    with pytest.raises(ValueError, match="saved image second one: images/1.png in the archive is damaged"):
+        unpack(_flip_in_member(good, "images/1.png"))
+    with pytest.raises(ValueError, match="manifest.json in the archive is damaged"):
+        describe(_flip_in_member(good, "manifest.json", at=5))
+    with pytest.raises(ValueError, match="saved image first: predictions/0.npz in the archive is damaged"):
+        unpack(_flip_in_member(good, "predictions/0.npz"))
+    # members emptied: the arrays cannot be read
+    with pytest.raises(ValueError, match="saved image first: its segmentation is damaged"):
+        unpack(_rewrite(good, lambda n, b: b"" if n == "predictions/0.npz" else b))
+    with pytest.raises(ValueError, match="saved image first: xpl/0/0.npz is damaged"):
+        unpack(_rewrite(good, lambda n, b: b"" if n == "xpl/0/0.npz" else b))
+
+
+def test_a_damaged_manifest_field_is_refused_or_ignored_not_an_internal_error():
+    good = pack(_session())
+    with pytest.raises(ValueError, match="manifest.json is damaged"):
+        unpack(_rewrite(good, _manifest(lambda m: m.update(version="1"))))
+    with pytest.raises(ValueError, match="an image without a name"):
+        unpack(_rewrite(good, _manifest(lambda m: m["images"][0].update(name=["first"]))))
+    # the current image is only a preference: a damaged one falls back to the first image
+    back = unpack(_rewrite(good, _manifest(lambda m: m.update(current=["second one"]))))
+    assert back["current"] == "first" and list(back["images"]) == ["first", "second one"]

@@ -358,6 +358,23 @@ def test_cli_json_schema(layout, tmp_path):
     assert main(["stats", str(tmp_path / "one.png"), "--pixel-size", "1", "--border", "nope"]) == 2
 
 
+def test_cli_refuses_a_mask_without_labelled_pixels(layout, tmp_path, capsys):
+    """As the page does: an all-unlabelled mask has no area fractions (0 / 0), and pooled with others it would
+    silently drop the total's 95 % intervals; nothing is written."""
+    from core.cli import main
+
+    cio.write_mask(tmp_path / "one.png", layout[0])
+    cio.write_mask(tmp_path / "blank.png", np.full((30, 40), 255, np.uint8))
+    for masks in (["blank.png"], ["one.png", "blank.png"]):
+        capsys.readouterr()
+        rc = main(["stats", *[str(tmp_path / m) for m in masks], "--pixel-size", "1",
+                   "--json", str(tmp_path / "s.json"), "--report", str(tmp_path / "r.html")])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.count("\n") == 1 and "blank.png: the mask holds no labelled pixel" in err
+        assert "Traceback" not in err
+        assert not (tmp_path / "s.json").exists() and not (tmp_path / "r.html").exists()
+
+
 def test_masks_without_minerals_still_report():
     from core.stats.report import build_report
 
@@ -511,6 +528,10 @@ def test_cli_compares_samples(tmp_path):
     assert {k: v["images"] for k, v in c["samples"].items()} == {"upper": ["00", "01", "02"],
                                                                  "lower": ["00-2", "01-2"]}
     assert c["samples"]["upper"]["area_fraction"] == s["samples"]["DH1"]["area_fraction"]
+    # the same list saved by a spreadsheet that separates with semicolons
+    csv.write_text(csv.read_text().replace(",", ";"))
+    assert main(args + ["--samples", str(csv), "--json", str(tmp_path / "c2.json")]) == 0
+    assert json.loads((tmp_path / "c2.json").read_text()) == c
     # mistakes are named before anything is measured: status 2
     csv.write_text("00,upper\n")
     assert main(args + ["--samples", str(csv)]) == 2  # "00" names two masks
@@ -666,3 +687,33 @@ def test_report_title_and_notes(tmp_path):
                  "--title", "Sample 7", "--notes", "drill core"]) == 0
     r = (tmp_path / "r.html").read_text(encoding="utf-8")
     assert "<h1>Sample 7</h1>" in r and "<p>drill core</p>" in r
+
+
+@pytest.mark.parametrize("shape, pixel_um, full_width, length_um", [
+    ((400, 500, 3), 1.0, None, 100.0),      # a fifth of 500 µm: 100 µm = 100 px
+    ((400, 1000, 3), 0.5, None, 100.0),     # 100 µm = 200 px
+    ((360, 480, 3), 0.069, 3396, 20.0),     # a report thumbnail of a 3396 px photograph: 20 µm = 41 px
+])
+def test_scale_bar_is_as_long_as_the_length_it_reads(shape, pixel_um, full_width, length_um):
+    from core.scalebar import bar_length_um, draw_scale_bar
+
+    img = np.zeros(shape, np.uint8)
+    px = pixel_um * (full_width / shape[1] if full_width else 1.0)  # µm per pixel of the drawn copy
+    assert bar_length_um(shape[1], px) == length_um
+    out = draw_scale_bar(img, pixel_um, full_width=full_width)
+    white = (out == 255).all(axis=2)
+    widest = int(white.sum(axis=1).max())  # the bar's rows (the label is narrower)
+    assert widest == round(length_um / px)
+
+
+def test_size_chart_names_the_size_classes_chosen(layout):
+    from core.stats.figures import size_figure
+
+    st = measure(layout[0], pixel_size=PS)
+    for series, words in (("sqrt2", "(√2 classes)"), ("2", "(doubling classes)")):
+        summary = summarize({"one": st}, options=Options(series=series))
+        cls = summary["total"]["grains"]["1"]["size_classes"]
+        assert cls[0]["upper_um"] / cls[0]["lower_um"] == pytest.approx(2 ** 0.5 if series == "sqrt2" else 2)
+        for scope in ("total", "one"):
+            title = size_figure(summary, scope=scope).layout.xaxis.title.text
+            assert title == "equivalent circle diameter, µm " + words

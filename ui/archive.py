@@ -27,6 +27,7 @@ import io
 import json
 import uuid
 import zipfile
+import zlib
 from typing import Mapping
 
 import numpy as np
@@ -39,6 +40,8 @@ __all__ = ["FORMAT", "VERSION", "pack", "describe", "unpack"]
 FORMAT = "orelens-session"
 VERSION = 1
 _MAX_MEMBER_BYTES = 8 << 30  # a member that would unpack to more than this is refused before it is read
+# what reading a damaged member raises: a bad CRC or header (zip), bad deflate data (zlib), a cut-off or empty npz
+_DAMAGED = (OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
 
 
 def _json_default(o):
@@ -73,7 +76,7 @@ def _decode(obj, r: "_Reader"):
             try:
                 with np.load(io.BytesIO(r.read(str(obj["__array__"]))), allow_pickle=False) as f:
                     return f["a"]
-            except (OSError, KeyError, zipfile.BadZipFile):
+            except _DAMAGED:
                 raise ValueError(f"{obj['__array__']} is damaged") from None
         return {k: _decode(v, r) for k, v in obj.items()}
     if isinstance(obj, list):
@@ -152,7 +155,10 @@ class _Reader:
             raise ValueError(f"the archive lacks {member}")
         if self.z.getinfo(member).file_size > _MAX_MEMBER_BYTES:
             raise ValueError(f"{member} in the archive is too large to open")
-        return self.z.read(member)
+        try:
+            return self.z.read(member)
+        except _DAMAGED:  # its bytes do not match their checksum, or do not unpack
+            raise ValueError(f"{member} in the archive is damaged") from None
 
 
 def _manifest(r: _Reader) -> dict:
@@ -164,7 +170,9 @@ def _manifest(r: _Reader) -> dict:
         raise ValueError("the session's manifest.json is damaged") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ValueError("not a saved OreLens session (its manifest is of another format)")
-    if not isinstance(manifest.get("version"), int) or manifest["version"] > VERSION:
+    if not isinstance(manifest.get("version"), int) or isinstance(manifest["version"], bool):
+        raise ValueError("the session's manifest.json is damaged (it has no format version)")
+    if manifest["version"] > VERSION:
         raise ValueError(f"this session was saved by a newer OreLens (format version {manifest.get('version')}); "
                          f"this one reads version {VERSION}")
     if not isinstance(manifest.get("images"), list):
@@ -216,7 +224,9 @@ def unpack(data: bytes, *, max_images: int | None = None, device: str = "cpu") -
                "current": manifest.get("current"), "saved": str(manifest.get("saved", ""))}
         for e in entries:
             try:
-                name, k = str(e["name"]), int(e["key"])
+                name, k = e["name"], int(e["key"])
+                if not isinstance(name, str) or not name:
+                    raise TypeError
             except (KeyError, TypeError, ValueError):
                 raise ValueError("the session's manifest has an image without a name") from None
             if name in out["images"]:
@@ -257,7 +267,7 @@ def unpack(data: bytes, *, max_images: int | None = None, device: str = "cpu") -
                     out["images"][name]["sample"] = check_sample_name(e["sample"])
                 except ValueError:
                     raise ValueError(f"{where}: its sample name is damaged") from None
-        if out["current"] not in out["images"]:
+        if not isinstance(out["current"], str) or out["current"] not in out["images"]:
             out["current"] = next(iter(out["images"]), None)
         out["session_models"] = _models(r, manifest, device)
         use = manifest.get("model_in_use")
@@ -323,7 +333,7 @@ def _prediction(blob: bytes, meta, shape: tuple[int, int]) -> dict:
         with np.load(io.BytesIO(blob), allow_pickle=False) as f:
             labels = f["labels"]
             probs = f["probs"] if "probs" in f.files else None
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+    except (ValueError, *_DAMAGED):
         raise ValueError("its segmentation is damaged") from None
     if labels.dtype != np.uint8 or labels.shape != tuple(shape):
         raise ValueError("its segmentation does not fit the photograph")

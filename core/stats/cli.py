@@ -68,7 +68,9 @@ def read_samples(spec: str, masks: list, stems: list[str]) -> dict[str, str]:
     """Mask stem -> sample from ``--samples`` (a CSV file, ``folders`` or ``names``); ``ValueError`` naming what is
     wrong."""
     import csv
+    import io
 
+    from .pointcount import csv_delimiter
     from .summary import sample_from_name
 
     if spec == "folders":
@@ -80,7 +82,8 @@ def read_samples(spec: str, masks: list, stems: list[str]) -> dict[str, str]:
         raise ValueError(f"--samples {spec}: no such file; give a CSV of mask,sample rows, 'folders' or 'names'")
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = [r for r in csv.reader(f) if any(c.strip() for c in r)]
+            text = f.read()
+        rows = [r for r in csv.reader(io.StringIO(text), delimiter=csv_delimiter(text)) if any(c.strip() for c in r)]
     except (UnicodeDecodeError, csv.Error) as e:
         raise ValueError(f"--samples {spec}: not a readable CSV file ({e})") from None
     if rows and len(rows[0]) >= 2 and rows[0][1].strip().lower() == "sample":
@@ -105,6 +108,7 @@ def read_samples(spec: str, masks: list, stems: list[str]) -> dict[str, str]:
 
 def run(args) -> int:
     from .. import io as cio
+    from ..minerals import IGNORE
     from .measure import measure
     from .summary import Options, group_samples, half_width_text, summarize, tables
 
@@ -130,6 +134,9 @@ def run(args) -> int:
     for path, stem, pixel_um in zip(masks, stems, sizes):
         t0 = time.time()
         mask = cio.read_mask(path)
+        if not (mask != IGNORE).any():  # nothing to measure: its area fractions would be 0 / 0
+            raise ValueError(f"{path}: the mask holds no labelled pixel (every pixel is 255, unlabelled); leave it "
+                             "out, or segment or annotate its image first")
         img = None
         if Path(path).stem in images:  # the photograph of this mask: it must match, report or not
             img = cio.read_image(images[Path(path).stem])

@@ -136,6 +136,18 @@ def sample_size_figure(summary: dict, code, *, weight: str = "area"):
     return fig
 
 
+def _series_words(entry: dict) -> str:
+    """" (√2 classes)" or " (doubling classes)": the size-class series of an entry's grains, read from the
+    classes themselves (the options chose it); "" when no mineral has a grain."""
+    for g in entry["grains"].values():
+        if g["size_classes"]:
+            k = g["size_classes"][0]
+            ratio = k["upper_um"] / k["lower_um"]
+            return " (√2 classes)" if abs(ratio - 2 ** 0.5) < 1e-6 else \
+                " (doubling classes)" if abs(ratio - 2) < 1e-6 else f" (classes ×{ratio:.3g})"
+    return ""
+
+
 def size_figure(summary: dict, *, scope: str = "total", weight: str = "area", sample: str | None = None):
     """Cumulative size curves (percent finer than the class upper edge) per mineral.
 
@@ -162,7 +174,8 @@ def size_figure(summary: dict, *, scope: str = "total", weight: str = "area", sa
         fig.add_scatter(x=xs, y=ys, mode="lines+markers", name=_label(c), line=dict(color=mineral_color(c), width=2),
                         hovertemplate=_label(c) + "<br>%{y:.1f} % finer than %{x:.3g} µm<extra></extra>")
     fig.update_layout(title=f"Grain-size distribution ({'by area' if weight == 'area' else 'by number'}, {scope})",
-                      xaxis_title="equivalent circle diameter, µm (√2 classes)", yaxis_title="cumulative % finer",
+                      xaxis_title="equivalent circle diameter, µm" + _series_words(entry),
+                      yaxis_title="cumulative % finer",
                       xaxis_type="log", yaxis_range=[0, 101], height=420, margin=dict(l=50, r=20, t=50, b=50))
     return fig
 

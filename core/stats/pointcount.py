@@ -30,7 +30,7 @@ from ..minerals import IGNORE, MINERALS, by_code
 
 __all__ = ["CANNOT_TELL", "NOT_CALLED", "MAX_POINTS", "Z95", "grid_points", "wilson_interval", "check",
            "check_table", "agreement_sentence", "points_csv", "read_points_csv", "point_view", "call_name",
-           "parse_call", "next_uncalled", "calls_as_scribbles", "pool_checks",
+           "parse_call", "csv_delimiter", "next_uncalled", "calls_as_scribbles", "pool_checks",
            "pooled_checks", "checks_table", "class_area"]
 
 CANNOT_TELL = IGNORE
@@ -331,6 +331,13 @@ def points_csv(points, calls, labels: np.ndarray | None = None) -> str:
     return buf.getvalue()
 
 
+def csv_delimiter(text: str) -> str:
+    """The delimiter of a CSV text's header line: a comma, or the semicolon (or tab) that spreadsheets in locales
+    with a decimal comma write instead."""
+    head = text.lstrip("\ufeff\r\n").split("\n", 1)[0]
+    return max((",", ";", "\t"), key=head.count) if head else ","
+
+
 def read_points_csv(data: bytes | str, shape: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Points and calls from a CSV with columns ``x``, ``y`` and ``call_code`` or ``call`` (as
     :func:`points_csv` writes it; a call is a class code, a label, a name or "cannot tell", blank when not
@@ -340,7 +347,7 @@ def read_points_csv(data: bytes | str, shape: tuple[int, int] | None = None) -> 
             data = data.decode("utf-8-sig")
         except UnicodeDecodeError:
             raise ValueError("the point list is not a text (CSV) file") from None
-    reader = csv.DictReader(io.StringIO(data))
+    reader = csv.DictReader(io.StringIO(data), delimiter=csv_delimiter(data))
     fields = {f.strip().lower(): f for f in (reader.fieldnames or []) if f}
     if "x" not in fields or "y" not in fields:
         raise ValueError("the point list needs columns x and y (and call_code or call)")
