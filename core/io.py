@@ -361,18 +361,24 @@ def read_mask(
 # A pixel size recorded in a file is believed between these (µm per pixel): a microscope photograph lies well
 # inside, and the 72-600 dpi that cameras and editors write by default (42-350 µm) lies outside.
 PIXEL_SIZE_RANGE = (1e-3, 25.0)
+GIVEN_PIXEL_SIZE_RANGE = (1e-4, 1000.0)  # what a user may give (the pages' fields allow the same)
 _UNIT_UM = {"micron": 1.0, "microns": 1.0, "um": 1.0, "µm": 1.0, "mm": 1e3, "nm": 1e-3,
             "cm": 1e4, "m": 1e6}
 
 
 def check_pixel_size(value, what: str = "the pixel size") -> float:
-    """``value`` as a float of µm per pixel; ``ValueError`` saying so when it is not a positive finite number."""
+    """``value`` as a float of µm per pixel; ``ValueError`` saying so when it is not a number within
+    :data:`GIVEN_PIXEL_SIZE_RANGE`."""
     try:
         v = float(value)
     except (TypeError, ValueError):
         raise ValueError(f"{what} must be a number of µm per pixel, not {value!r}") from None
     if not (v > 0 and np.isfinite(v)):
         raise ValueError(f"{what} must be a positive number of µm per pixel, not {value}")
+    lo, hi = GIVEN_PIXEL_SIZE_RANGE
+    if not lo <= v <= hi:
+        raise ValueError(f"{what} must be between {lo:g} and {hi:g} µm per pixel (a microscope photograph's pixel "
+                         f"is a fraction of a µm to a few µm), not {value:g}")
     return v
 
 

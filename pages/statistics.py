@@ -216,6 +216,8 @@ def _uploaded_masks() -> dict | None:
             ok = False
             continue
         key = target or stem
+        if key in state.RESERVED_NAMES:  # the pooled rows' name: total.png is analysed as total-2
+            key = f"{key}-2"
         if key in out:
             st.error(f"{f.name}: two masks for {key}; give each image one mask.")
             ok = False

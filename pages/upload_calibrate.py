@@ -61,7 +61,7 @@ def upload_section() -> None:
                                 "ore type). Statistics compares samples; it can be changed later under **Images in "
                                 "this session** or on Statistics.").strip()
     if files and c1.button("Add to this session", icon="➕", key="uc-add"):
-        added, errors, kept, dark, recorded, unknown, renamed, reread = [], [], [], [], [], [], [], []
+        added, errors, kept, dark, recorded, unknown, renamed, reread, reserved = [], [], [], [], [], [], [], [], []
         for f in files:
             img = state.read_upload(f, say=errors.append, max_value=white or None)
             if img is None:
@@ -92,6 +92,9 @@ def upload_section() -> None:
             if how == "renamed":
                 renamed.append(f"{state.plain(f.name)} is a different photograph from the {wanted} already in "
                                f"this session: added as {added[-1]}")
+            elif how == "reserved":
+                reserved.append(f"{state.plain(f.name)} is added as {added[-1]}: “{wanted}” names the rows of all "
+                                "images pooled in the statistics")
             elif how == "replaced":
                 reread.append(added[-1])
             if sample:
@@ -105,6 +108,8 @@ def upload_section() -> None:
             messages.append(("info", f"Already in this session, kept with their results: {', '.join(kept)}"))
         if renamed:
             messages.append(("info", "; ".join(renamed) + " (the image already there keeps its results)."))
+        if reserved:
+            messages.append(("info", "; ".join(reserved) + "."))
         if reread:
             messages.append(("info", "Read again from the same file with the settings chosen now, replacing the "
                              "earlier reading and what was done to it: " + ", ".join(reread) + "."))

@@ -340,3 +340,23 @@ def test_the_correction_stays_shown_after_the_page_runs_again_and_can_be_downloa
     at.session_state["calibrated"][other] = at.session_state["images"][other]["image"].copy()
     at.run()
     assert not matrix_shown() and "uc-dl-corr" not in [d.key for d in at.get("download_button")]
+
+
+def test_a_photograph_called_total_is_added_under_another_name():
+    """"total" names the rows of all images pooled in the statistics, so total.jpg is added as total-2."""
+    import numpy as np
+
+    img = np.random.default_rng(9).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.run()
+    at.switch_page("pages/upload_calibrate.py").run()
+    at.file_uploader(key="uc-files").set_value([("total.jpg", _jpeg(img), "image/jpeg")]).run()
+    at.button(key="uc-add").click().run()
+    assert not at.exception, at.exception
+    assert "total" not in at.session_state["images"] and "total-2" in at.session_state["images"]
+    assert [s.value for s in at.success] == ["Added 1 image(s): total-2"]
+    assert any(i.value.replace("\\", "") == "total.jpg is added as total-2: “total” names the rows of all images "
+               "pooled in the statistics." for i in at.info)
+    at.button(key="uc-add").click().run()  # the same file again is found under its new name
+    assert [i.value for i in at.info if i.value.startswith("Already")] == [
+        "Already in this session, kept with their results: total-2"]

@@ -136,6 +136,19 @@ def test_stats_reads_the_pixel_size_each_mask_records(tmp_path, capsys):
     assert json.loads((tmp_path / "t.json").read_text())["images"]["c"]["pixel_size_um"] == 0.25
 
 
+@pytest.mark.parametrize("value", ["1e9", "0.00001", "0", "nan"])
+def test_a_given_pixel_size_out_of_range_is_refused(tmp_path, capsys, value):
+    """The command line takes the pixel sizes the pages' fields take (1e-4 to 1000 µm per pixel)."""
+    cio.write_mask(tmp_path / "c.png", np.zeros((20, 30), np.uint8))
+    assert main(["stats", str(tmp_path / "c.png"), "--pixel-size", value, "--json", str(tmp_path / "t.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--pixel-size must be" in err and "Traceback" not in err
+    assert not (tmp_path / "t.json").exists()
+    assert cio.check_pixel_size("1000") == 1000.0 and cio.check_pixel_size(1e-4) == 1e-4
+    with pytest.raises(ValueError, match="between 0.0001 and 1000"):
+        cio.check_pixel_size(1000.5)
+
+
 def test_stats_report_thumbnails_carry_a_scale_bar():
     from core.stats.report import thumbnail
 

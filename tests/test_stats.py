@@ -717,3 +717,26 @@ def test_size_chart_names_the_size_classes_chosen(layout):
         for scope in ("total", "one"):
             title = size_figure(summary, scope=scope).layout.xaxis.title.text
             assert title == "equivalent circle diameter, µm " + words
+
+
+def test_a_mask_called_total_is_not_mixed_with_the_pooled_rows(tmp_path):
+    """"total" names the rows of all masks pooled: a mask total.png is reported as total-2, and the pooled rows
+    stay one per mineral."""
+    import pandas as pd
+
+    from core.cli import main
+
+    m = np.zeros((10, 100), np.uint8)
+    for name, share in (("total", 10), ("one", 30)):
+        m[:] = 0
+        m[:, :share] = 1
+        cio.write_mask(tmp_path / f"{name}.png", m, pixel_um=0.5)
+    assert main(["stats", str(tmp_path / "total.png"), str(tmp_path / "one.png"), "--json", str(tmp_path / "s.json"),
+                 "--csv", str(tmp_path / "csv")]) == 0
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert list(s["images"]) == ["total-2", "one"]
+    assert s["images"]["total-2"]["area_fraction"]["1"] == pytest.approx(0.1)
+    assert s["total"]["area_fraction"]["1"] == pytest.approx(0.2)
+    modal = pd.read_csv(next((tmp_path / "csv").glob("*modal*.csv")))
+    pooled = modal[modal["image"] == "total"]
+    assert len(pooled) == 2 and pooled.set_index("code")["fraction"][1] == pytest.approx(0.2)

@@ -339,3 +339,23 @@ def test_a_mask_without_any_labelled_pixel_is_refused():
     assert not at.exception, at.exception
     assert any("no labelled pixel" in e.value for e in at.error), [e.value for e in at.error]
     assert at.session_state["statistics"].get("result") is None
+
+
+def test_an_uploaded_mask_called_total_is_not_mixed_with_the_pooled_rows():
+    """"total" names the rows of all masks pooled: an uploaded total.png is analysed as total-2."""
+    from core.io import encode_png
+
+    at = _page()
+    at.checkbox(key="stats-standalone").check().run()
+    m = np.zeros((20, 50), np.uint8)
+    m[:, :10] = 1
+    two = np.zeros((20, 50), np.uint8)
+    two[:, :20] = 1
+    at.file_uploader(key="stats-uploads").set_value([("total.png", encode_png(m), "image/png"),
+                                                    ("two.png", encode_png(two), "image/png")]).run()
+    at.button(key="stats-run").click().run()
+    assert not at.exception, at.exception
+    summary = at.session_state["statistics"]["result"]["summary"]
+    assert list(summary["images"]) == ["total-2", "two"]
+    assert summary["images"]["total-2"]["area_fraction"]["1"] == pytest.approx(0.2)
+    assert summary["total"]["area_fraction"]["1"] == pytest.approx(0.3)

@@ -140,6 +140,9 @@ def _file_tag(source: bytes | None) -> str | None:
     return None if source is None else hashlib.blake2b(source, digest_size=8).hexdigest()
 
 
+RESERVED_NAMES = frozenset({"total"})  # the statistics' pooled rows go by this name in every table and download
+
+
 def placement(name: str, image: np.ndarray, origin: str = "upload", source: bytes | None = None) -> tuple[str, str]:
     """Where :func:`add_image` puts ``image`` offered under ``name``: ``(the name it gets, how)``.
 
@@ -147,12 +150,17 @@ def placement(name: str, image: np.ndarray, origin: str = "upload", source: byte
     ``name`` or a name made from it (``name-2``, ...): it keeps its work; ``"replaced"`` when that name holds an
     earlier reading of the same file (``source``: the file's bytes), read again with other settings such as the
     bit depth; ``"new"`` when ``name`` is free; ``"renamed"`` when ``name`` holds a different photograph (or one
-    from elsewhere), which stays with its work while this one gets the first free name ``name-2``, ``name-3``, ...
+    from elsewhere), which stays with its work while this one gets the first free name ``name-2``, ``name-3``, ...;
+    ``"reserved"`` when ``name`` is one the statistics give their pooled rows (:data:`RESERVED_NAMES`), so the
+    image gets ``name-2``.
     """
     _init()
     imgs = st.session_state["images"]
     tag = _file_tag(source)
     place, k = name, 2
+    if name in RESERVED_NAMES:
+        place = f"{name}-{k}"
+        k += 1
     while place in imgs:
         if already_holds(place, image, origin):
             return place, "kept"
@@ -161,7 +169,7 @@ def placement(name: str, image: np.ndarray, origin: str = "upload", source: byte
             return place, "replaced"
         place = f"{name}-{k}"
         k += 1
-    return place, "new" if place == name else "renamed"
+    return place, "new" if place == name else "reserved" if name in RESERVED_NAMES else "renamed"
 
 
 def add_image(name: str, image: np.ndarray, gt: np.ndarray | None = None, *, origin: str = "upload",

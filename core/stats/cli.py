@@ -51,8 +51,17 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "quartz 2.65, calcite 2.71)")
 
 
+def _label(code: str) -> str:
+    from ..minerals import by_code
+
+    try:
+        return by_code(int(code)).label
+    except ValueError:
+        return "?"
+
+
 def _unique_stems(paths) -> list[str]:
-    stems, seen = [], {}
+    stems, seen = [], {"total": 1}  # "total" names the pooled rows: a mask total.png is reported as total-2
     for p in paths:
         s = Path(p).stem
         if s in seen:
@@ -162,7 +171,7 @@ def run(args) -> int:
             g = entry["grains"].get(c)
             extra = f", {g['count']} grains, d50 {g['d50_um']:.3g} µm" if g and g["count"] else ""
             pm = f" ± {half_width_text(100 * ci[c])}" if c in ci else ""
-            print(f"  class {c:>2}: {100 * f:7.3f}{pm} area %, {100 * entry['mass_fraction'][c]:7.3f} wt %{extra}")
+            print(f"  {c:>2} {_label(c):<4}: {100 * f:7.3f}{pm} area %, {100 * entry['mass_fraction'][c]:7.3f} wt %{extra}")
         if entry["element_grade"]:
             print(f"  calculated grade (gangue {options.gangue_density:g} g/cm³): " +
                   ", ".join(f"{el} {100 * g:.3g} %" for el, g in entry["element_grade"].items()))
