@@ -6,8 +6,9 @@ Layout (stable element keys, for scripted browser use):
   ``annotate-brush`` brush size (image pixels), ``annotate-start`` start from the prediction or from scratch,
   ``annotate-method`` propagation method, ``annotate-undo`` / ``annotate-clear`` buttons.
 - The drawing canvas sits in the container ``annotate-canvas-box`` (CSS class ``st-key-annotate-canvas-box``);
-  the canvas widget key is ``annotate-canvas-<n>`` (n grows on undo/clear). It shows the image scaled to at most
-  ``CANVAS_MAX_SIDE`` px wide; canvas pixel (x, y) is image pixel (x / s, y / s) with s = canvas width / image width.
+  the canvas widget key is ``annotate-canvas-<image name>-<n>`` (n grows on undo/clear). It shows the image
+  scaled to at most ``CANVAS_MAX_SIDE`` px wide; canvas pixel (x, y) is image pixel (x / s, y / s) with
+  s = canvas width / image width.
 - The propagated mask, updated after every stroke, is the image in the container ``annotate-result``
   (CSS class ``st-key-annotate-result``); ``annotate-result-stats`` holds its pixel counts as text and
   the share of pixels the strokes changed from the starting mask ("Strokes changed X% of the pixels").
@@ -429,14 +430,18 @@ def main() -> None:
     if w["upload"] is not None:  # strokes not drawn here (an uploaded mask, the point count's calls) are shown too
         bg = with_strokes(bg, stroke_layer(w, (cw, ch)))
     st_canvas = _canvas_module()
+    canvas_key = f"annotate-canvas-{name}-{w['version']}"  # one canvas per image: strokes never pass to another
+    if canvas_key not in st.session_state and w["objects"]:
+        # the canvas was not on the page in the last run (another page or image was open): it starts again with
+        # the strokes drawn so far, which it would otherwise report as none
+        w["initial"] = list(w["objects"])
     with st.container(key="annotate-canvas-box"):
         if st_canvas is not None:
             from PIL import Image
 
             res = st_canvas(stroke_width=max(1, round(brush * scale)), stroke_color=hex_of(code),
                             background_image=Image.fromarray(bg), width=cw, height=ch, drawing_mode="freedraw",
-                            initial_drawing={"objects": w["initial"]}, update_streamlit=True,
-                            key=f"annotate-canvas-{w['version']}")
+                            initial_drawing={"objects": w["initial"]}, update_streamlit=True, key=canvas_key)
             if res is not None and res.json_data is not None:
                 w["objects"] = list(res.json_data.get("objects", []))
         else:

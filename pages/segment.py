@@ -10,9 +10,10 @@ from ui import state, widgets
 
 
 def run_model(model, name: str, image: np.ndarray, balance: bool = True, minerals: list[int] | None = None,
-              assemblage: bool = True, refine: str | None = None, say=None, which: str = "") -> dict | None:
+              assemblage: bool = True, refine: str | None = None, say=None, which: str = "", where=None) -> dict | None:
     """Segment one image with the page's settings; None after telling why it failed (``say``, default
-    ``st.error``). ``which`` (e.g. "demo-05, 2 of 5") goes into the progress bar's text."""
+    ``st.error``). ``which`` (e.g. "demo-05, 2 of 5") goes into the progress bar's text; ``where`` (a placeholder,
+    default the page) is where the bar is drawn."""
     say = say or st.error
     ok, extra = state.xpl_channels_or_error(model, name, say=say)
     if not ok:
@@ -21,7 +22,7 @@ def run_model(model, name: str, image: np.ndarray, balance: bool = True, mineral
     options = {"balance": bool(balance), "minerals": list(minerals) if minerals else None,
                "assemblage": bool(assemblage), "refine": refine}
     head = f"Segmenting {which}" if which else "Segmenting"
-    bar = st.progress(0.0, text=f"{head}…")
+    bar = (where or st).progress(0.0, text=f"{head}…")
     try:
         pred = cio_predict(model, image, extra, lambda f, msg: bar.progress(f, text=f"{head}: {msg}"), options)
     except (ValueError, MemoryError) as e:
@@ -276,8 +277,11 @@ def main() -> None:
     minerals, apart = mineral_choice(model)
     refine = refine_choice(model)
     b1, b2 = st.columns(2)
+    # the buttons' progress bar: a placeholder on the page in every run, so that what comes below keeps its place
+    # (an expander opened there after a segmentation stays open when the page runs again)
+    busy = st.empty()
     if b1.button("Segment this image", type="primary", key="segment-run"):
-        res = run_model(model, name, image, balance and not calibrated, minerals, apart, refine)
+        res = run_model(model, name, image, balance and not calibrated, minerals, apart, refine, where=busy)
         if res is not None:
             preds[name] = res
     # images without a result of this model: after a change of model (one fine-tuned on Annotate, say), the whole
@@ -291,7 +295,8 @@ def main() -> None:
         for i, n in enumerate(others, 1):
             img = state.pixels(n)
             res = run_model(model, n, img, balance and n not in state.bucket("calibrated"), minerals, apart, refine,
-                            say=lambda text, n=n: errors.append(f"{n}: {text}"), which=f"{n}, {i} of {len(others)}")
+                            say=lambda text, n=n: errors.append(f"{n}: {text}"), which=f"{n}, {i} of {len(others)}",
+                            where=busy)
             if res is not None:
                 preds[n] = res
                 done += 1

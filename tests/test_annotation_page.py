@@ -249,3 +249,45 @@ def test_annotate_page_finetune_keeps_the_annotation_it_was_trained_on(tmp_path)
     at.run()
     assert not at.exception, at.exception
     assert at.session_state["predictions"][name]["model"] == "tiny-finetuned-2"
+
+
+def _drawn(at, key: str, objects: list[dict]) -> None:
+    """What the browser's drawing canvas ``key`` reports after the user drew ``objects`` (Fabric.js paths)."""
+    at.session_state[key] = {"drawing": {"raw": {"objects": objects}, "data": None}, "backgroundFit": None}
+
+
+_STROKE = {"type": "path", "stroke": "#%02x%02x%02x" % (255, 0, 0), "strokeWidth": 12,
+           "path": [["M", 100, 100], ["L", 200, 120]]}
+
+
+def test_strokes_stay_with_their_image_and_survive_a_visit_to_another_page():
+    from core.minerals import by_code
+
+    assert "#%02x%02x%02x" % by_code(1).color == _STROKE["stroke"]  # a chalcopyrite stroke
+    at = _open_page()
+    first, second = list(at.session_state["images"])[:2]
+    assert at.session_state["current"] == first
+    _drawn(at, f"annotate-canvas-{first}-0", [_STROKE])
+    at.run()
+    assert not at.exception, at.exception
+    mask = at.session_state["annotations"][first]
+    assert (mask == 1).any()
+    drawn = at.session_state["annotate_work"][first]["objects"]
+    assert len(drawn) == 1
+    # another page, and back: the canvas comes back with the stroke, and the annotation is still there
+    at.switch_page("pages/segment.py").run()
+    at.switch_page("pages/annotate.py").run()
+    assert not at.exception, at.exception
+    assert at.session_state["annotate_work"][first]["objects"] == drawn
+    assert not any("Draw a stroke" in i.value for i in at.info)
+    assert any(b.key == "annotate-dl-mask" for b in at.get("download_button"))
+    assert np.array_equal(at.session_state["annotations"][first], mask)
+    # another image: its canvas starts empty, the first image's stroke does not pass to it
+    at.selectbox(key="annotate-image").set_value(second).run()
+    assert not at.exception, at.exception
+    assert at.session_state["annotate_work"][second]["objects"] == []
+    assert second not in at.session_state["annotations"]
+    assert any("Draw a stroke" in i.value for i in at.info)
+    at.selectbox(key="annotate-image").set_value(first).run()
+    assert at.session_state["annotate_work"][first]["objects"] == drawn
+

@@ -519,6 +519,40 @@ def test_cli_as_a_process_prints_no_traceback(built, tiny_model, tmp_path):
         _assert_one_sentence(p.returncode, p.stderr, name=path.name)
 
 
+def test_cli_outputs_blocked_by_a_file_are_refused_before_any_work(tiny_model, tmp_path, capsys):
+    """An output path under a file (a typo'd --out that names an existing file) is one sentence and status 2,
+    before an image is read or a model trained; nothing is written."""
+    blocker = tmp_path / "results"
+    blocker.write_text("notes")
+    img, mask = _good_image(tmp_path), _good_mask(tmp_path)
+    cases = [
+        (["segment", str(img), "--out", str(blocker), "--model", str(tiny_model)], str(blocker)),
+        (["segment", str(img), "--out", str(tmp_path / "ok"), "--model", str(tiny_model),
+          "--json", str(blocker / "r.json")], "--json"),
+        (["annotate", str(img), "--scribbles", str(mask), "--out", str(blocker / "m" / "a.png")], "--out"),
+        (["uncertainty", str(img), "--out", str(blocker / "u.png"), "--model", str(tiny_model)], "--out"),
+        (["train", "--data", str(tmp_path), "--out", str(blocker)], "is a file"),
+    ]
+    for argv, said in cases:
+        rc, err = _invoke(argv, capsys)
+        _assert_one_sentence(rc, err)
+        assert said in err and ("in the way" in err or "is a file" in err), (argv, err)
+    assert blocker.read_text() == "notes"
+    assert not (tmp_path / "ok" / "good.png").exists()  # the --json folder was refused before the image
+
+
+@pytest.mark.parametrize("flag,value", [("--val-every", "0"), ("--batch-size", "0"), ("--workers", "-1"),
+                                        ("--lr", "0"), ("--iterations", "-5")])
+def test_train_refuses_bad_numbers_before_reading_the_data(flag, value, tmp_path, capsys):
+    """Found out by the training loop, --val-every 0 stopped a run with an internal error after its first
+    iteration; every such number is refused before the (here missing) dataset is even looked at."""
+    rc, err = _invoke(["train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "m"), flag, value],
+                      capsys)
+    _assert_one_sentence(rc, err)
+    assert flag in err and "dataset folder not found" not in err, err
+    assert not (tmp_path / "m").exists()
+
+
 # --------------------------------------------------------------------------- upload widgets in the app
 
 

@@ -561,3 +561,24 @@ def test_a_result_says_when_the_settings_changed_since(tiny_model):
         assert not any("other settings" in i.value for i in at.info)
     finally:
         os.environ["ORELENS_AUTOLOAD_DEMO"] = "0"
+
+
+def test_what_follows_the_buttons_keeps_its_place_after_a_segmentation(tiny_model):
+    """The progress bar leaves no element of its own behind: were the page's elements after the buttons to move
+    by one in the next run, the browser would close an expander opened there (the expert mask's, whose error
+    message then cannot be seen)."""
+    os.environ["ORELENS_AUTOLOAD_DEMO"] = "1"
+    try:
+        at = _segment_page(tiny_model)
+
+        def places():
+            return [i for i, e in at.main.children.items() if getattr(e, "type", "") == "expander"]
+
+        at.button(key="segment-run").click().run()
+        assert not at.exception, at.exception
+        after_click = places()
+        assert "Replace the expert mask of this image" in [e.label for e in at.expander]
+        at.run()
+        assert places() == after_click
+    finally:
+        os.environ["ORELENS_AUTOLOAD_DEMO"] = "0"

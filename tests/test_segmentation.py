@@ -618,6 +618,34 @@ def test_a_model_archive_loads_its_weights_only(tmp_path, monkeypatch):
         assert "orelens-model-" not in str(e.value), e.value
 
 
+def test_a_damaged_model_archive_is_refused_as_damaged(tmp_path):
+    """A model zip whose weights are garbage, or whose bytes were damaged on the way (a checksum that fails), is
+    refused with a ValueError that says so, not with torch's pickler message or an unhandled zip error."""
+    import io
+    import zipfile
+
+    from core.segmentation import create_model, load_model_archive, save_model
+
+    torch.manual_seed(0)
+    net = create_model("unet", "resnet18", classes=3, in_channels=3)
+    cfg = {"architecture": "unet", "encoder": "resnet18", "in_channels": 3, "classes": [0, 1, 5], "scale": 1.0,
+           "tile": 64, "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}
+    folder = save_model(tmp_path / "m", net, cfg)
+    good = _model_zip(folder, "mine")
+    assert load_model_archive(good, device="cpu").name == "mine"
+    with zipfile.ZipFile(io.BytesIO(good)) as z:
+        info = z.getinfo("mine/weights.pt")
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    damaged = bytearray(good)
+    damaged[start + 1000:start + 1064] = bytes(64)  # inside the stored weights: the CRC no longer holds
+    with pytest.raises(ValueError, match=r"the archive's weights.pt is damaged .*download or zip the model again"):
+        load_model_archive(bytes(damaged), device="cpu")
+    (folder / "weights.pt").write_bytes(b"garbage" * 100)
+    with pytest.raises(ValueError, match="not readable as model weights") as e:
+        load_model_archive(_model_zip(folder, "mine"), device="cpu")
+    assert "pickl" not in str(e.value).lower() and "weights_only" not in str(e.value)
+
+
 def test_finetuned_config_does_not_claim_the_parent_scores():
     from core.annotation.finetune import finetune
     from core.segmentation import SegmentationModel, create_model

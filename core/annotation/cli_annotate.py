@@ -24,7 +24,12 @@ def run(args: argparse.Namespace) -> int:
     from .. import io as cio
     from .propagate import METHODS, propagate
 
+    from pathlib import Path
+
+    from ..segmentation.cli_segment import make_folder
+
     METHODS.get(args.method)
+    make_folder(Path(args.out).parent, "--out")
     t0 = time.time()
     image = cio.read_image(args.image)
     scribbles = cio.read_mask(args.scribbles, shape=image.shape[:2])

@@ -27,11 +27,14 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .. import io as cio
+    from ..segmentation.cli_segment import make_folder
     from .uncertainty import SCORES, select_regions, to_uint8, uncertainty_map
 
     SCORES.get(args.score)
     if not 0.0 < args.fraction <= 1.0:
         raise ValueError(f"--fraction must be in (0, 1], got {args.fraction}")
+    out = Path(args.out)
+    make_folder(out.parent, "--out")
     import torch
 
     from ..segmentation import DEFAULT_MODEL_DIR, load_model, predict
@@ -44,8 +47,6 @@ def run(args: argparse.Namespace) -> int:
     image = cio.read_image(args.image)
     pred = predict(model, image)
     umap = uncertainty_map(pred.probs, shape=image.shape[:2], score=args.score)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(cio.encode_png(to_uint8(umap)))
     regions = select_regions(umap, fraction=args.fraction)
     reg_path = out.with_name(out.stem + "_regions.png")

@@ -43,6 +43,17 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "e.g. pyrite with pyrrhotite for the default model, are not predicted together)")
 
 
+def make_folder(folder: Path, what: str) -> Path:
+    """Create ``folder`` (and its parents) for the output named ``what`` (e.g. "--out"); ValueError, before any
+    work is done, where a file stands in the way."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ValueError(f"{what}: cannot make the folder {folder}: a file of that name (or of a folder above it) "
+                         "is in the way") from None
+    return folder
+
+
 def expand_images(items: list[str]) -> list[Path]:
     """The image files named by ``items``: files as given, folders by their image files (sorted by name).
 
@@ -86,7 +97,9 @@ def run(args) -> int:
         from .assemblage import parse_minerals
 
         minerals = parse_minerals(args.minerals, model.classes)
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out, "--out")
+    if args.json:
+        make_folder(Path(args.json).parent, "--json")  # before the images, not after them
     report = {"model": model.name, "images": {}, "failed": {}}
     for path in tqdm(paths, desc="segment", unit="image", disable=len(paths) < 2):
         t0 = time.time()

@@ -50,6 +50,17 @@ def run(args) -> int:
         raise ValueError(f"--ema must be in [0, 1), got {args.ema}")
     if args.patch % 32:
         raise ValueError(f"--patch must be a multiple of 32, got {args.patch}")
+    # checked before the images are read, not found out by the training loop later
+    for flag, value, least in (("--batch-size", args.batch_size, 1), ("--val-every", args.val_every, 1),
+                               ("--iterations", args.iterations, 0), ("--workers", args.workers, 0)):
+        if value < least:
+            raise ValueError(f"{flag} must be at least {least}, got {value}")
+    if not args.lr > 0:
+        raise ValueError(f"--lr must be a positive learning rate, got {args.lr}")
+    from pathlib import Path
+
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out}: is a file; give a folder for the model")
     xpl = None
     if args.xpl is not None:
         from ..registration import ENCODINGS

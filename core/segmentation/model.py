@@ -379,6 +379,7 @@ def load_model_archive(data: bytes, *, device: str = "auto", name: str | None = 
     """
     import io
     import zipfile
+    import zlib
 
     try:
         z = zipfile.ZipFile(io.BytesIO(data))
@@ -399,7 +400,14 @@ def load_model_archive(data: bytes, *, device: str = "auto", name: str | None = 
         folder, members = next(iter(complete.items()))
         if sum(m.file_size for m in members.values()) > MAX_ARCHIVE_BYTES:
             raise ValueError(f"the model archive unpacks to more than {MAX_ARCHIVE_BYTES >> 30} GB")
-        return model_from_parts(z.read(members["config.json"]), z.read(members["weights.pt"]), device=device,
+        parts = {}
+        for member, info in members.items():
+            try:
+                parts[member] = z.read(info)
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as e:
+                raise ValueError(f"the archive's {member} is damaged ({e}); download or zip the model "
+                                 "again") from None
+        return model_from_parts(parts["config.json"], parts["weights.pt"], device=device,
                                 name=folder or name or "uploaded", whose="the archive's")
 
 
@@ -434,6 +442,11 @@ def _build_net(path: Path, config: dict[str, Any], dev: torch.device) -> torch.n
         raise ValueError(f"{cfg_path}: invalid model description ({e})") from None
     try:
         state = torch.load(w_path, map_location="cpu", weights_only=True)
+    except Exception:
+        # a damaged file (a download cut short), or not one of tensors: torch's own message is about its pickler
+        raise ValueError(f"{w_path}: not readable as model weights (the file is damaged or not a weights.pt of "
+                         "tensors)") from None
+    try:
         net.load_state_dict(_as_float32(state))
     except Exception as e:
         raise ValueError(f"{w_path}: weights do not match the config ({type(e).__name__}: {str(e)[:200]})") from None
