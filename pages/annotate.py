@@ -226,7 +226,7 @@ def start_finetune(name: str, model, image: np.ndarray, mask: np.ndarray, iterat
             pred = predict(tuned, image, extra=extra, progress=report(0.7, 0.3, "Re-segmenting"), **settings)
             job["result"] = (tuned, pred)
         except _Stopped:
-            job["error"] = "stopped before the end; the model is unchanged"
+            job["stopped"] = True  # asked for, not a failure
         except (ValueError, MemoryError, RuntimeError) as e:
             job["error"] = str(e)
         finally:
@@ -243,8 +243,11 @@ def collect_finetune(w: dict) -> None:
     if job is None or not job["done"]:
         return
     w["ft_job"] = None
+    if job.get("stopped"):
+        w["ft_message"] = ("info", "Fine-tuning stopped before the end, as asked; the model is unchanged.")
+        return
     if job["error"] is not None:
-        w["ft_message"] = f"Fine-tuning failed: {job['error']}"
+        w["ft_message"] = ("error", f"Fine-tuning failed: {job['error']}")
         return
     tuned, pred = job["result"]
     tuned.config["name"] = state.unique_model_name(tuned.name)  # a second fine-tune is not taken for the first
@@ -315,7 +318,8 @@ def finetune_section(name: str, image: np.ndarray, mask: np.ndarray, w: dict) ->
     if job is not None:
         finetune_progress(job)
     if w.get("ft_message"):
-        st.error(w["ft_message"])
+        kind, text = w["ft_message"]
+        (st.info if kind == "info" else st.error)(text)
     ft = w.get("finetune")
     if ft and ft["new"].shape == image.shape[:2]:
         new = ft["new"]

@@ -553,6 +553,15 @@ def test_train_refuses_bad_numbers_before_reading_the_data(flag, value, tmp_path
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.parametrize("value", ["0", "-2"])
+def test_segment_refuses_a_batch_of_no_tiles_before_any_work(value, tmp_path, capsys, demo_items):
+    rc, err = _invoke(["segment", str(demo_items[0].image), "--out", str(tmp_path / "o"), "--batch-size", value],
+                      capsys)
+    _assert_one_sentence(rc, err)
+    assert "--batch-size must be at least 1" in err, err
+    assert not (tmp_path / "o").exists()
+
+
 # --------------------------------------------------------------------------- upload widgets in the app
 
 

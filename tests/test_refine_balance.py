@@ -279,6 +279,16 @@ def test_black_photographs_and_black_channels_have_no_cast_to_correct():
                                  first=probs, chromaticity=stats, threshold=0.0)
     assert not rep.applied and rep.cast is None and out is probs and arr is no_red
     assert rep.note.startswith("not balanced") and "marked" not in rep.note
+    # too few sure minerals with a reference colour: said of the first pass, without the advice to mark more
+    # minerals that the fit gives a user marking by hand
+    grey = np.full((40, 60, 3), 120, np.uint8)
+    five = np.zeros((5, 40, 60), np.float32)
+    five[1, :, :30] = 0.5                                   # chalcopyrite, not sure: measured for the colour check
+    five[4, :, 30:] = 0.9                                   # magnetite, sure, but without a reference colour
+    rep = auto_balance(grey, [0, 1, 6, 8, 3], REF, lambda a: pytest.fail("must not run again"), first=five,
+                       threshold=0.0)[2]
+    assert not rep.applied and "the first pass recognises 0" in rep.note, rep.note
+    assert "mark more" not in rep.note and "annotation" not in rep.note
     probs[0] = 0.5                                          # nothing sure
     rep = auto_balance(no_red, [0, 1, 6, 8], REF, lambda a: pytest.fail("must not run again"), first=probs,
                        threshold=0.0)[2]

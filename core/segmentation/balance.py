@@ -216,7 +216,9 @@ def auto_balance(arr: np.ndarray, classes: list[int], reference: dict[int, np.nd
             raise ValueError(f"no pixel is recognised with a probability above {min_confidence:g}")
         corr = fit_correction(class_means(rgb, sure), reference, method="white-balance")
     except ValueError as e:
-        report.note = "not balanced: " + str(e).replace("marked", "recognised")
+        # the fit's message speaks to a user marking minerals by hand; here the first pass is what was "marked"
+        why = str(e).split("; mark more minerals")[0].replace("marked", "recognised")
+        report.note = "not balanced: " + why.replace("the annotation gives", "the first pass recognises")
         if complete is not None:
             del probs, labels, top
             return complete(arr), arr, report

@@ -86,6 +86,8 @@ def run(args) -> int:
     paths = expand_images(args.images)
     if args.pixel_size is not None:
         cio.check_pixel_size(args.pixel_size, "--pixel-size")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1 tile per forward pass, not {args.batch_size}")
     model = load_model(args.model, device=args.device)
     resolve_refine(model.config, args.refine)  # an unknown method fails before any image is read
     if args.xpl and len(paths) != 1:
