@@ -138,7 +138,10 @@ def session_images_section() -> None:
     imgs = state.bucket("images")
     if not imgs:
         return
-    with st.expander(f"Images in this session ({len(imgs)} of at most {state.MAX_IMAGES_PER_SESSION})"):
+    # its label counts the images, so after a removal it is drawn anew (closed): open it while it holds the message
+    said = (st.session_state.get("_carried") or {}).get("where") == "uc-images"
+    with st.expander(f"Images in this session ({len(imgs)} of at most {state.MAX_IMAGES_PER_SESSION})",
+                     expanded=said):
         rows = []
         for n, v in imgs.items():
             h, w = v["image"].shape[:2]

@@ -292,3 +292,44 @@ def test_strokes_stay_with_their_image_and_survive_a_visit_to_another_page():
     at.selectbox(key="annotate-image").set_value(first).run()
     assert at.session_state["annotate_work"][first]["objects"] == drawn
 
+
+def _scribbles_png(shape, code: int) -> bytes:
+    """A scribble mask (255 = no stroke) with one horizontal stroke of ``code``."""
+    import io
+
+    from PIL import Image
+
+    m = np.full(shape, 255, np.uint8)
+    m[shape[0] // 2, : shape[1] // 2] = code
+    buf = io.BytesIO()
+    Image.fromarray(m).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_annotate_page_redraws_an_image_colour_corrected_since_and_keeps_its_strokes():
+    """Annotate works on the colour-corrected version as soon as there is one: the picture drawn on, the
+    superpixels and the propagated mask are those of the new pixels, and the strokes stay."""
+    import cv2
+
+    at = _open_page()
+    name = at.session_state["current"]
+    image = at.session_state["images"][name]["image"]
+    at.file_uploader(key="annotate-scribble-upload").set_value(
+        [("strokes.png", _scribbles_png(image.shape[:2], 6), "image/png")]).run()
+    assert not at.exception, at.exception
+    w = at.session_state["annotate_work"][name]
+    small, first = w["small"], w["superpixels"].key
+    assert np.array_equal(small, cv2.resize(image, small.shape[1::-1], interpolation=cv2.INTER_AREA))
+    assert (at.session_state["annotations"][name] == 6).any()
+    # corrected on Upload & calibrate meanwhile (here: a quarter as bright, as a strong correction may make it)
+    darker = (image // 4).astype(np.uint8)
+    at.session_state["calibrated"][name] = darker
+    at.run()
+    assert not at.exception, at.exception
+    w = at.session_state["annotate_work"][name]
+    assert np.array_equal(w["small"], cv2.resize(darker, small.shape[1::-1], interpolation=cv2.INTER_AREA))
+    assert w["upload"] is not None and (w["upload"] == 6).any()  # the strokes are still there
+    from core.annotation import compute_superpixels
+
+    assert w["superpixels"].key == compute_superpixels(darker).key != first
+    assert (at.session_state["annotations"][name] == 6).any()

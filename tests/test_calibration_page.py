@@ -107,6 +107,9 @@ def test_images_can_be_removed_with_their_work_and_every_page_still_runs():
     assert gone not in at.session_state["predictions"] and gone not in at.session_state["annotations"]
     assert at.session_state["current"] == names[1] and at.selectbox(key="sidebar-current").value == names[1]
     assert [s.value for s in at.success] == [f"Removed 1 image(s): {gone}"]
+    # the list's label now counts one image fewer, so it is drawn anew: it opens to show that message
+    listing = next(e for e in at.expander if e.label.startswith("Images in this session"))
+    assert listing.label == f"Images in this session ({len(names) - 1} of at most 24)" and listing.proto.expanded
     assert at.multiselect(key="uc-remove-pick").value == []
     for page in ("segment", "annotate", "statistics", "register_xpl", "stitch", "upload_calibrate"):
         at.switch_page(f"pages/{page}.py").run()
@@ -360,3 +363,39 @@ def test_a_photograph_called_total_is_added_under_another_name():
     at.button(key="uc-add").click().run()  # the same file again is found under its new name
     assert [i.value for i in at.info if i.value.startswith("Already")] == [
         "Already in this session, kept with their results: total-2"]
+
+
+def test_a_photograph_read_again_starts_afresh_on_annotate():
+    """The same file added again with another bit depth replaces the earlier reading and what was done to it, the
+    Annotate page's strokes too: they do not come back as an annotation of the new reading."""
+    import io
+    import os
+
+    import numpy as np
+    import tifffile
+
+    os.environ["ORELENS_AUTOLOAD_DEMO"] = "0"
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.run()
+    raw = np.random.default_rng(4).integers(0, 4096, (64, 80, 3)).astype(np.uint16)
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, raw)
+    at.file_uploader(key="uc-files").set_value([("cam12.tif", buf.getvalue(), "image/tiff")]).run()
+    at.button(key="uc-add").click().run()
+    at.switch_page("pages/annotate.py").run()
+    strokes = np.full((64, 80), 255, np.uint8)
+    strokes[30, :40] = 6
+    at.file_uploader(key="annotate-scribble-upload").set_value([("strokes.png", _png(strokes), "image/png")]).run()
+    assert not at.exception, at.exception
+    assert (at.session_state["annotations"]["cam12"] == 6).any()
+    at.switch_page("pages/upload_calibrate.py").run()
+    at.selectbox(key="uc-white").set_value(4095).run()
+    at.file_uploader(key="uc-files").set_value([("cam12.tif", buf.getvalue(), "image/tiff")]).run()
+    at.button(key="uc-add").click().run()
+    assert not at.exception, at.exception
+    assert list(at.session_state["images"]) == ["cam12"] and at.session_state["images"]["cam12"]["image"].max() > 16
+    assert "cam12" not in at.session_state["annotations"] and "cam12" not in at.session_state["annotate_work"]
+    at.switch_page("pages/annotate.py").run()
+    assert not at.exception, at.exception
+    assert "cam12" not in at.session_state["annotations"]
+    assert any("Draw a stroke" in i.value for i in at.info)

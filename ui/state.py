@@ -200,7 +200,7 @@ def add_image(name: str, image: np.ndarray, gt: np.ndarray | None = None, *, ori
                   "pixel_um": None if pixel_um is None else cio.check_pixel_size(pixel_um)}
     if source is not None:
         imgs[name]["source"] = _file_tag(source)
-    for key in ("calibrated", "predictions", "annotations", "xpl", "pointcounts"):
+    for key in ("calibrated", "predictions", "annotations", "xpl", "pointcounts", "annotate_work"):
         st.session_state[key].pop(name, None)
     if make_current:
         st.session_state["current"] = name
@@ -209,14 +209,21 @@ def add_image(name: str, image: np.ndarray, gt: np.ndarray | None = None, *, ori
 
 def annotate_work(name: str, image: np.ndarray) -> dict:
     """The Annotate page's state for the image ``name`` (strokes, an uploaded scribble mask, superpixels, the last
-    propagation), made afresh when the image is not the one it was made for."""
+    propagation), made afresh when the image is not the one it was made for. When the image has other pixels of
+    the same size (colour-corrected since), the strokes stay and what was computed from the old pixels (the
+    picture drawn on, superpixels, propagation, uncertain regions, downloads) is computed again."""
     _init()
     work = st.session_state["annotate_work"]
     w = work.get(name)
+    pixels_now = digest(image)
     if w is None or w.get("shape") != image.shape:
         w = {"shape": image.shape, "objects": [], "version": 0, "upload": None, "result": None,
-             "result_key": None, "superpixels": None, "finetune": None, "initial": []}
+             "result_key": None, "superpixels": None, "finetune": None, "initial": [], "pixels": pixels_now}
         work[name] = w
+    elif w.get("pixels") != pixels_now:
+        for k in ("small", "small_key", "regions", "regions_key", "bytes"):
+            w.pop(k, None)
+        w.update(superpixels=None, result=None, result_key=None, pixels=pixels_now)
     return w
 
 
