@@ -365,11 +365,22 @@ def main() -> None:
     collect_finetune(w)
     pred = state.bucket("predictions").get(name)
     has_pred = pred is not None and pred["labels"].shape == (H, W)
+    if not w.get("seeded"):  # the first look at this image here
+        w["seeded"] = True
+        saved = state.bucket("annotations").get(name)
+        if saved is not None and saved.shape == (H, W) and not w["objects"] and w["upload"] is None:
+            # an annotation made before (a saved session opened again): new strokes correct it instead of
+            # replacing it with what they alone would make
+            w["upload"], w["from_saved"] = saved.copy(), True
 
     c1, c2, c3, c4 = st.columns([3, 2, 2, 2])
-    code = c1.selectbox("Mineral", [m.code for m in MINERALS], index=1, format_func=widgets.mineral_format,
-                        key="annotate-mineral")
-    brush = c2.slider("Brush size (image px)", 2, 80, 16, key="annotate-brush")
+    # the mineral and brush last chosen, also after a visit to another page (which drops the widgets' own state)
+    kept = st.session_state.setdefault("annotate-kept", {"mineral": 1, "brush": 16})
+    codes_all = [m.code for m in MINERALS]
+    code = c1.selectbox("Mineral", codes_all, index=codes_all.index(kept["mineral"]),
+                        format_func=widgets.mineral_format, key="annotate-mineral")
+    brush = c2.slider("Brush size (image px)", 2, 80, kept["brush"], key="annotate-brush")
+    kept.update(mineral=code, brush=brush)
     start = c3.radio("Start from", ["model prediction", "nothing"], index=0 if has_pred else 1,
                      key="annotate-start", horizontal=True)
     method = c4.selectbox("Propagation", METHODS.names(), index=METHODS.names().index(DEFAULT_METHOD),
@@ -407,14 +418,14 @@ def main() -> None:
 
     b1, b2, b3 = st.columns(3)  # Undo is drawn after the canvas, which reports the strokes drawn so far
     if b2.button("Clear strokes", key="annotate-clear"):
-        w["objects"], w["upload"], w["initial"], w["base"] = [], None, [], None
+        w["objects"], w["upload"], w["initial"], w["base"], w["from_saved"] = [], None, [], None, False
         w["version"] += 1
     gt = state.ground_truth(name)
     if gt is not None and gt.shape == (H, W) and b3.button("Example strokes from the expert mask",
                                                             key="annotate-example",
                                                             help="one straight stroke per region of this image's "
                                                                  "reference mask, to try the propagation"):
-        w["upload"] = synthetic_scribbles(gt, width=max(3, brush // 2))
+        w["upload"], w["from_saved"] = synthetic_scribbles(gt, width=max(3, brush // 2)), False
 
     scale = min(1.0, CANVAS_MAX_SIDE / W)
     cw, ch = max(1, round(W * scale)), max(1, round(H * scale))
@@ -464,9 +475,12 @@ def main() -> None:
         m = state.read_upload(up, kind="mask", shape=(H, W))
         if m is not None:  # a bad file keeps its message for as long as it is chosen
             w["upload_id"] = up.file_id
-            w["upload"] = m
+            w["upload"], w["from_saved"] = m, False
             st.rerun()  # the canvas above is drawn with the uploaded strokes
 
+    if w.get("from_saved") and w["upload"] is not None:
+        st.info("Starting from this image's saved annotation: new strokes correct it. **Clear strokes** starts "
+                "afresh.")
     from core.annotation import strokes_to_mask
 
     scribbles = strokes_to_mask((H, W), canvas_strokes(w["objects"], scale), base=w["upload"])

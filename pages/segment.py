@@ -284,12 +284,13 @@ def main() -> None:
         res = run_model(model, name, image, balance and not calibrated, minerals, apart, refine, where=busy)
         if res is not None:
             preds[name] = res
-    # images without a result of this model: after a change of model (one fine-tuned on Annotate, say), the whole
-    # series can be segmented again with it
-    others = [n for n in state.bucket("images") if n not in preds or preds[n].get("model") != model.name]
+    # images without a current result of this model: after a change of model (one fine-tuned on Annotate, say) or
+    # a colour correction of the series, the whole series can be segmented again in one go
+    others = [n for n in state.bucket("images") if n not in preds or preds[n].get("model") != model.name
+              or state.made_from_other_pixels(preds[n], state.pixels(n))]
     if minerals and len(state.bucket("images")) > 1 and others:
         b2.caption("Segment all applies the minerals chosen above to every image.")
-    if len(state.bucket("images")) > 1 and b2.button(f"Segment all images without a result of {model.name} "
+    if len(state.bucket("images")) > 1 and b2.button(f"Segment all images without a current result of {model.name} "
                                                       f"({len(others)})", key="segment-all", disabled=not others):
         errors, done = [], 0
         for i, n in enumerate(others, 1):

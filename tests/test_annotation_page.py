@@ -92,7 +92,7 @@ def test_annotate_page_finetune(tmp_path):
         if n != name:
             at.session_state["predictions"][n] = {**at.session_state["predictions"][name], "model": "tiny"}
     at.run()
-    assert at.button(key="segment-all").label == "Segment all images without a result of tiny-finetuned (2)"
+    assert at.button(key="segment-all").label == "Segment all images without a current result of tiny-finetuned (2)"
     at.button(key="segment-all").click().run()
     assert not at.exception, at.exception
     preds = at.session_state["predictions"]
@@ -333,3 +333,44 @@ def test_annotate_page_redraws_an_image_colour_corrected_since_and_keeps_its_str
 
     assert w["superpixels"].key == compute_superpixels(darker).key != first
     assert (at.session_state["annotations"][name] == 6).any()
+
+
+def test_a_saved_annotation_is_built_on_not_replaced():
+    """Opened again from a saved session, an image's annotation is on the Annotate page to be corrected: it is
+    shown and kept, a new stroke changes it only where it is drawn, and Clear strokes starts afresh."""
+    at = _open_page()
+    name = at.session_state["current"]
+    H, W = at.session_state["images"][name]["image"].shape[:2]
+    saved = np.full((H, W), 0, np.uint8)
+    saved[: H // 2] = 6                                      # pyrite above, non-metallic below
+    at.session_state["annotations"][name] = saved.copy()     # as opening a saved session leaves it
+    at.session_state["annotate_work"].pop(name, None)
+    at.run()
+    assert not at.exception, at.exception
+    assert any("saved annotation" in i.value for i in at.info)
+    assert not any("Draw a stroke" in i.value for i in at.info)
+    assert np.array_equal(at.session_state["annotations"][name], saved)
+    # a chalcopyrite stroke in the lower half changes the annotation there, and leaves the rest as saved
+    w = at.session_state["annotate_work"][name]
+    scale = w["small"].shape[1] / W
+    y = int(0.75 * H * scale)
+    _drawn(at, f"annotate-canvas-{name}-{w['version']}",
+           [{**_STROKE, "path": [["M", 10, y], ["L", 60, y]], "strokeWidth": 6}])
+    at.run()
+    assert not at.exception, at.exception
+    now = at.session_state["annotations"][name]
+    assert (now[H // 2:] == 1).any() and np.array_equal(now[: H // 2], saved[: H // 2])
+    at.button(key="annotate-clear").click().run()
+    assert any("Draw a stroke" in i.value for i in at.info)
+    at.run()
+    assert not any("saved annotation" in i.value for i in at.info)  # offered once, not again after Clear
+
+
+def test_the_mineral_and_brush_chosen_stay_after_a_visit_to_another_page():
+    at = _open_page()
+    at.selectbox(key="annotate-mineral").set_value(6).run()
+    at.slider(key="annotate-brush").set_value(30).run()
+    at.switch_page("pages/segment.py").run()
+    at.switch_page("pages/annotate.py").run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="annotate-mineral").value == 6 and at.slider(key="annotate-brush").value == 30

@@ -79,6 +79,35 @@ def test_segment_page_runs_model_and_offers_downloads(tiny_model):
     os.environ["ORELENS_AUTOLOAD_DEMO"] = "0"
 
 
+def test_segment_all_takes_the_images_colour_corrected_since_they_were_segmented(tiny_model):
+    """A series calibrated after it was segmented can be segmented again in one go: its results were made from
+    the pixels before the correction."""
+    from ui.state import made_from_other_pixels
+
+    os.environ["ORELENS_AUTOLOAD_DEMO"] = "1"
+    try:
+        at = _segment_page(tiny_model)
+        names = list(at.session_state["images"])
+        at.button(key="segment-all").click().run()
+        assert not at.exception, at.exception
+        assert set(at.session_state["predictions"]) == set(names)
+        assert at.button(key="segment-all").label.endswith("(0)") and at.button(key="segment-all").disabled
+        before = {n: at.session_state["predictions"][n]["input"] for n in names}
+        fixed = names[1]
+        at.session_state["calibrated"][fixed] = (at.session_state["images"][fixed]["image"] // 2).astype(np.uint8)
+        at.run()
+        assert at.button(key="segment-all").label.endswith("(1)") and not at.button(key="segment-all").disabled
+        at.button(key="segment-all").click().run()
+        assert not at.exception, at.exception
+        preds = at.session_state["predictions"]
+        assert preds[fixed]["input"] != before[fixed]
+        assert not made_from_other_pixels(preds[fixed], at.session_state["calibrated"][fixed])
+        assert all(preds[n]["input"] == before[n] for n in names if n != fixed)  # the others are left as they were
+        assert at.button(key="segment-all").label.endswith("(0)")
+    finally:
+        os.environ["ORELENS_AUTOLOAD_DEMO"] = "0"
+
+
 def test_segment_all_counts_what_is_left_and_names_the_images_that_failed(tiny_model):
     os.environ["ORELENS_AUTOLOAD_DEMO"] = "1"
     try:
