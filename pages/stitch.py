@@ -22,14 +22,29 @@ def _natural_key(name: str):
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
 
 
-def read_tiles(files) -> tuple[list[tuple[str, np.ndarray]], float | None] | None:
+def read_tiles(files, where=None) -> tuple[list[tuple[str, np.ndarray]], float | None] | None:
     """Decode uploaded images and zip archives into (name, RGB) tiles sorted by name, with the pixel size they
     record (:func:`core.io.common_pixel_size`); None after an error.
 
     A tile from a zip archive is named by its path inside the archive (``row2/01.jpg``), so that tiles of the same
     file name in different folders stay apart and sort row by row. A name given twice, or the same picture under
-    two names, is refused: every tile listed is stitched once."""
+    two names, is refused: every tile listed is stitched once. ``where``: the placeholder that shows the progress
+    (default: a new one)."""
     tiles, sizes = [], []
+    bar = where if where is not None else st.empty()
+    expected = [len(files)]  # files, and a zip counted by its images once it is opened
+
+    def decoded(name: str) -> None:
+        bar.progress(min(1.0, len(tiles) / max(expected[0], 1)),
+                     text=f"Reading tile {len(tiles)} of {expected[0]} ({name})…")
+
+    try:
+        return _read_tiles(files, tiles, sizes, expected, decoded)
+    finally:
+        bar.empty()
+
+
+def _read_tiles(files, tiles, sizes, expected, decoded):
     for f in files:
         if f.name.lower().endswith(".zip"):
             member = None
@@ -48,10 +63,12 @@ def read_tiles(files) -> tuple[list[tuple[str, np.ndarray]], float | None] | Non
                     if sum(m.file_size for m in members) > MAX_ZIP_BYTES:
                         st.error(f"{f.name}: the archive unpacks to more than {MAX_ZIP_BYTES // 2 ** 30} GB")
                         return None
+                    expected[0] += len(members) - 1
                     for member in members:
                         data = z.read(member)
                         tiles.append((member.filename, cio.read_image(data)))
                         sizes.append(cio.read_pixel_size(data))
+                        decoded(member.filename)
             except zipfile.BadZipFile:
                 st.error(f"{state.plain(f.name)}: not a readable zip archive")
                 return None
@@ -75,6 +92,7 @@ def read_tiles(files) -> tuple[list[tuple[str, np.ndarray]], float | None] | Non
                 return None
             tiles.append((f.name, img))
             sizes.append(cio.read_pixel_size(f.getvalue()))
+            decoded(f.name)
         if len(tiles) > MAX_TILES:
             st.error(f"at most {MAX_TILES} tiles can be stitched here; use the command line for more")
             return None
@@ -294,11 +312,12 @@ def main() -> None:
         st.session_state["stitch-grid"] = work["demo_grid"] = "3x3"
         work.pop("last", None)
     tiles = None
+    reading = st.empty()  # on the page in every run, so that what follows keeps its place
     if files and not (work.get("demo") and work.get("sig") == sig):
         if work.get("sig") == sig and "tiles" in work:
             tiles = work["tiles"]  # decoded on an earlier run of this page
         else:
-            read = read_tiles(files)
+            read = read_tiles(files, where=reading)
             if read is None:
                 return
             tiles, work["pixel_um"] = read

@@ -299,3 +299,31 @@ def test_unmatched_tiles_are_named_and_the_transforms_record_the_pixel_size():
     data, name = _download(at, "Transforms (JSON)")
     rec = json.loads(data)
     assert name == "panorama.json" and rec["pixel_size_um"] == 0.25 and len(rec["tiles"]) == 9
+
+
+def test_reading_the_tiles_shows_its_progress_tile_by_tile(monkeypatch):
+    """Decoding a hundred full-size tiles takes seconds: the page says which tile it is reading, of how many,
+    and clears the bar when done."""
+    from streamlit.delta_generator import DeltaGenerator
+
+    from core.io import encode_png
+
+    shown, original = [], DeltaGenerator.progress
+
+    def progress(self, value, text=None):
+        shown.append((round(float(value), 3), text))
+        return original(self, value, text=text)
+
+    monkeypatch.setattr(DeltaGenerator, "progress", progress)
+    tiles = _grid_tiles()
+    at = _stitch_page()
+    at.file_uploader(key="stitch-files").set_value([
+        ("rows.zip", _zip({"row1/01.png": tiles[0], "row1/02.png": tiles[1], "row2/01.png": tiles[2]}),
+         "application/zip"),
+        ("last.png", encode_png(tiles[3]), "image/png")]).run()
+    assert not at.exception and not at.error
+    assert [x for x in shown if x[1] and x[1].startswith("Reading tile")] == [
+        (0.25, "Reading tile 1 of 4 (row1/01.png)…"), (0.5, "Reading tile 2 of 4 (row1/02.png)…"),
+        (0.75, "Reading tile 3 of 4 (row2/01.png)…"), (1.0, "Reading tile 4 of 4 (last.png)…")]
+    assert "4 tiles: last.png, row1/01.png, row1/02.png, row2/01.png" in [c.value for c in at.caption]
+    assert not [e for e in at.get("progress")]  # cleared once the tiles are read
