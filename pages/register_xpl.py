@@ -77,10 +77,10 @@ def _decode_uploads(files) -> tuple[list, list] | None:
             images.append(_decode(f.getvalue()))
             names.append(f.name)
         except ValueError as e:
-            st.error(f"{f.name}: {str(e).replace('uploaded file: ', '')}")
+            st.error(f"{state.plain(f.name)}: {state.plain(str(e).replace('uploaded file: ', ''))}")
             ok = False
         except MemoryError:
-            st.error(f"{f.name}: not enough memory to open this image")
+            st.error(f"{state.plain(f.name)}: not enough memory to open this image")
             ok = False
     return (images, names) if ok else None
 
@@ -161,7 +161,8 @@ def _simulate_flow(opts: dict) -> None:
 
 def _failures(record: dict) -> list[tuple[str, str]]:
     """An error message for each XPL shot of ``record`` that could not be aligned."""
-    return [("error", f"{r['XPL image']} could not be aligned: {r['problem']}. It is left out of the aligned stack.")
+    return [("error", f"{state.plain(r['XPL image'])} could not be aligned: {r['problem']}. It is left out of the "
+                      "aligned stack.")
             for r in record["rows"] if r["aligned"] == "no"]
 
 

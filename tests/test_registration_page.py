@@ -104,7 +104,7 @@ def test_uploaded_ppl_becomes_current_in_the_sidebar_and_failures_stay_shown():
     assert at.session_state["current"] == "plane" and at.selectbox(key="sidebar-current").value == "plane"
     assert "plane" in at.session_state["xpl"]
     assert [e.value for e in at.error if "could not be aligned" in e.value] == [
-        "unrelated.png could not be aligned: " + at.session_state["xpl"]["plane"]["rows"][0]["problem"]
+        "unrelated\\.png could not be aligned: " + at.session_state["xpl"]["plane"]["rows"][0]["problem"]
         + ". It is left out of the aligned stack."]
 
 
@@ -131,3 +131,17 @@ def test_every_download_of_a_simulated_series_is_named_simulated():
     assert _download_name(at, "Transforms") == "demo-05-xpl-transforms-SIMULATED.json"
     assert _download_name(at, "Aligned XPL stack") == "demo-05-xpl-aligned-SIMULATED.zip"
     assert _download_name(at, "Anisotropy maps") == "demo-05-anisotropy-SIMULATED.zip"
+
+
+def test_a_file_name_is_shown_as_written_not_as_markdown():
+    from ui.state import plain
+
+    at = _page()
+    name = "[shot](http://x)_**1**.png"
+    at.file_uploader(key="xpl-shots").set_value([(name, b"not an image", "image/png")]).run()
+    buttons = [b for b in at.button if b.label == "Align XPL shots"]
+    if buttons:
+        buttons[0].click().run()
+    assert not at.exception, at.exception
+    shown = [e.value for e in at.error]
+    assert any(v.startswith(plain(name) + ": ") for v in shown), shown
