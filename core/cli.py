@@ -39,12 +39,13 @@ def add_white_level(parser: argparse.ArgumentParser, what: str = "photographs") 
                              "(default: the file's MaxSampleValue tag, else 65535)")
 
 
-def add_pixel_size(parser: argparse.ArgumentParser, what: str) -> None:
+def add_pixel_size(parser: argparse.ArgumentParser, what: str,
+                   default: str = "the pixel size the input file records, if any; core.io.read_pixel_size") -> None:
     """``--pixel-size UM`` (µm per pixel) for the commands that write images or masks: recorded in what they write
-    (a PNG's physical pixel size, a TIFF's resolution) and used for scale bars."""
+    (a PNG's physical pixel size, a TIFF's resolution) and used for scale bars; ``default`` says what is recorded
+    without it."""
     parser.add_argument("--pixel-size", type=float, default=None, metavar="UM",
-                        help=f"pixel size in µm per pixel, recorded in the {what} (default: the pixel size the "
-                             "input file records, if any; core.io.read_pixel_size)")
+                        help=f"pixel size in µm per pixel, recorded in the {what} (default: {default})")
 
 
 class _Parser(argparse.ArgumentParser):

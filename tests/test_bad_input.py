@@ -525,6 +525,8 @@ def test_cli_outputs_blocked_by_a_file_are_refused_before_any_work(tiny_model, t
     blocker = tmp_path / "results"
     blocker.write_text("notes")
     img, mask = _good_image(tmp_path), _good_mask(tmp_path)
+    points = tmp_path / "points.csv"
+    points.write_text("x,y,call_code\n10,10,0\n")
     cases = [
         (["segment", str(img), "--out", str(blocker), "--model", str(tiny_model)], str(blocker)),
         (["segment", str(img), "--out", str(tmp_path / "ok"), "--model", str(tiny_model),
@@ -532,6 +534,9 @@ def test_cli_outputs_blocked_by_a_file_are_refused_before_any_work(tiny_model, t
         (["annotate", str(img), "--scribbles", str(mask), "--out", str(blocker / "m" / "a.png")], "--out"),
         (["uncertainty", str(img), "--out", str(blocker / "u.png"), "--model", str(tiny_model)], "--out"),
         (["train", "--data", str(tmp_path), "--out", str(blocker)], "is a file"),
+        (["evaluate", "--images", str(tmp_path), "--masks", str(tmp_path), "--model", str(tiny_model),
+          "--json", str(blocker / "e.json")], "--json"),
+        (["pointcount", "check", str(points), "--json", str(blocker / "p.json")], "--json"),
     ]
     for argv, said in cases:
         rc, err = _invoke(argv, capsys)
@@ -539,6 +544,24 @@ def test_cli_outputs_blocked_by_a_file_are_refused_before_any_work(tiny_model, t
         assert said in err and ("in the way" in err or "is a file" in err), (argv, err)
     assert blocker.read_text() == "notes"
     assert not (tmp_path / "ok" / "good.png").exists()  # the --json folder was refused before the image
+
+
+def test_device_option_is_the_same_in_every_command(tmp_path, capsys):
+    """``--device`` takes auto, cpu or cuda wherever it is offered, and anything else is refused by the parser
+    before a model is loaded (``uncertainty`` once took any word and failed later)."""
+    from core.cli import COMMANDS
+
+    offered = []
+    for cmd in COMMANDS:
+        act = next((a for a in _subparser(cmd)._actions if "--device" in a.option_strings), None)
+        if act is not None:
+            offered.append(cmd)
+            assert list(act.choices or []) == ["auto", "cpu", "cuda"] and act.default == "auto", cmd
+    assert {"segment", "evaluate", "train", "uncertainty"} <= set(offered)
+    rc, err = _invoke(["uncertainty", str(_good_image(tmp_path)), "--out", str(tmp_path / "u.png"),
+                       "--device", "gpu"], capsys)
+    assert rc == 2 and "invalid choice: 'gpu'" in err and "Traceback" not in err
+    assert not (tmp_path / "u.png").exists()
 
 
 @pytest.mark.parametrize("flag,value", [("--val-every", "0"), ("--batch-size", "0"), ("--workers", "-1"),

@@ -200,6 +200,15 @@ def test_cli_grid_then_check(tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err.lower()
 
 
+def test_cli_check_writes_its_json_into_a_new_folder(tmp_path, capsys):
+    """``--json`` makes its folder, as every other command's does."""
+    (tmp_path / "c.csv").write_text("x,y,call_code\n10,10,0\n20,20,1\n")
+    out = tmp_path / "results" / "count" / "r.json"
+    assert cli(["pointcount", "check", str(tmp_path / "c.csv"), "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["pooled"] is None and r["counts"][str(tmp_path / "c.csv")]["called"] == 2
+
+
 def test_report_section_of_a_point_count():
     from core.stats import Options, measure, summarize, tables
     from core.stats.report import build_report

@@ -81,3 +81,18 @@ def test_cli_names_the_tiles_that_match_nothing(tmp_path, demo_image, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and not out.exists()
     assert err[-1].startswith("python -m core stitch: error: tile 2 (right.png) could not be matched to the rest;"), err
+
+
+def test_pixel_size_help_names_one_default_per_command():
+    """``--pixel-size`` of ``stitch`` defaults to what the tiles agree on, of ``segment`` to what the photograph
+    records; each help text says its own default, once."""
+    import argparse
+
+    from core.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    helps = {cmd: next(a.help for a in sub[cmd]._actions if "--pixel-size" in a.option_strings)
+             for cmd in ("stitch", "segment")}
+    assert all(h.count("default") == 1 for h in helps.values()), helps
+    assert "every tile records, if they agree" in helps["stitch"] and "panorama" in helps["stitch"]
+    assert "the input file records" in helps["segment"] and "masks" in helps["segment"]

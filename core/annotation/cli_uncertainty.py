@@ -17,7 +17,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, metavar="DIR", help="model folder (default models/default)")
     parser.add_argument("--score", default=DEFAULT_SCORE, metavar="NAME",
                         help=f"uncertainty score: {', '.join(SCORES.names())} (default {DEFAULT_SCORE})")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
 
 
 def run(args: argparse.Namespace) -> int:

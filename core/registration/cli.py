@@ -20,14 +20,16 @@ __all__ = ["configure", "run"]
 def configure(parser: argparse.ArgumentParser) -> None:
     from .align import FEATURES, MODELS  # light: OpenCV only
 
-    parser.add_argument("ppl", help="plane-polarised reference image")
-    parser.add_argument("xpl", nargs="+", help="crossed-polar images (any stage angle)")
-    parser.add_argument("--out", required=True, help="folder for the aligned XPL images (same file names)")
-    parser.add_argument("--json", default=None, help="write transforms, inliers and residuals to this JSON file")
-    parser.add_argument("--maps", default=None,
+    parser.add_argument("ppl", metavar="PPL", help="plane-polarised reference image")
+    parser.add_argument("xpl", nargs="+", metavar="XPL", help="crossed-polar images (any stage angle)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder for the aligned XPL images (same file names)")
+    parser.add_argument("--json", default=None, metavar="FILE", help="write transforms, inliers and residuals to this JSON file")
+    parser.add_argument("--maps", default=None, metavar="DIR",
                         help="also write anisotropy maps (range, std, angle of maximum brightness) into this folder")
-    parser.add_argument("--features", default="sift", help=f"keypoint detector: {', '.join(FEATURES.names())}")
-    parser.add_argument("--model", default="similarity", help=f"transform model: {', '.join(MODELS.names())}")
+    parser.add_argument("--features", default="sift", metavar="NAME",
+                        help=f"keypoint detector: {', '.join(FEATURES.names())} (default sift)")
+    parser.add_argument("--model", default="similarity", metavar="NAME",
+                        help=f"transform model: {', '.join(MODELS.names())} (default similarity)")
     parser.add_argument("--no-refine", action="store_true", help="skip the full-resolution refinement")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 

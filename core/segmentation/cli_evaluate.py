@@ -46,8 +46,11 @@ def run(args) -> int:
     import numpy as np
 
     from ..minerals import by_code
+    from .cli_segment import make_folder
     from .model import load_model
 
+    if args.json:
+        make_folder(Path(args.json).parent, "--json")  # before the images are segmented, not after
     model = load_model(args.model, device=args.device)
     cm = evaluate_folders(model, Path(args.images), Path(args.masks))
     s = cm.scores()

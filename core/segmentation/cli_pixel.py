@@ -1,4 +1,4 @@
-"""Train the pixel expert of a model (:mod:`.pixel`) on a LumenStone-layout dataset, into the model's config."""
+"""Train the pixel expert of a model (core/segmentation/pixel.py) on a LumenStone-layout dataset, into the model's config."""
 from __future__ import annotations
 
 import argparse

@@ -19,7 +19,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="crossed-polar shots of the single IMAGE (aligned to it automatically) for models trained with XPL channels")
     p.add_argument("--overlay", action="store_true",
                    help="also write <stem>_overlay.jpg (with a scale bar when the pixel size is known)")
-    p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default 4)")
+    p.add_argument("--batch-size", type=int, default=4, metavar="N", help="tiles per forward pass (default 4)")
     add_white_level(p)
     add_pixel_size(p, "masks, for the statistics")
     p.add_argument("--json", metavar="FILE", default=None,

@@ -22,7 +22,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--workers", type=int, default=d.workers, help="DataLoader workers (each seeded differently)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--max-minutes", type=float, default=0.0, help="stop (with a final validation) after this long")
+    p.add_argument("--max-minutes", type=float, default=0.0, help="stop (with a final validation) after this long (default 0: no limit)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ema", type=float, default=d.ema_decay, metavar="DECAY",
                    help=f"weight averaging decay; the average is validated and saved (default {d.ema_decay}, 0 = off)")

@@ -68,6 +68,10 @@ def run(args: argparse.Namespace) -> int:
     masks = args.mask or []
     if masks and len(masks) != len(args.points):
         raise ValueError(f"{len(args.points)} point lists but {len(masks)} masks: give one mask per list, in order")
+    if args.json:
+        from ..segmentation.cli_segment import make_folder
+
+        make_folder(Path(args.json).parent, "--json")
     results = {}
     for i, path in enumerate(args.points):
         labels = cio.read_mask(masks[i]) if masks else None
