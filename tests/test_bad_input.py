@@ -564,6 +564,34 @@ def test_device_option_is_the_same_in_every_command(tmp_path, capsys):
     assert not (tmp_path / "u.png").exists()
 
 
+def test_every_command_that_reads_photographs_takes_their_white_level(tiny_model, tmp_path, capsys):
+    """12-bit camera values saved unscaled in a 16-bit file (no white-level tag) read with --white-level 4095 give
+    what the 8-bit photograph gives, in evaluate, annotate and uncertainty as in segment."""
+    import json
+
+    eight, twelve = tmp_path / "eight", tmp_path / "twelve"
+    eight.mkdir()
+    twelve.mkdir()
+    (eight / "p.png").write_bytes(_encode(PHOTO, "PNG"))
+    (twelve / "p.tif").write_bytes(_tiff((PHOTO.astype(np.int32) * 4095 // 255).astype(np.uint16), photometric="rgb"))
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    (masks / "p.png").write_bytes(_encode(GOOD_MASK, "PNG"))
+    out = {}
+    for d, extra in ((eight, []), (twelve, ["--white-level", "4095"])):
+        img = next(d.iterdir())
+        for argv in (["evaluate", "--images", str(d), "--masks", str(masks), "--model", str(tiny_model),
+                      "--json", str(d / "e.json")],
+                     ["annotate", str(img), "--scribbles", str(masks / "p.png"), "--out", str(d / "a.png")],
+                     ["uncertainty", str(img), "--model", str(tiny_model), "--out", str(d / "u.png")]):
+            rc, err = _invoke(argv + extra, capsys)
+            assert rc == 0, (argv, err)
+        out[d.name] = (json.loads((d / "e.json").read_text()), cio.read_mask(d / "a.png"),
+                       np.asarray(Image.open(d / "u.png")))
+    assert out["twelve"][0] == out["eight"][0]
+    assert np.array_equal(out["twelve"][1], out["eight"][1]) and np.array_equal(out["twelve"][2], out["eight"][2])
+
+
 @pytest.mark.parametrize("flag,value", [("--val-every", "0"), ("--batch-size", "0"), ("--workers", "-1"),
                                         ("--lr", "0"), ("--iterations", "-5")])
 def test_train_refuses_bad_numbers_before_reading_the_data(flag, value, tmp_path, capsys):

@@ -15,6 +15,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="MASK", help="output PNG: a full mask of codes")
     parser.add_argument("--method", default=DEFAULT_METHOD, metavar="NAME",
                         help=f"propagation method: {', '.join(METHODS.names())} (default {DEFAULT_METHOD})")
+    from ..cli import add_white_level
+
+    add_white_level(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     METHODS.get(args.method)
     make_folder(Path(args.out).parent, "--out")
     t0 = time.time()
-    image = cio.read_image(args.image)
+    image = cio.read_image(args.image, max_value=args.white_level)
     scribbles = cio.read_mask(args.scribbles, shape=image.shape[:2])
     result = propagate(image, scribbles, method=args.method)
     cio.write_mask(args.out, result.mask, pixel_um=cio.read_pixel_size(args.image))  # for `stats`

@@ -18,6 +18,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--score", default=DEFAULT_SCORE, metavar="NAME",
                         help=f"uncertainty score: {', '.join(SCORES.names())} (default {DEFAULT_SCORE})")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    from ..cli import add_white_level
+
+    add_white_level(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     if not (model_dir / "config.json").exists():
         raise ValueError(f"{model_dir}: no model there (needs config.json and weights.pt); give --model DIR")
     model = load_model(model_dir, device=args.device)
-    image = cio.read_image(args.image)
+    image = cio.read_image(args.image, max_value=args.white_level)
     pred = predict(model, image)
     umap = uncertainty_map(pred.probs, shape=image.shape[:2], score=args.score)
     out.write_bytes(cio.encode_png(to_uint8(umap)))

@@ -12,9 +12,12 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="DIR", default=None, help="model folder (default: models/default)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--json", metavar="FILE", default=None, help="write the scores as JSON")
+    from ..cli import add_white_level
+
+    add_white_level(p)
 
 
-def evaluate_folders(model, images_dir: Path, masks_dir: Path, *, progress=True):
+def evaluate_folders(model, images_dir: Path, masks_dir: Path, *, progress=True, white_level: int | None = None):
     from tqdm import tqdm
 
     from .. import io as cio
@@ -36,7 +39,7 @@ def evaluate_folders(model, images_dir: Path, masks_dir: Path, *, progress=True)
         pairs.append((f, m))
     cm = ConfusionMatrix()
     for f, m in tqdm(pairs, desc="evaluate", unit="image", disable=not progress):
-        image = cio.read_image(f)
+        image = cio.read_image(f, max_value=white_level)
         gt = cio.read_mask(m, shape=image.shape[:2])
         cm.update(gt, predict(model, image).labels)
     return cm
@@ -52,7 +55,7 @@ def run(args) -> int:
     if args.json:
         make_folder(Path(args.json).parent, "--json")  # before the images are segmented, not after
     model = load_model(args.model, device=args.device)
-    cm = evaluate_folders(model, Path(args.images), Path(args.masks))
+    cm = evaluate_folders(model, Path(args.images), Path(args.masks), white_level=args.white_level)
     s = cm.scores()
     print(f"{'code':>4}  {'mineral':<28} {'IoU':>7}")
     for c, v in sorted(s.iou.items()):
