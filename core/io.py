@@ -274,10 +274,26 @@ def read_image(
     else:
         raise ValueError(f"{name}: unsupported pixel type {arr.dtype}")
     if dtype == "float32":
-        return (arr.astype(np.float32) / np.float32(scale)).astype(np.float32)
+        out = arr.astype(np.float32)  # divided in place: a panorama's float copies are 1 GB each
+        out /= np.float32(scale)
+        return out
     if arr.dtype == np.uint8:
         return arr
-    return np.clip(np.rint(arr.astype(np.float64) * (255.0 / scale)), 0, 255).astype(np.uint8)
+    out = np.empty(arr.shape, np.uint8)
+    for rows in _row_blocks(arr.shape):  # in bands: a float64 copy of a 16-bit panorama would take 2.3 GB
+        out[rows] = np.clip(np.rint(arr[rows].astype(np.float64) * (255.0 / scale)), 0, 255)
+    return out
+
+
+_BLOCK_SAMPLES = 1 << 22  # values per band of the conversions done in bands (32 MB in float64)
+
+
+def _row_blocks(shape: tuple[int, ...]):
+    """Slices of consecutive rows of an array of ``shape``, about :data:`_BLOCK_SAMPLES` values each."""
+    per_row = max(1, int(np.prod(shape[1:], dtype=np.int64)))
+    step = max(1, _BLOCK_SAMPLES // per_row)
+    for y in range(0, shape[0], step):
+        yield slice(y, min(y + step, shape[0]))
 
 
 _COLOR_TO_CODE = {m.color: m.code for m in MINERALS}
@@ -541,12 +557,15 @@ def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5, *, skip_bac
     """
     if image.shape[:2] != mask.shape:
         raise ValueError(f"image {image.shape[:2]} and mask {mask.shape} differ in size")
-    colors = colorize(mask).astype(np.float32)
-    out = image.astype(np.float32) * (1 - alpha) + colors * alpha
-    if skip_background:
-        keep = (mask == 0) | (mask == IGNORE)
-        out[keep] = image[keep]
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    result = np.empty(mask.shape + (3,), np.uint8)
+    for rows in _row_blocks(image.shape):  # in bands: float copies of a whole panorama would take several GB
+        img, m = image[rows], mask[rows]
+        out = img.astype(np.float32) * (1 - alpha) + colorize(m).astype(np.float32) * alpha
+        if skip_background:
+            keep = (m == 0) | (m == IGNORE)
+            out[keep] = img[keep]
+        result[rows] = np.clip(out + 0.5, 0, 255)
+    return result
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,10 @@ def upload_section() -> None:
                                 "this session** or on Statistics.").strip()
     if files and c1.button("Add to this session", icon="➕", key="uc-add"):
         added, errors, kept, dark, recorded, unknown, renamed, reread, reserved = [], [], [], [], [], [], [], [], []
-        for f in files:
+        # a panorama takes tens of seconds to decode: say which file is being read
+        bar = c1.progress(0.0, text="Reading…")
+        for i, f in enumerate(files):
+            bar.progress(i / len(files), text=f"Reading {state.plain(f.name)} ({i + 1} of {len(files)})…")
             img = state.read_upload(f, say=errors.append, max_value=white or None)
             if img is None:
                 continue
@@ -99,6 +102,7 @@ def upload_section() -> None:
                 reread.append(added[-1])
             if sample:
                 state.set_sample(added[-1], sample)
+        bar.empty()
         messages = [("error", e) for e in errors]
         if dark:
             messages.append(("warning", "Almost black: " + ", ".join(dark) + ". If these are 10-, 12- or 14-bit "

@@ -399,3 +399,34 @@ def test_a_photograph_read_again_starts_afresh_on_annotate():
     assert not at.exception, at.exception
     assert "cam12" not in at.session_state["annotations"]
     assert any("Draw a stroke" in i.value for i in at.info)
+
+
+def test_adding_files_says_which_one_is_being_read(monkeypatch):
+    """Decoding a panorama takes tens of seconds: a progress bar names each file while it is read, and is gone
+    when the files are in."""
+    import numpy as np
+    from streamlit.delta_generator import DeltaGenerator
+
+    said = []
+    progress = DeltaGenerator.progress
+
+    def recording(self, value, text=None):
+        said.append(text)
+        return progress(self, value, text=text)
+
+    monkeypatch.setattr(DeltaGenerator, "progress", recording)
+    monkeypatch.setenv("ORELENS_AUTOLOAD_DEMO", "0")
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.run()
+    at.switch_page("pages/upload_calibrate.py").run()
+    photo = np.random.default_rng(2).integers(0, 255, (40, 50, 3), dtype=np.uint8)
+    at.file_uploader(key="uc-files").set_value([("pano-a.png", _png(photo), "image/png"),
+                                                ("pano-b.png", _png(photo[::-1]), "image/png")])
+    at.run()
+    said.clear()
+    at.button(key="uc-add").click().run()
+    assert not at.exception, at.exception
+    reading = [t.replace("\\", "") for t in said if t and t.startswith("Reading ")]
+    assert reading == ["Reading pano-a.png (1 of 2)…", "Reading pano-b.png (2 of 2)…"], said
+    assert list(at.session_state["images"]) == ["pano-a", "pano-b"]
+    assert not at.get("progress")

@@ -209,3 +209,41 @@ def test_demo_sample_reads(demo_items):
     for it in demo_items:
         img = cio.read_image(it.image)
         cio.read_mask(it.mask, shape=img.shape[:2])
+
+
+def _peak_bytes(fn):
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        out = fn()
+        return out, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_16bit_and_overlay_of_a_panorama_are_converted_in_bands(tmp_path, monkeypatch):
+    """A 16-bit panorama is scaled to 8 bits, and an overlay blended, a band of rows at a time: no float copy of
+    the whole image (2.3 GB in float64 for 12000×8000 px), and the same values as converting it whole."""
+    import tifffile
+
+    arr = (np.arange(300 * 400 * 3, dtype=np.uint32) * 7 % 65536).astype(np.uint16).reshape(300, 400, 3)
+    p = tmp_path / "pano.tif"
+    tifffile.imwrite(p, arr)
+    data = p.read_bytes()
+    monkeypatch.setattr(cio, "_BLOCK_SAMPLES", 400 * 3 * 16)  # bands of 16 rows
+    u8, peak = _peak_bytes(lambda: cio.read_image(data))
+    whole = np.clip(np.rint(arr.astype(np.float64) * (255.0 / 65535)), 0, 255).astype(np.uint8)
+    assert np.array_equal(u8, whole)
+    assert peak < arr.size * 8  # less than one float64 copy of the image
+    f32 = cio.read_image(data, dtype="float32")
+    assert f32.dtype == np.float32 and np.allclose(f32, arr / 65535.0, atol=1e-6)
+
+    mask = (np.arange(300 * 400).reshape(300, 400) % 7).astype(np.uint8)
+    mask[:50] = minerals.IGNORE
+    ov, peak = _peak_bytes(lambda: cio.overlay(u8, mask, 0.55, skip_background=True))
+    full = u8.astype(np.float32) * 0.45 + minerals.colorize(mask).astype(np.float32) * 0.55
+    keep = (mask == 0) | (mask == minerals.IGNORE)
+    full[keep] = u8[keep]
+    assert np.array_equal(ov, np.clip(full + 0.5, 0, 255).astype(np.uint8))
+    assert peak < u8.size * 4  # less than one float32 copy of the image
