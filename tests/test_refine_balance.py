@@ -72,8 +72,14 @@ def test_crf_is_the_same_in_strips_and_leaves_ruled_out_minerals_at_zero():
     probs[2] = 0
     probs /= probs.sum(0)
     whole = crf_refine(probs.copy(), img, strip=10_000)
-    strips = crf_refine(probs.copy(), img, strip=7)
+    done = []
+    strips = crf_refine(probs.copy(), img, strip=7, progress=done.append)
     assert np.allclose(whole, strips, atol=1e-5)
+    # blocks of 24 rows (the margin of 3 iterations of radius 8 is the least a block may have): progress per block
+    assert done == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+    done.clear()
+    guided_refine(probs.copy(), img, strip=40, radius=2, subsample=2, progress=done.append)
+    assert done == pytest.approx([1 / 3, 2 / 3, 1.0])
     assert (whole[2] == 0).all() and np.allclose(whole.sum(0), 1, atol=1e-5)
     # one class only: nothing to decide
     one = np.zeros((3, 20, 20), np.float32)
@@ -333,7 +339,9 @@ def test_predict_refines_by_the_chosen_method_after_the_minerals_are_chosen():
     raw = predict(m, img, refine="none").probs.astype(np.float32)
     arr = prepare_input(m, img)
     assert np.allclose(raw, predict_scaled(m, arr, refine=False), atol=1e-3)
-    crf = predict(m, img).probs.astype(np.float32)  # the config's CRF, with its two iterations
+    said = []
+    crf = predict(m, img, progress=lambda f, msg: said.append(msg)).probs.astype(np.float32)  # the config's CRF
+    assert said[-1] == "refining the outlines (crf), 100 %", said  # the step's own progress, block by block
     assert np.allclose(crf, crf_refine(predict_scaled(m, arr, refine=False), arr, iterations=2), atol=1e-3)
     assert not np.allclose(crf, raw, atol=1e-2)
     guided = predict(m, img, refine="guided").probs.astype(np.float32)

@@ -447,10 +447,12 @@ def predict_balanced(model: SegmentationModel, arr: np.ndarray, *, balance: bool
                                  np.ascontiguousarray(x[: p.shape[1], : p.shape[2], :3]))
         if not refining:
             return p
+        what = f"refining the outlines ({refining['method']})"
         if progress:
-            progress(1.0, f"refining the outlines ({refining['method']})")
+            progress(1.0, what)
         return refine_probs(np.ascontiguousarray(p, dtype=np.float32), x[: p.shape[1], : p.shape[2]], refining,
-                            device=model.device)
+                            device=model.device,
+                            progress=(lambda f: progress(1.0, f"{what}, {100 * f:.0f} %")) if progress else None)
 
     settings = balance_settings(model.config, force=bool(balance)) if balance is not False else None
     if not settings:

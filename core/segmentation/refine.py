@@ -73,15 +73,16 @@ def resolve_refine(config: dict, choice: bool | str | None) -> dict | None:
     return refine_settings({"refine": own if own.get("method", "guided") == choice else {"method": choice}})
 
 
-def refine(probs: np.ndarray, guide: np.ndarray, settings: dict, *, device=None) -> np.ndarray:
+def refine(probs: np.ndarray, guide: np.ndarray, settings: dict, *, device=None, progress=None) -> np.ndarray:
     """Refine ``probs`` (K, h, w) float32 in place with the method and settings of :func:`refine_settings`;
-    ``device`` (a torch device) is where the CRF computes (the guided filter always runs on the CPU)."""
+    ``device`` (a torch device) is where the CRF computes (the guided filter always runs on the CPU);
+    ``progress(fraction)`` is called after each block of rows."""
     s = dict(settings)
     method = s.pop("method", "guided")
     _check_method(method)
     if method == "crf":
-        return crf_refine(probs, guide, device=device, **s)
-    return guided_refine(probs, guide, **s)
+        return crf_refine(probs, guide, device=device, progress=progress, **s)
+    return guided_refine(probs, guide, progress=progress, **s)
 
 
 def _check_inputs(probs: np.ndarray, guide: np.ndarray) -> None:
@@ -92,10 +93,11 @@ def _check_inputs(probs: np.ndarray, guide: np.ndarray) -> None:
         raise ValueError(f"the guide must be an (h, w, 3+) image of the probabilities' size {w}x{h}, got {guide.shape}")
 
 
-def _in_strips(probs: np.ndarray, channels, strip: int, margin: int, block) -> None:
+def _in_strips(probs: np.ndarray, channels, strip: int, margin: int, block, progress=None) -> None:
     """Overwrite ``probs[channels]`` strip by strip with ``block(a0, a1)``, the refined rows a0:a1 (each strip
     with ``margin`` rows either side). ``strip`` must be at least ``margin``: a strip's block then reads
-    unrefined rows of the strip before it only, which is written once the next block has been computed."""
+    unrefined rows of the strip before it only, which is written once the next block has been computed.
+    ``progress(fraction of the rows done)`` after each block."""
     h = probs.shape[1]
     pending = None
     for y0 in range(0, h, strip):
@@ -105,6 +107,8 @@ def _in_strips(probs: np.ndarray, channels, strip: int, margin: int, block) -> N
         if pending is not None:
             probs[channels, pending[0] : pending[1]] = pending[2]
         pending = (y0, y1, q[:, y0 - a0 : y1 - a0])
+        if progress is not None:
+            progress(y1 / h)
     if pending is not None:
         probs[channels, pending[0] : pending[1]] = pending[2]
 
@@ -156,7 +160,7 @@ def _filter_block(probs: np.ndarray, guide: np.ndarray, radius: int, eps: float,
 
 
 def guided_refine(probs: np.ndarray, guide: np.ndarray, *, radius: int = 8, eps: float = 1e-3, subsample: int = 4,
-                  strip: int = 1024) -> np.ndarray:
+                  strip: int = 1024, progress=None) -> np.ndarray:
     """Refine class probabilities in place so that their edges follow the photograph's colour edges.
 
     Parameters
@@ -173,6 +177,8 @@ def guided_refine(probs: np.ndarray, guide: np.ndarray, *, radius: int = 8, eps:
         The filter's coefficients are computed at 1/subsample of the working scale (the fast guided filter).
     strip : int
         Rows per block; bounds the memory for large panoramas.
+    progress : callable, optional
+        ``progress(fraction of the rows done)``, after each block.
 
     Returns
     -------
@@ -185,7 +191,7 @@ def guided_refine(probs: np.ndarray, guide: np.ndarray, *, radius: int = 8, eps:
     strip = max(int(strip), margin) + (-max(int(strip), margin)) % sub
     _in_strips(probs, slice(None), strip, margin,
                lambda a0, a1: _filter_block(probs[:, a0:a1], guide[a0:a1, :, :3].astype(np.float32) * np.float32(1 / 255),
-                                            int(radius), float(eps), sub))
+                                            int(radius), float(eps), sub), progress)
     np.clip(probs, 0.0, 1.0, out=probs)
     total = probs.sum(axis=0)
     np.maximum(total, np.float32(1e-6), out=total)
@@ -226,7 +232,7 @@ def _crf_block(probs: np.ndarray, guide: np.ndarray, *, iterations: int, radius:
 
 def crf_refine(probs: np.ndarray, guide: np.ndarray, *, iterations: int = 3, radius: int = 8, step: int = 4,
                spatial_sigma: float = 8.0, colour_sigma: float = 10.0, weight: float = 3.0,
-               strip: int | None = None, device=None) -> np.ndarray:
+               strip: int | None = None, device=None, progress=None) -> np.ndarray:
     """Refine class probabilities in place by mean-field inference of a locally connected CRF.
 
     Parameters
@@ -249,6 +255,8 @@ def crf_refine(probs: np.ndarray, guide: np.ndarray, *, iterations: int = 3, rad
         whole image); bounds the memory for large panoramas. Default: about a million pixels per block.
     device : torch.device or str, optional
         Where to compute (default: the CPU); the result is a NumPy array either way.
+    progress : callable, optional
+        ``progress(fraction of the rows done)``, after each block.
 
     Returns
     -------
@@ -270,5 +278,6 @@ def crf_refine(probs: np.ndarray, guide: np.ndarray, *, iterations: int = 3, rad
               colour_sigma=float(colour_sigma), weight=float(weight), device=device)
     margin = int(iterations) * int(radius)
     strip = max(int(strip) if strip else (1 << 20) // max(1, w), margin)
-    _in_strips(probs, active, strip, margin, lambda a0, a1: _crf_block(probs[active, a0:a1], guide[a0:a1], **kw))
+    _in_strips(probs, active, strip, margin, lambda a0, a1: _crf_block(probs[active, a0:a1], guide[a0:a1], **kw),
+               progress)
     return probs
