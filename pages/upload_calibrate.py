@@ -204,17 +204,18 @@ def saved_work_section() -> None:
                    "the same name in this session are replaced by the saved ones; the others stay.")
         from ui import archive
 
-        ok = False
+        ok, data = False, None
         if f is not None:
+            data = f.getvalue()  # one copy of what may be a few hundred MB, for the description and the opening
             try:
-                st.caption(archive.describe(f.getvalue()) + ".")
+                st.caption(archive.describe(data) + ".")
                 ok = True
             except ValueError as e:
                 st.error(f"{state.plain(f.name)}: {e}.")
         if st.button("Open", disabled=not ok, key="uc-open-session-run"):
             try:
                 with st.spinner("Opening the saved session…"):
-                    saved = archive.unpack(f.getvalue(), max_images=state.MAX_IMAGES_PER_SESSION,
+                    saved = archive.unpack(data, max_images=state.MAX_IMAGES_PER_SESSION,
                                            device=st.session_state.get("device", "auto"))
                     names = state.restore(saved)
             except ValueError as e:
