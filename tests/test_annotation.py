@@ -68,7 +68,30 @@ def test_superpixels_cached_and_incremental():
     a = compute_superpixels(img)
     b = compute_superpixels(img.copy())
     assert a is b
+    assert compute_superpixels(np.ascontiguousarray(img[:, ::-1])) is not a  # other pixels, another hierarchy
     assert a.atoms.max() + 1 == a.n_atoms and a.features.shape == (a.n_atoms, 5)
+    assert a.work_shape == a.shape == truth.shape and a.sizes.sum() == truth.size
+    assert np.array_equal(a.sizes, np.bincount(a.atoms.ravel()))
+    # every atom lies inside one of the three flat regions: none crosses a boundary
+    codes = np.array([0, 2, 6])
+    inside = np.stack([np.bincount(a.atoms.ravel(), weights=(truth == c).ravel(), minlength=a.n_atoms)
+                       for c in codes], 1)
+    assert (inside.max(1) == a.sizes).all()
+    # so the atoms' mean L* (feature 0), weighted by their sizes, is each region's mean L*
+    import cv2
+
+    light = cv2.cvtColor(img.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)[..., 0]
+    region = codes[inside.argmax(1)]
+    for c in codes:
+        sel = region == c
+        assert np.average(a.features[sel, 0], weights=a.sizes[sel]) == pytest.approx(light[truth == c].mean(),
+                                                                                     abs=1e-3)
+    # adjacent pairs once each, smaller atom first; across the boundaries they join each pair of regions that
+    # touch: 0 | 6 and 6 | 2 side by side (left and right), 2 over 0 (above and below)
+    assert (a.edges[:, 0] < a.edges[:, 1]).all() and len(np.unique(a.edges, axis=0)) == len(a.edges)
+    across = {tuple(sorted(r)) for r in zip(region[a.edges[:, 0]].tolist(), region[a.edges[:, 1]].tolist())}
+    assert across == {(0, 0), (2, 2), (6, 6), (0, 6), (2, 6), (0, 2)}
+    assert set(a.levels) == {"felzenszwalb-coarse", "slic-coarse", "felzenszwalb-fine", "slic-fine"}
 
 
 def test_strokes_to_mask():
@@ -102,8 +125,14 @@ def test_uncertainty_scores_known_values():
     assert e[0, 0] == pytest.approx(0, abs=1e-4) and e[0, 1] == pytest.approx(1, abs=1e-4)
     m = uncertainty_map(p, score="margin")
     assert m[0, 0] == pytest.approx(0) and m[1, 0] == pytest.approx(1) and m[1, 1] == pytest.approx(0.3)
+    # entropy / log 3: the tie of two is log 2 / log 3, (0.8, 0.1, 0.1) is -(0.8 log 0.8 + 0.2 log 0.1) / log 3
+    assert e[1, 0] == pytest.approx(np.log(2) / np.log(3), abs=1e-4)
+    assert e[1, 1] == pytest.approx(-(0.8 * np.log(0.8) + 0.2 * np.log(0.1)) / np.log(3), abs=1e-4)
+    assert m[0, 1] == pytest.approx(1)
     lc = uncertainty_map(p, score="least-confidence")
-    assert lc[0, 1] == pytest.approx(1, abs=1e-4)
+    # (1 - p1) scaled by K / (K - 1) = 1.5, so that the uniform pixel scores 1
+    assert lc[0, 0] == pytest.approx(0) and lc[0, 1] == pytest.approx(1, abs=1e-4)
+    assert lc[1, 0] == pytest.approx(0.75) and lc[1, 1] == pytest.approx(0.3)
     up = uncertainty_map(p.astype(np.float16), shape=(20, 30))
     assert up.shape == (20, 30) and up.dtype == np.float32
     assert to_uint8(m)[0].tolist() == [0, 255] and to_uint8(m)[1, 1] in (76, 77)

@@ -1,4 +1,5 @@
-"""Every page renders, empty and with the demo sample loaded, without an exception."""
+"""Every page renders, empty and with the demo sample loaded, without an exception: its own heading, and what
+it says when there is no image yet."""
 import os
 import pathlib
 
@@ -8,6 +9,13 @@ from streamlit.testing.v1 import AppTest
 APP = pathlib.Path(__file__).resolve().parents[1] / "app.py"
 PAGES = ["pages/upload_calibrate.py", "pages/stitch.py", "pages/register_xpl.py", "pages/segment.py",
          "pages/annotate.py", "pages/statistics.py"]
+HEADINGS = {"pages/upload_calibrate.py": "Upload & calibrate", "pages/stitch.py": "Stitch",
+            "pages/register_xpl.py": "Register XPL", "pages/segment.py": "Segment", "pages/annotate.py": "Annotate",
+            "pages/statistics.py": "Statistics"}
+# the pages that work on the session's images say so when there is none
+NEEDS_IMAGES = {"pages/upload_calibrate.py", "pages/segment.py", "pages/annotate.py", "pages/statistics.py"}
+NO_IMAGE = "No image yet"
+DEMO = ["demo-05", "demo-a14", "demo-a55"]
 
 
 def _app(autoload="0"):
@@ -18,11 +26,20 @@ def _app(autoload="0"):
     return at
 
 
+def _shown(at) -> tuple[list[str], str, list[str]]:
+    """The page's headers, its info texts joined, and its errors."""
+    return [h.value for h in at.main.header], " ".join(i.value for i in at.main.info), [e.value for e in at.error]
+
+
 @pytest.mark.parametrize("page", PAGES)
 def test_page_renders_empty(page):
     at = _app()
     at.switch_page(page).run()
     assert not at.exception, at.exception
+    headers, info, errs = _shown(at)
+    assert headers[:1] == [HEADINGS[page]] and not errs, (headers, errs)
+    assert (NO_IMAGE in info) == (page in NEEDS_IMAGES), info
+    assert len(at.session_state["images"]) == 0
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -30,9 +47,14 @@ def test_page_renders_with_demo_sample(page):
     at = _app()
     at.button(key="load-demo").click().run()
     assert not at.exception
-    assert len(at.session_state["images"]) == 3
+    images = at.session_state["images"]
+    assert sorted(images) == DEMO and all(r["gt"] is not None and r["gt"].shape == r["image"].shape[:2]
+                                          for r in images.values())
     at.switch_page(page).run()
     assert not at.exception, at.exception
+    headers, info, errs = _shown(at)
+    assert headers[:1] == [HEADINGS[page]] and not errs, (headers, errs)
+    assert NO_IMAGE not in info, info
 
 
 def test_core_never_imports_streamlit():
@@ -46,11 +68,20 @@ def test_core_never_imports_streamlit():
 
 
 def test_new_session_starts_on_the_demo_sample():
-    at = _app(autoload="1")
-    assert len(at.session_state["images"]) == 3
-    at.switch_page("pages/segment.py").run()
-    assert not at.exception
-    os.environ["ORELENS_AUTOLOAD_DEMO"] = "0"
+    try:
+        at = _app(autoload="1")
+        assert sorted(at.session_state["images"]) == DEMO
+        at.switch_page("pages/segment.py").run()
+        assert not at.exception
+        headers, info, errs = _shown(at)
+        assert headers[:1] == ["Segment"] and not errs and NO_IMAGE not in info, (headers, info, errs)
+        assert at.main.button[0].label == "Segment this image"
+        # the demo is loaded once per session: removing its images does not bring them back on the next run
+        at.session_state["images"].clear()
+        at.run()
+        assert not at.exception and len(at.session_state["images"]) == 0
+    finally:
+        os.environ["ORELENS_AUTOLOAD_DEMO"] = "0"
 
 
 def test_sidebar_states_the_models_held_out_scores(tmp_path):

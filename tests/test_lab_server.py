@@ -48,9 +48,11 @@ def test_auth_section_requires_login_before_any_page():
     assert not len(at.sidebar.button)  # nothing of the app is reachable
     at.button[0].click().run()
     assert not at.exception
-    # without Authlib (or with a bad configuration) the user sees why instead of a traceback
-    if len(at.error):
-        assert "Login is configured but cannot start" in at.error[0].value
+    # the test runner has no identity provider to reach (and no secrets file for st.login): the user sees why
+    # instead of a traceback, and still nothing but the login
+    assert len(at.error) == 1 and at.error[0].value.startswith("Login is configured but cannot start: ")
+    assert [b.label for b in at.button] == ["Log in"] and not len(at.sidebar.button)
+    assert "images" not in at.session_state
 
 
 def test_named_providers_get_one_button_each():
@@ -185,8 +187,12 @@ def test_session_tmp_inside_a_running_app():
     at2 = AppTest.from_function(script)
     at2.run()
     assert Path(at2.session_state["dir"]) != d  # another user, another folder
+    assert where.read_bytes() == b"x" and Path(at2.session_state["dir"]).is_dir()
     at.button[0].click().run()
-    assert not d.exists() or d != Path(at.session_state["dir"])
+    assert not d.exists() and Path(at.session_state["dir"]) == d  # written to once more, then removed
+    assert Path(at2.session_state["dir"]).is_dir()  # the other session's folder stays
+    at.run()
+    assert Path(at.session_state["dir"]) != d and Path(at.session_state["dir"]).is_dir()  # a fresh one on next use
 
 
 # --------------------------------------------------------------------------- security review of the source

@@ -38,6 +38,10 @@ def test_simulated_series_is_labelled_and_follows_the_optics(demo_image, demo_ma
                             max_shift=0.0, noise=0.0, seed=1)
     assert "SIMULATED" in s.label and s.label == SIMULATED_LABEL
     assert len(s.xpl) == 2 and s.xpl[0].shape == demo_image.shape
+    # no jitter, shift or noise: the stage angles asked for, pure rotations, the PPL as given
+    assert s.angles == [0.0, 90.0] and np.array_equal(s.ppl, demo_image)
+    for A, angle in zip(s.transforms, s.angles):
+        np.testing.assert_allclose(np.degrees(np.arctan2(A[1, 0], A[0, 0])), angle, atol=1e-9)
     # shots 90 degrees apart: the stage turned a quarter, so map both back and compare in the PPL frame
     a = warp_to_reference(s.xpl[0], s.transforms[0], demo_image.shape[:2]).astype(float).mean(2)
     b, valid = warp_to_reference(s.xpl[1], s.transforms[1], demo_image.shape[:2], return_valid=True)
@@ -47,9 +51,19 @@ def test_simulated_series_is_labelled_and_follows_the_optics(demo_image, demo_ma
     # same brightness pattern after a 90-degree turn, up to the per-shot exposure
     ratio = np.median(a[po] + 1) / np.median(b[po] + 1)
     assert np.corrcoef(a[po], b[po])[0, 1] > 0.9, ratio
-    # anisotropic grains have an orientation, isotropic pixels do not
-    assert np.isfinite(s.orientation[demo_mask == 5]).all()
-    assert np.isnan(s.orientation[demo_mask == 2]).all() if (demo_mask == 2).any() else True
+    # anisotropic grains (chalcopyrite 1, pyrrhotite 5) have an orientation in [0, 90), isotropic pixels
+    # (background 0, magnetite 3, pentlandite 7) do not
+    aniso, iso = np.isin(demo_mask, [1, 5]), np.isin(demo_mask, [0, 3, 7])
+    assert aniso.sum() > 1000 and iso.sum() > 1000 and (aniso | iso).all()
+    o = s.orientation[aniso]
+    assert np.isfinite(o).all() and o.min() >= 0 and o.max() < 90
+    assert np.isnan(s.orientation[iso]).all()
+    np.testing.assert_array_equal(s.strength[demo_mask == 5], np.float32(0.8))  # pyrrhotite's anisotropy strength
+    assert (s.strength[iso] == 0).all()
+    # one orientation per grain, drawn anew for each grain
+    n, comp = cv2.connectedComponents((demo_mask == 5).astype(np.uint8), connectivity=8)
+    per_grain = [np.unique(s.orientation[comp == k]) for k in range(1, n)]
+    assert n > 3 and all(len(u) == 1 for u in per_grain) and len({float(u[0]) for u in per_grain}) == n - 1
 
 
 def test_recovers_known_rotations_and_shifts(series, reference):
@@ -133,9 +147,12 @@ def test_anisotropy_maps_recover_orientation():
 
 def test_encodings_shapes_and_errors():
     shots = [np.full((10, 12, 3), v, np.uint8) for v in (10, 50, 90)]
-    assert encode_xpl(shots).shape == (10, 12, 3)
+    compact = encode_xpl(shots)
+    # grey shots of 10, 50 and 90: mean 50, range 80, twice the standard deviation 2 sqrt(3200 / 3) = 65.3
+    assert compact.shape == (10, 12, 3) and (compact == [50, 80, 65]).all()
     raw = encode_xpl(shots, encoding="raw", n_shots=3)
     assert raw.shape == (10, 12, 9) and raw.dtype == np.uint8
+    assert (raw == [10] * 3 + [50] * 3 + [90] * 3).all()  # the shots' RGB in order
     with pytest.raises(ValueError, match="trained with 6"):
         encode_xpl(shots, encoding="raw", n_shots=6)
     with pytest.raises(ValueError, match="valid names"):

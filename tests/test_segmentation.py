@@ -180,7 +180,13 @@ def test_working_scale_returns_full_resolution_labels():
     pred = predict(model, img)
     assert pred.labels.shape == (97, 131)
     assert pred.probs.shape[1:] == (48, 66) or pred.probs.shape[1:] == (49, 66)
-    assert len(np.unique(pred.labels[:, :55])) == 1 and len(np.unique(pred.labels[:, 70:])) == 1
+    # a per-pixel network at full scale calls the dark and the bright half two different classes; at half scale
+    # the same two classes come back, with the edge (between columns 59 and 60) found within one pixel
+    full = predict(SegmentationModel(net=_Pointwise(2).eval(), config=_config([0, 6], scale=1.0),
+                                     device=torch.device("cpu")), img).labels
+    dark, bright = int(full[0, 0]), int(full[0, -1])
+    assert dark != bright and (full[:, :60] == dark).all() and (full[:, 60:] == bright).all()
+    assert (pred.labels[:, :60] == dark).all() and (pred.labels[:, 61:] == bright).all()
 
 
 def test_upsample_argmax_strips_agree():
@@ -189,6 +195,14 @@ def test_upsample_argmax_strips_agree():
     a = upsample_argmax(probs, (80, 120), [0, 5, 7], strip=7)
     b = upsample_argmax(probs, (80, 120), [0, 5, 7], strip=1000)
     assert np.array_equal(a, b)
+    # by hand: 2 columns blown up 4x sit at x = -0.375 ... 1.375 on the source grid; the probabilities are
+    # interpolated first (1 - x, x and a flat 0.7), so the flat class wins between 0.3 and 0.7, which it
+    # never does at a source pixel; a class with no probability anywhere never wins
+    ramp = np.zeros((4, 3, 2), np.float32)
+    ramp[0, :, 0], ramp[1, :, 1], ramp[2] = 1.0, 1.0, 0.7
+    got = upsample_argmax(ramp, (6, 8), [0, 5, 7, 9], strip=4)
+    assert got.tolist() == [[0, 0, 0, 7, 7, 5, 5, 5]] * 6
+    assert np.array_equal(upsample_argmax(ramp, (3, 2), [0, 5, 7, 9]), [[0, 5]] * 3)
 
 
 def test_metrics_against_hand_computed_values():

@@ -300,6 +300,12 @@ def test_tables_and_exports(layout, measured, tmp_path):
                       "occurrence", "liberation", "locking"}
     assert len(t["grains"]) == len(measured.grains)
     assert t["grains"]["area_px"].sum() == sum(v for c, v in layout[1]["pixels"].items() if c)
+    # the modal table holds the layout's known pixel counts and their shares of the labelled pixels
+    truth = layout[1]["pixels"]
+    modal = t["modal"][t["modal"]["image"] == "a"].set_index("code")
+    assert modal["pixels"].to_dict() == truth
+    assert modal["fraction"].to_dict() == pytest.approx({c: n / sum(truth.values()) for c, n in truth.items()})
+    assert sorted(t["grains"][t["grains"]["code"] == 2]["area_px"].tolist()) == [256, 400]
     paths = write_csv(t, tmp_path / "csv")
     assert {p.name for p in paths} == {f"{k}.csv" for k in t}
     import io
@@ -307,9 +313,21 @@ def test_tables_and_exports(layout, measured, tmp_path):
 
     import openpyxl
 
-    assert set(zipfile.ZipFile(io.BytesIO(csv_zip(t))).namelist()) == {f"{k}.csv" for k in t}
-    wb = openpyxl.load_workbook(io.BytesIO(xlsx_bytes(t)))
-    assert set(wb.sheetnames) == set(t)
+    z = zipfile.ZipFile(io.BytesIO(csv_zip(t)))
+    assert set(z.namelist()) == {f"{k}.csv" for k in t}
+    # the files hold the tables themselves: read back, the same rows and values
+    for name in ("modal", "grains"):
+        for back in (pd.read_csv(tmp_path / "csv" / f"{name}.csv"), pd.read_csv(io.BytesIO(z.read(f"{name}.csv")))):
+            assert list(back.columns) == list(t[name].columns) and len(back) == len(t[name])
+            assert back["code"].tolist() == t[name]["code"].tolist()
+    back = pd.read_csv(tmp_path / "csv" / "grains.csv")
+    assert back["area_px"].tolist() == t["grains"]["area_px"].tolist()
+    assert np.allclose(back["ecd_um"], t["grains"]["ecd_um"], rtol=1e-9)
+    xb = xlsx_bytes(t)
+    assert set(openpyxl.load_workbook(io.BytesIO(xb)).sheetnames) == set(t)
+    sheet = pd.read_excel(io.BytesIO(xb), sheet_name="modal")
+    assert sheet["pixels"].tolist() == t["modal"]["pixels"].tolist()
+    assert np.allclose(sheet["fraction"], t["modal"]["fraction"], rtol=1e-12)
 
 
 def test_cli_json_schema(layout, tmp_path):

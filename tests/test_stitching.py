@@ -154,7 +154,7 @@ def test_registries_and_errors(tile_set):
 
 def test_disconnected_tiles_are_reported():
     pm = PairMatch(0, 1, np.array([[10.0, 10.0]]), np.array([[0.0, 0.0]]), 1.0, "phase")
-    with pytest.raises(ValueError, match="tiles 3"):
+    with pytest.raises(ValueError, match=r"^tile 3 could not be matched to the rest"):
         adjust([pm], [(100, 100)] * 3)
 
 
@@ -191,6 +191,18 @@ def test_lens_file(tmp_path, demo_image):
     lens = read_lens(p)
     out = undistort(demo_image, lens)
     assert np.abs(out.astype(int) - demo_image.astype(int)).mean() < 1.0
+    # barrel distortion k1 = 0.1: the point 0.5 focal lengths right of the centre (x = 1300) is photographed at
+    # 0.5 (1 + 0.1 * 0.5²) = 0.5125, x = 1312.5; undistorted, a spot there comes back to (1300, 600)
+    spot = np.zeros((1200, 1600, 3), np.uint8)
+    spot[598:603, 1310:1316] = 200
+    for fields in ({"fx": 1000, "fy": 1000, "cx": 800, "cy": 600},
+                   {"camera_matrix": [[1000, 0, 800], [0, 1000, 600], [0, 0, 1]]}):
+        p.write_text(json.dumps({**fields, "dist_coeffs": [0.1, 0, 0, 0, 0]}))
+        back = undistort(spot, read_lens(p)).astype(float).mean(axis=2)
+        ys, xs = np.nonzero(back)
+        w = back[ys, xs]
+        assert np.average(xs, weights=w) == pytest.approx(1300, abs=0.1)
+        assert np.average(ys, weights=w) == pytest.approx(600, abs=0.1)
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"fx": 1}))
     with pytest.raises(ValueError, match="dist_coeffs"):
