@@ -51,3 +51,26 @@ def _navigation_only_pages_manager():
 
 
 _navigation_only_pages_manager()
+
+
+def _served_download(at, label: str, *, starts: bool = False) -> tuple[bytes, str]:
+    """The bytes and file name that the download button ``label`` (or the first whose label starts so) of an
+    AppTest's last run offers."""
+    import gc
+
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+
+    url = next(d.proto.url for d in at.get("download_button")
+               if (d.proto.label.startswith(label) if starts else d.proto.label == label))
+    file_id = url.rsplit("/", 1)[-1].split(".")[0]
+    for store in (o for o in gc.get_objects() if isinstance(o, MemoryMediaFileStorage)):
+        if file_id in store._files_by_id:
+            f = store._files_by_id[file_id]
+            return f.content, f.filename
+    raise AssertionError(f"no file behind {label}")
+
+
+@pytest.fixture
+def served_download():
+    """:func:`_served_download`: what a page's download button hands the browser."""
+    return _served_download

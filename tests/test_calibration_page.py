@@ -288,22 +288,7 @@ def test_the_marking_hint_follows_the_methods_minimum():
     assert name in at.session_state["calibrated"]
 
 
-def _download(at, label: str):
-    """The bytes and file name a download button of the last run offers."""
-    import gc
-
-    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
-
-    url = next(d.proto.url for d in at.get("download_button") if d.proto.label == label)
-    file_id = url.rsplit("/", 1)[-1].split(".")[0]
-    for store in (o for o in gc.get_objects() if isinstance(o, MemoryMediaFileStorage)):
-        if file_id in store._files_by_id:
-            f = store._files_by_id[file_id]
-            return f.content, f.filename
-    raise AssertionError(f"no file behind {label}")
-
-
-def test_the_correction_stays_shown_after_the_page_runs_again_and_can_be_downloaded():
+def test_the_correction_stays_shown_after_the_page_runs_again_and_can_be_downloaded(served_download):
     import json
 
     import numpy as np
@@ -329,7 +314,7 @@ def test_the_correction_stays_shown_after_the_page_runs_again_and_can_be_downloa
     assert len(again) == 1 and np.allclose(again[0].values, shown[0].values)
     assert any(c.value.startswith("Method white-balance, fitted on ") and "applied to 3 image(s)" in c.value
                for c in at.caption)
-    data, name = _download(at, "Download the correction (JSON)")
+    data, name = served_download(at, "Download the correction (JSON)")
     rec = json.loads(data)
     assert name == f"{first}_correction.json"
     assert rec["image"] == first and rec["fitted_on"] == first and len(rec["applied_to"]) == 3
@@ -338,7 +323,8 @@ def test_the_correction_stays_shown_after_the_page_runs_again_and_can_be_downloa
     other = next(n for n in at.session_state["images"] if n != first)
     at.selectbox(key="uc-image").set_value(other).run()
     assert not at.exception
-    assert len(matrix_shown()) == 1 and json.loads(_download(at, "Download the correction (JSON)")[0])["image"] == other
+    assert len(matrix_shown()) == 1
+    assert json.loads(served_download(at, "Download the correction (JSON)")[0])["image"] == other
     # a corrected version that this correction did not make (here: replaced) shows none
     at.session_state["calibrated"][other] = at.session_state["images"][other]["image"].copy()
     at.run()

@@ -108,29 +108,15 @@ def test_uploaded_ppl_becomes_current_in_the_sidebar_and_failures_stay_shown():
         + ". It is left out of the aligned stack."]
 
 
-def _download_name(at, label_start: str) -> str:
-    """The file name a download button of the last run offers."""
-    import gc
-
-    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
-
-    url = next(d.proto.url for d in at.get("download_button") if d.proto.label.startswith(label_start))
-    file_id = url.rsplit("/", 1)[-1].split(".")[0]
-    for store in (o for o in gc.get_objects() if isinstance(o, MemoryMediaFileStorage)):
-        if file_id in store._files_by_id:
-            return store._files_by_id[file_id].filename
-    raise AssertionError(f"no file behind {label_start}")
-
-
-def test_every_download_of_a_simulated_series_is_named_simulated():
+def test_every_download_of_a_simulated_series_is_named_simulated(served_download):
     at = _page()
     at.radio[0].set_value("Simulate a series from the current image (SIMULATED)").run()
     at.slider[0].set_value(3).run()
     [b for b in at.button if b.label == "Simulate and align"][0].click().run()
     assert not at.exception and not at.error
-    assert _download_name(at, "Transforms") == "demo-05-xpl-transforms-SIMULATED.json"
-    assert _download_name(at, "Aligned XPL stack") == "demo-05-xpl-aligned-SIMULATED.zip"
-    assert _download_name(at, "Anisotropy maps") == "demo-05-anisotropy-SIMULATED.zip"
+    assert served_download(at, "Transforms", starts=True)[1] == "demo-05-xpl-transforms-SIMULATED.json"
+    assert served_download(at, "Aligned XPL stack", starts=True)[1] == "demo-05-xpl-aligned-SIMULATED.zip"
+    assert served_download(at, "Anisotropy maps", starts=True)[1] == "demo-05-anisotropy-SIMULATED.zip"
 
 
 def test_a_file_name_is_shown_as_written_not_as_markdown():

@@ -206,21 +206,6 @@ def test_failure_messages_name_the_grid_field_not_the_command_line_flag():
                    "or leave it blank to find the overlaps."]
 
 
-def _download(at, label: str):
-    """The bytes and file name a download button of the last run offers."""
-    import gc
-
-    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
-
-    url = next(d.proto.url for d in at.get("download_button") if d.proto.label == label)
-    file_id = url.rsplit("/", 1)[-1].split(".")[0]
-    for store in (o for o in gc.get_objects() if isinstance(o, MemoryMediaFileStorage)):
-        if file_id in store._files_by_id:
-            f = store._files_by_id[file_id]
-            return f.content, f.filename
-    raise AssertionError(f"no file behind {label}")
-
-
 def _encrypted(zip_bytes: bytes) -> bytes:
     """The archive with every member flagged as encrypted (as a password-protected zip is)."""
     d = bytearray(zip_bytes)
@@ -273,7 +258,7 @@ def test_unusable_zip_archives_are_refused_with_a_reason_and_no_traceback():
         "at most 100 tiles can be stitched here, but many.zip holds 101; use the command line for more"]
 
 
-def test_unmatched_tiles_are_named_and_the_transforms_record_the_pixel_size():
+def test_unmatched_tiles_are_named_and_the_transforms_record_the_pixel_size(served_download):
     import json
 
     from core.io import encode_png, list_dataset, read_image
@@ -296,7 +281,7 @@ def test_unmatched_tiles_are_named_and_the_transforms_record_the_pixel_size():
     next(x for x in at.button if x.key == "stitch-run").click()
     at.run()
     assert not at.exception and not at.error
-    data, name = _download(at, "Transforms (JSON)")
+    data, name = served_download(at, "Transforms (JSON)")
     rec = json.loads(data)
     assert name == "panorama.json" and rec["pixel_size_um"] == 0.25 and len(rec["tiles"]) == 9
 
