@@ -63,7 +63,8 @@ def _served_download(at, label: str, *, starts: bool = False) -> tuple[bytes, st
     url = next(d.proto.url for d in at.get("download_button")
                if (d.proto.label.startswith(label) if starts else d.proto.label == label))
     file_id = url.rsplit("/", 1)[-1].split(".")[0]
-    for store in (o for o in gc.get_objects() if isinstance(o, MemoryMediaFileStorage)):
+    # by exact type: isinstance would ask every object in memory, and some torch objects warn when asked
+    for store in (o for o in gc.get_objects() if type(o) is MemoryMediaFileStorage):
         if file_id in store._files_by_id:
             f = store._files_by_id[file_id]
             return f.content, f.filename
