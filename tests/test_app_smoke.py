@@ -100,3 +100,22 @@ def test_sidebar_states_the_models_held_out_scores(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"architecture": "unet", "encoder": "resnet34",
                                                       "classes": [0, 1], "in_channels": 6}))
     assert model_summary(str(tmp_path)) == "unet / resnet34, 2 classes, 6 input channels (needs XPL)"
+
+
+def test_the_sidebar_says_how_long_saving_takes_when_it_is_long():
+    """The saved session is built only when its button is pressed, with nothing on screen meanwhile: from about
+    5 s on, the sidebar says how long to expect (0.25 s per megapixel)."""
+    import numpy as np
+
+    try:
+        at = _app(autoload="1")
+        waits = [c.value for c in at.sidebar.caption if c.value.startswith("Saving builds the file first")]
+        assert waits == []  # three demo photographs of 1.9 Mpx: about 1.4 s
+        for rec in at.session_state["images"].values():
+            rec["image"] = np.zeros((3000, 3000, 3), np.uint8)  # 9 Mpx each
+        at.run()
+        assert not at.exception, at.exception
+        waits = [c.value for c in at.sidebar.caption if c.value.startswith("Saving builds the file first")]
+        assert waits == ["Saving builds the file first: roughly 7 s for these 3 image(s) before the download starts."]
+    finally:
+        os.environ["ORELENS_AUTOLOAD_DEMO"] = "0"
