@@ -12,8 +12,9 @@ import argparse
 import importlib
 import os
 import sys
+from pathlib import Path
 
-__all__ = ["COMMANDS", "add_pixel_size", "add_white_level", "build_parser", "main"]
+__all__ = ["COMMANDS", "add_pixel_size", "add_white_level", "build_parser", "main", "make_folder"]
 
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -30,6 +31,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stats": ("core.stats.cli", "modal mineralogy, grain sizes and associations from masks"),
     "pointcount": ("core.stats.cli_pointcount", "point counting: a grid of points, and a mask checked against a count"),
 }
+
+
+def make_folder(folder: Path, what: str) -> Path:
+    """Create ``folder`` (and its parents) for the output named ``what`` (e.g. "--out"); ValueError, before any
+    work is done, where a file stands in the way."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ValueError(f"{what}: cannot make the folder {folder}: a file of that name (or of a folder above it) "
+                         "is in the way") from None
+    return folder
 
 
 def add_white_level(parser: argparse.ArgumentParser, what: str = "photographs") -> None:

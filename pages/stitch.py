@@ -29,22 +29,15 @@ def read_tiles(files, where=None) -> tuple[list[tuple[str, np.ndarray]], float |
     A tile from a zip archive is named by its path inside the archive (``row2/01.jpg``), so that tiles of the same
     file name in different folders stay apart and sort row by row. A name given twice, or the same picture under
     two names, is refused: every tile listed is stitched once. ``where``: the placeholder that shows the progress
-    (default: a new one)."""
+    (default: a new one); the caller empties it."""
     tiles, sizes = [], []
     bar = where if where is not None else st.empty()
-    expected = [len(files)]  # files, and a zip counted by its images once it is opened
+    expected = len(files)  # files, and a zip counted by its images once it is opened
 
     def decoded(name: str) -> None:
-        bar.progress(min(1.0, len(tiles) / max(expected[0], 1)),
-                     text=f"Reading tile {len(tiles)} of {expected[0]} ({name})…")
+        bar.progress(min(1.0, len(tiles) / max(expected, 1)),
+                     text=f"Reading tile {len(tiles)} of {expected} ({name})…")
 
-    try:
-        return _read_tiles(files, tiles, sizes, expected, decoded)
-    finally:
-        bar.empty()
-
-
-def _read_tiles(files, tiles, sizes, expected, decoded):
     for f in files:
         if f.name.lower().endswith(".zip"):
             member = None
@@ -63,7 +56,7 @@ def _read_tiles(files, tiles, sizes, expected, decoded):
                     if sum(m.file_size for m in members) > MAX_ZIP_BYTES:
                         st.error(f"{f.name}: the archive unpacks to more than {MAX_ZIP_BYTES // 2 ** 30} GB")
                         return None
-                    expected[0] += len(members) - 1
+                    expected += len(members) - 1
                     for member in members:
                         data = z.read(member)
                         tiles.append((member.filename, cio.read_image(data)))
@@ -318,6 +311,7 @@ def main() -> None:
             tiles = work["tiles"]  # decoded on an earlier run of this page
         else:
             read = read_tiles(files, where=reading)
+            reading.empty()
             if read is None:
                 return
             tiles, work["pixel_um"] = read

@@ -183,17 +183,24 @@ def test_demo_tiles_replace_the_uploads_and_set_a_grid_that_fits_them():
     assert "last" not in at.session_state["stitch"]
 
 
-def test_failure_messages_name_the_grid_field_not_the_command_line_flag():
+def _stitch_two_that_do_not_overlap(first: str, second: str):
+    """The page after stitching two uploaded tiles, named ``first`` and ``second``, cut from different demo
+    photographs (so they cannot be matched)."""
     from core.io import encode_png, list_dataset, read_image
 
     items = list_dataset(Path(APP).parent / "samples", "demo")
     a = read_image(items[0].image)[:400, :400]
     b = read_image(items[1].image)[-400:, -400:][::-1]
     at = _stitch_page()
-    at.file_uploader(key="stitch-files").set_value([("a.png", encode_png(a), "image/png"),
-                                                    ("b.png", encode_png(b), "image/png")]).run()
+    at.file_uploader(key="stitch-files").set_value([(first, encode_png(a), "image/png"),
+                                                    (second, encode_png(b), "image/png")]).run()
     next(x for x in at.button if x.key == "stitch-run").click()
     at.run()
+    return at
+
+
+def test_failure_messages_name_the_grid_field_not_the_command_line_flag():
+    at = _stitch_two_that_do_not_overlap("a.png", "b.png")
     assert not at.exception
     err = [e.value for e in at.error]
     assert len(err) == 1 and "could not be matched" in err[0], err
@@ -261,16 +268,7 @@ def test_unusable_zip_archives_are_refused_with_a_reason_and_no_traceback():
 def test_unmatched_tiles_are_named_and_the_transforms_record_the_pixel_size(served_download):
     import json
 
-    from core.io import encode_png, list_dataset, read_image
-
-    items = list_dataset(Path(APP).parent / "samples", "demo")
-    a = read_image(items[0].image)[:400, :400]
-    b = read_image(items[1].image)[-400:, -400:][::-1]
-    at = _stitch_page()
-    at.file_uploader(key="stitch-files").set_value([("left.png", encode_png(a), "image/png"),
-                                                    ("right.png", encode_png(b), "image/png")]).run()
-    next(x for x in at.button if x.key == "stitch-run").click()
-    at.run()
+    at = _stitch_two_that_do_not_overlap("left.png", "right.png")
     err = [e.value.replace("\\", "") for e in at.error]
     assert len(err) == 1 and err[0].startswith("Stitching failed: tile 2 (right.png) could not be matched to the "
                                                "rest;"), err

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
 
     from pathlib import Path
 
-    from ..segmentation.cli_segment import make_folder
+    from ..cli import make_folder
 
     METHODS.get(args.method)
     make_folder(Path(args.out).parent, "--out")

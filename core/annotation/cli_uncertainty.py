@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .. import io as cio
-    from ..segmentation.cli_segment import make_folder
+    from ..cli import make_folder
     from .uncertainty import SCORES, select_regions, to_uint8, uncertainty_map
 
     SCORES.get(args.score)

@@ -49,7 +49,7 @@ def run(args) -> int:
     import numpy as np
 
     from ..minerals import by_code
-    from .cli_segment import make_folder
+    from ..cli import make_folder
     from .model import load_model
 
     if args.json:

@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from ..cli import add_pixel_size, add_white_level
+from ..cli import add_pixel_size, add_white_level, make_folder
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -41,17 +41,6 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-assemblage", action="store_true",
                    help="allow any minerals together (by default minerals never seen in one training photograph, "
                         "e.g. pyrite with pyrrhotite for the default model, are not predicted together)")
-
-
-def make_folder(folder: Path, what: str) -> Path:
-    """Create ``folder`` (and its parents) for the output named ``what`` (e.g. "--out"); ValueError, before any
-    work is done, where a file stands in the way."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise ValueError(f"{what}: cannot make the folder {folder}: a file of that name (or of a folder above it) "
-                         "is in the way") from None
-    return folder
 
 
 def expand_images(items: list[str]) -> list[Path]:

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     if masks and len(masks) != len(args.points):
         raise ValueError(f"{len(args.points)} point lists but {len(masks)} masks: give one mask per list, in order")
     if args.json:
-        from ..segmentation.cli_segment import make_folder
+        from ..cli import make_folder
 
         make_folder(Path(args.json).parent, "--json")
     results = {}
